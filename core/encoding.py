@@ -1,0 +1,87 @@
+"""The PairRM input layout: sanitising, per-prompt truncation and the concatenated comparison ids."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from transformers import PreTrainedTokenizerBase
+
+from .configuration_pairrm import (
+    CANDIDATE1_TOKEN,
+    CANDIDATE2_TOKEN,
+    CANDIDATE_TOKEN,
+    SOURCE_TOKEN,
+    SPECIAL_TOKENS,
+    PairRMConfig,
+)
+
+
+class PairEncoder:
+    """Turns (source, candidate 1, candidate 2) texts into PairRM input ids, as the reference does.
+
+    - a literal separator token (``[SEP]``) in any text becomes a space (reference behaviour), and so do the
+      four prefix strings, which would otherwise add a second prefix token and break the layout;
+    - the source is ``[CLS] <|source|> text [SEP]`` truncated to ``source_maxlength`` (left part kept,
+      final ``[SEP]`` kept);
+    - each candidate is ``[CLS] <|candidate|> text [SEP]`` truncated to
+      ``candidate_maxlength + (source_maxlength - len(source_ids)) // 2`` (a short source's slack goes to
+      the candidates), its prefix id then replaced by the slot's ``<|candidate1|>`` / ``<|candidate2|>`` id.
+    """
+
+    def __init__(self, tokenizer: PreTrainedTokenizerBase, config: PairRMConfig) -> None:
+        self.tokenizer = tokenizer
+        self.source_maxlength = config.source_maxlength
+        self.candidate_maxlength = config.candidate_maxlength
+        self.source_id, self.cand1_id, self.cand2_id, self.cand_id = config.special_token_ids
+        sep = tokenizer.sep_token if tokenizer.sep_token is not None else tokenizer.eos_token
+        if sep is None:
+            raise ValueError("the ranker's tokenizer has neither a sep_token nor an eos_token; PairRM needs one")
+        self.sep_token: str = sep
+        self.sep_id: int = tokenizer.convert_tokens_to_ids(sep)
+        self._banned = (sep, *SPECIAL_TOKENS)
+        # The longest any candidate can be: its own limit plus the whole slack of a 3-token source.
+        self._cand_cap = self.candidate_maxlength + (self.source_maxlength - 3) // 2
+
+    def sanitize(self, text: str) -> str:
+        """Replace the separator and the four prefix strings by a space."""
+        for token in self._banned:
+            if token in text:
+                text = text.replace(token, " ")
+        return text
+
+    def _encode(self, texts: Sequence[str], prefix: str, max_length: int) -> list[list[int]]:
+        if not texts:
+            return []
+        batch = [prefix + self.sanitize(t) for t in texts]
+        enc = self.tokenizer(batch, add_special_tokens=True, truncation=True, max_length=max_length)
+        return [list(ids) for ids in enc["input_ids"]]
+
+    def encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
+        """``[CLS] <|source|> text [SEP]``, truncated to ``source_maxlength``."""
+        return self._encode(texts, SOURCE_TOKEN, self.source_maxlength)
+
+    def encode_candidates(self, texts: Sequence[str]) -> list[list[int]]:
+        """``[CLS] <|candidate|> text [SEP]``, truncated only to the largest budget any source allows."""
+        return self._encode(texts, CANDIDATE_TOKEN, self._cand_cap)
+
+    def candidate_budget(self, source_len: int) -> int:
+        """Token budget of each candidate next to a source of ``source_len`` ids."""
+        return self.candidate_maxlength + (self.source_maxlength - source_len) // 2
+
+    def _fit(self, cand_ids: list[int], budget: int, slot_id: int) -> list[int]:
+        ids = cand_ids if len(cand_ids) <= budget else [*cand_ids[: budget - 1], self.sep_id]
+        return [slot_id if t == self.cand_id else t for t in ids]
+
+    def build(self, source_ids: list[int], cand1_ids: list[int], cand2_ids: list[int]) -> list[int]:
+        """Concatenate one comparison: source, candidate 1 (slot 1), candidate 2 (slot 2)."""
+        budget = self.candidate_budget(len(source_ids))
+        return source_ids + self._fit(cand1_ids, budget, self.cand1_id) + self._fit(cand2_ids, budget, self.cand2_id)
+
+
+def add_pairrm_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int, int]:
+    """Add the four prefix tokens (plain added tokens, in the reference's order) and return their ids."""
+    missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
+    if missing:
+        tokenizer.add_tokens(missing)
+    ids = tuple(int(tokenizer.convert_tokens_to_ids(t)) for t in (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TOKEN))
+    return ids  # type: ignore[return-value]
