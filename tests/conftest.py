@@ -1,0 +1,33 @@
+"""Shared fixtures: tiny random checkpoints built offline once per session."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from blender_core.ranker import PairRanker
+from blender_core.testing import make_tiny_pairrm
+
+# Small limits so that truncation is exercised by short texts.
+TINY_LIMITS = {"source_maxlength": 24, "candidate_maxlength": 16}
+
+
+@pytest.fixture(scope="session")
+def tiny_reference_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_pairrm(tmp_path_factory.mktemp("ref"), "reference", **TINY_LIMITS)
+
+
+@pytest.fixture(scope="session")
+def tiny_hf_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_pairrm(tmp_path_factory.mktemp("hf"), "hf")
+
+
+@pytest.fixture(scope="session")
+def tiny_native_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_pairrm(tmp_path_factory.mktemp("native"), "native", **TINY_LIMITS)
+
+
+@pytest.fixture(scope="session")
+def tiny_ranker(tiny_reference_ckpt: Path) -> PairRanker:
+    return PairRanker.from_pretrained(tiny_reference_ckpt, device="cpu", batch_size=8)
