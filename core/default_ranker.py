@@ -8,6 +8,7 @@ from transformers import PreTrainedTokenizerBase
 
 from .modeling_pairrm import PairRMModel
 
+DEFAULT_RANKER = "builtin:pairrm-minilm-l6"
 BUILTIN_NAMES: tuple[str, ...] = ()
 
 
