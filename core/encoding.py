@@ -39,6 +39,7 @@ class PairEncoder:
         self.sep_token: str = sep
         self.sep_id: int = tokenizer.convert_tokens_to_ids(sep)
         self._banned = (sep, *SPECIAL_TOKENS)
+        self._prefix_ids = frozenset((self.source_id, self.cand1_id, self.cand2_id, self.cand_id))
         # The longest any candidate can be: its own limit plus the whole slack of a 3-token source.
         self._cand_cap = self.candidate_maxlength + (self.source_maxlength - 3) // 2
 
@@ -52,9 +53,30 @@ class PairEncoder:
     def _encode(self, texts: Sequence[str], prefix: str, max_length: int) -> list[list[int]]:
         if not texts:
             return []
-        batch = [prefix + self.sanitize(t) for t in texts]
+        clean = [self.sanitize(t) for t in texts]
+        batch = [prefix + t for t in clean]
         enc = self.tokenizer(batch, add_special_tokens=True, truncation=True, max_length=max_length)
-        return [list(ids) for ids in enc["input_ids"]]
+        prefix_id = int(self.tokenizer.convert_tokens_to_ids(prefix))
+        out = []
+        for text, ids in zip(clean, enc["input_ids"], strict=True):
+            ids = list(ids)
+            if [t for t in ids if t in self._prefix_ids] != [prefix_id]:  # rare: see _encode_apart
+                ids = self._encode_apart(text, prefix, prefix_id, max_length)
+            out.append(ids)
+        return out
+
+    def _encode_apart(self, text: str, prefix: str, prefix_id: int, max_length: int) -> list[int]:
+        """Fallback when the tokenizer's normaliser lost the prefix or made one out of user text.
+
+        E.g. a leading combining mark (U+0338) fuses with the prefix's ``>`` under NFC, and a lowercasing
+        tokenizer (BERT uncased) reads ``<|SOURCE|>`` as ``<|source|>``. The text is then tokenized on its
+        own, any prefix id in it dropped, and placed in the prefix's template (``[CLS] prefix … [SEP]``).
+        """
+        template = list(self.tokenizer(prefix, add_special_tokens=True)["input_ids"])
+        cut = template.index(prefix_id) + 1
+        body = self.tokenizer(text, add_special_tokens=False)["input_ids"]
+        body = [t for t in body if t not in self._prefix_ids][: max(0, max_length - len(template))]
+        return template[:cut] + body + template[cut:]
 
     def encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
         """``[CLS] <|source|> text [SEP]``, truncated to ``source_maxlength``."""
