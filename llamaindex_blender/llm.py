@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import contextvars
-import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from functools import partial
@@ -37,6 +36,7 @@ from blender_core.ensemble import (
 )
 from blender_core.fusers.base import BaseFuser
 from blender_core.pipeline import Blender, FusionError
+from blender_core.streaming import StreamReport, aguarded_stream, guarded_stream
 
 from .fusers import LlamaIndexFuser, usage_of
 
@@ -244,68 +244,92 @@ class BlenderLLM(LLM):
             return answer.payload.message.model_copy(deep=True)
         return ChatMessage(role=MessageRole.ASSISTANT, content=outcome.text)
 
-    def _streamed(self, outcome: EnsembleOutcome, text: str, fuse_s: float, sink: list[dict[str, int]],
-                  error: str | None = None) -> EnsembleOutcome:
-        """The outcome once the fuser's stream has ended (or failed before its first piece)."""
+    def _streamed(
+        self, outcome: EnsembleOutcome, text: str, report: StreamReport, sink: list[dict[str, int]]
+    ) -> EnsembleOutcome:
+        """The outcome once the fuser's stream has ended, or fell back to the top-ranked answer."""
         fuser = self._ensemble.blender.fuser
+        timings = {**outcome.blend.timings, "fuse_s": report.elapsed_s}
+        if report.first_item_s is not None:
+            timings["fuse_first_token_s"] = report.first_item_s
         blend = replace(
-            outcome.blend, text=text, fused=error is None, fuser=fuser.name if fuser is not None else None,
-            fuser_error=error, timings={**outcome.blend.timings, "fuse_s": fuse_s},
+            outcome.blend,
+            text=text,
+            fused=not report.fell_back,
+            fuser=fuser.name if fuser is not None else None,
+            fuser_error=report.error,
+            timings=timings,
         )
         return replace(outcome, blend=blend, text=text, fuser_usage=sum_usage(sink) if sink else None)
 
-    def _fuser_failed(self, exc: Exception) -> str:
+    def _fallback(self, outcome: EnsembleOutcome) -> Callable[[], list[str]] | None:
+        """What streams when fusion fails before its first token: the top-ranked answer (unless switched off)."""
+        return (lambda: [outcome.text]) if self._ensemble.blender.fallback_on_fuser_error else None
+
+    def _fusion_error(self, exc: Exception) -> FusionError:
         fuser = self._ensemble.blender.fuser
-        name = fuser.name if fuser is not None else "fuser"
-        if not self._ensemble.blender.fallback_on_fuser_error:
-            raise FusionError(f"the fuser {name!r} failed: {type(exc).__name__}: {exc}") from exc
-        return f"{type(exc).__name__}: {exc}"
+        return FusionError(f"the fuser {getattr(fuser, 'name', 'fuser')!r} failed: {type(exc).__name__}: {exc}")
 
     def _final_pieces(self, prompt: str, outcome: EnsembleOutcome) -> Iterator[tuple[str, EnsembleOutcome | None]]:
-        """(delta, None) pieces of the final answer, the last one carrying the finished outcome."""
+        """(delta, None) pieces of the final answer; the last one, held back, carries the finished outcome.
+
+        The fuser's stream goes through :func:`blender_core.streaming.guarded_stream`: its first token must
+        come within ``timeout``, and a failure before it streams the top-ranked answer instead."""
         blender = self._ensemble.blender
         if blender.fuser is None:
             yield outcome.text, outcome
             return
         sink: list[dict[str, int]] = []
-        start = time.perf_counter()
-        pieces = iter(blender.stream_fuse(prompt, outcome.blend, **self._fuser_kwargs(sink)))
+        report = StreamReport()
+        pieces = guarded_stream(
+            lambda: blender.stream_fuse(prompt, outcome.blend, **self._fuser_kwargs(sink)),
+            timeout=self.timeout,
+            fallback=self._fallback(outcome),
+            report=report,
+        )
+        pending: str | None = None
+        text = ""
         try:
-            pending = next(pieces, "")
-        except Exception as exc:  # failed before any output: the top-ranked answer stands in
-            error = self._fuser_failed(exc)
-            yield outcome.text, self._streamed(outcome, outcome.text, time.perf_counter() - start, sink, error)
-            return
-        text = pending
-        for piece in pieces:  # held back by one, so that the last piece can carry the outcome
-            yield pending, None
-            pending = piece
-            text += piece
-        yield pending, self._streamed(outcome, text, time.perf_counter() - start, sink)
+            for piece in pieces:
+                if pending is not None:
+                    yield pending, None
+                pending = piece
+                text += piece
+        except Exception as exc:
+            if report.first_item_s is None:  # failed before any output, with the fallback switched off
+                raise self._fusion_error(exc) from exc
+            raise
+        yield pending or "", self._streamed(outcome, text, report, sink)
 
     async def _afinal_pieces(
         self, prompt: str, outcome: EnsembleOutcome
     ) -> AsyncIterator[tuple[str, EnsembleOutcome | None]]:
-        """Async :meth:`_final_pieces`, from the fuser's ``astream``."""
+        """Async :meth:`_final_pieces`, from the fuser's ``astream`` through ``aguarded_stream``."""
         blender = self._ensemble.blender
         if blender.fuser is None:
             yield outcome.text, outcome
             return
         sink: list[dict[str, int]] = []
-        start = time.perf_counter()
-        pieces = blender.astream_fuse(prompt, outcome.blend, **self._fuser_kwargs(sink)).__aiter__()
+        report = StreamReport()
+        pieces = aguarded_stream(
+            lambda: blender.astream_fuse(prompt, outcome.blend, **self._fuser_kwargs(sink)),
+            timeout=self.timeout,
+            fallback=self._fallback(outcome),
+            report=report,
+        )
+        pending: str | None = None
+        text = ""
         try:
-            pending = await anext(pieces, "")
+            async for piece in pieces:
+                if pending is not None:
+                    yield pending, None
+                pending = piece
+                text += piece
         except Exception as exc:
-            error = self._fuser_failed(exc)
-            yield outcome.text, self._streamed(outcome, outcome.text, time.perf_counter() - start, sink, error)
-            return
-        text = pending
-        async for piece in pieces:
-            yield pending, None
-            pending = piece
-            text += piece
-        yield pending, self._streamed(outcome, text, time.perf_counter() - start, sink)
+            if report.first_item_s is None:
+                raise self._fusion_error(exc) from exc
+            raise
+        yield pending or "", self._streamed(outcome, text, report, sink)
 
     # ------------------------------------------------------------------ chat
     @llm_chat_callback()
@@ -325,7 +349,8 @@ class BlenderLLM(LLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponseGen:
         """Stream the final answer: the backends answer in full (they must, to be ranked), then the fuser's
-        tokens are streamed (without a fuser, the chosen answer comes as one delta). The last chunk's
+        tokens are streamed, its first token due within ``timeout`` (if it fails or is late, the top-ranked
+        answer is streamed instead); without a fuser the chosen answer comes as one delta. The last chunk's
         ``raw`` carries the details and usage."""
         prompt = _chat_prompt(messages)
 

@@ -25,7 +25,7 @@ from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.event_handlers import BaseEventHandler
 from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChatStartEvent
-from llama_index.core.llms import CustomLLM
+from llama_index.core.llms import CustomLLM, MockLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
 from blender_core.ensemble import EnsembleError, render_prompt
@@ -83,6 +83,7 @@ class FakeLLM(CustomLLM):
     @llm_chat_callback()
     def stream_chat(self, messages: Any, **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
+            time.sleep(self.delay)  # the time to the first token
             text = ""
             pieces = self._pieces()
             for k, piece in enumerate(pieces):
@@ -95,7 +96,8 @@ class FakeLLM(CustomLLM):
     @llm_chat_callback()
     async def astream_chat(self, messages: Any, **kwargs: Any) -> ChatResponseAsyncGen:
         async def gen() -> ChatResponseAsyncGen:
-            for response in self.stream_chat(messages, **kwargs):
+            await asyncio.sleep(self.delay)
+            for response in self.model_copy(update={"delay": 0.0}).stream_chat(messages, **kwargs):
                 await asyncio.sleep(0)
                 yield response
 
@@ -314,6 +316,20 @@ def test_token_counting_reads_the_summed_usage(tiny_ranker: PairRanker) -> None:
     assert counter.completion_llm_token_count == 2 * 3 * 5
 
 
+async def test_llamaindex_fuser_prompts_and_usage() -> None:
+    echoed = LlamaIndexFuser(MockLLM()).fuse(["say hi"], [["hi", "hello"]])[0]  # MockLLM echoes its prompt
+    assert "Instruction:\nsay hi" in echoed
+    assert "Candidate 1:\nhi" in echoed
+    assert "Candidate 2:\nhello" in echoed
+    fuser = LlamaIndexFuser(FakeLLM(text="merged answer", prompt_tokens=10, completion_tokens=2, name="f"))
+    sink: list[dict[str, int]] = []
+    assert fuser.fuse(["q"], [["a", "b"]], usage_sink=sink) == ["merged answer"]
+    assert await fuser.afuse(["q", "r"], [["a"], ["b"]], usage_sink=sink) == ["merged answer"] * 2
+    assert "".join(fuser.stream("q", ["a"], usage_sink=sink)) == "merged answer"
+    assert "".join([p async for p in fuser.astream("q", ["a"], usage_sink=sink)]) == "merged answer"
+    assert sink == [{"input_tokens": 10, "output_tokens": 2}] * 5
+
+
 # ---------------------------------------------------------------------- streaming
 def test_stream_chat_streams_the_fuser_tokens(tiny_ranker: PairRanker) -> None:
     fuser = FakeLLM(text="two plus two is four", prompt_tokens=50, completion_tokens=5, name="fuser")
@@ -357,6 +373,24 @@ def test_stream_falls_back_when_the_fuser_fails_before_its_first_token(tiny_rank
     strict = BlenderLLM(fakes(), ranker=tiny_ranker, fuser=BrokenStreamLLM(), fallback_on_fuser_error=False)
     with pytest.raises(FusionError, match="stream broke"):
         list(strict.stream_chat(user()))
+
+
+def test_stream_falls_back_when_the_fuser_misses_the_first_token_deadline(tiny_ranker: PairRanker) -> None:
+    llm = BlenderLLM(fakes(), ranker=tiny_ranker, fuser=FakeLLM(text="late", delay=2.0), timeout=0.5)
+    start = time.perf_counter()
+    chunks = list(llm.stream_chat(user()))
+    assert time.perf_counter() - start < 1.5
+    assert chunks[-1].message.content == ANSWERS[ranked_best(tiny_ranker, CHAT_PROMPT, list(ANSWERS))]
+    assert raw_of(chunks[-1])["blender"]["fuser_error"] == "FirstItemTimeout: no output within 0.5 s (time-to-first-token limit)"
+
+
+async def test_astream_falls_back_when_the_fuser_misses_the_first_token_deadline(tiny_ranker: PairRanker) -> None:
+    llm = BlenderLLM(fakes(), ranker=tiny_ranker, fuser=FakeLLM(text="late", delay=2.0), timeout=0.5)
+    start = time.perf_counter()
+    chunks = [c async for c in await llm.astream_chat(user())]
+    assert time.perf_counter() - start < 1.5
+    assert raw_of(chunks[-1])["blender"]["fused"] is False
+    assert raw_of(chunks[-1])["blender"]["fuser_error"].startswith("FirstItemTimeout")
 
 
 # ---------------------------------------------------------------------- events
