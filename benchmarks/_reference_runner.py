@@ -2,7 +2,7 @@
 
 Usage: ``<ref-venv>/bin/python benchmarks/_reference_runner.py SPEC.json RESULT.json``
 
-The spec is ``{"ranker": path, "threads": int, "calls": [call, ...]}``; each call is
+The spec is ``{"ranker": path, "load_kwargs": {...}, "threads": int, "calls": [call, ...]}``; each call is
 ``{"name": str, "method": "rank" | "compare" | ..., "kwargs": {...}, "seed": int | null,
 "warmup": bool, "repeats": int}``. The result maps each call name to ``{"result": ..., "times": [s, ...]}``,
 numpy arrays turned into lists. The reference prints to stdout, so everything it prints goes to stderr.
@@ -39,7 +39,7 @@ def main(spec_path: str, result_path: str) -> None:
 
         torch.set_num_threads(int(spec.get("threads", 1)))
         blender = llm_blender.Blender(llm_blender.BlenderConfig(device="cpu", use_tqdm=False))
-        blender.loadranker(spec["ranker"], device="cpu")
+        blender.loadranker(spec["ranker"], device="cpu", **spec.get("load_kwargs", {}))
         out: dict[str, Any] = {}
         for call in spec["calls"]:
             method = getattr(blender, call["method"])

@@ -35,7 +35,7 @@ from blender_core.compat import Blender
 from blender_core.testing import make_tiny_pairrm
 
 TOLERANCE = 1e-4
-LIMITS = {"source_maxlength": 32, "candidate_maxlength": 24}
+LIMITS = {"source_maxlength": 160, "candidate_maxlength": 96}
 MODES = ("[A,B]", "[B,A]", "[A,B]+[B,A]")
 
 
@@ -108,7 +108,7 @@ def rank_calls(d: Data) -> list[dict[str, Any]]:
         {
             "name": "rank.limits",
             "method": "rank",
-            "kwargs": {**kw, "return_scores": True, "source_max_length": 20, "candidate_max_length": 12},
+            "kwargs": {**kw, "return_scores": True, "source_max_length": 48, "candidate_max_length": 32},
         },
     ]
 
@@ -122,8 +122,8 @@ def rank_checks(d: Data, ref: dict[str, Any], ours: Blender) -> list[Row]:
         _same("rank", "ranks (batch_size=1)", ours.rank(**kw), ref["rank.ranks"]["result"]),
         _close(
             "rank",
-            "scores, source/candidate_max_length 20/12",
-            ours.rank(**kw, return_scores=True, source_max_length=20, candidate_max_length=12),
+            "scores, source/candidate_max_length 48/32",
+            ours.rank(**kw, return_scores=True, source_max_length=48, candidate_max_length=32),
             ref["rank.limits"]["result"],
         ),
     ]
@@ -306,24 +306,30 @@ SECTIONS: list[Section] = [
 def make_data(root: Path) -> Data:
     ranker = make_tiny_pairrm(root / "ckpt", "reference", **LIMITS)
     long = make_prompts(
-        0, 8, 5, instruction_words=(3, 10), input_words=(3, 30), candidate_words=[(1, 6), (8, 20), (30, 60)]
+        0, 8, 5, instruction_words=(3, 10), input_words=(3, 220), candidate_words=[(1, 6), (8, 30), (60, 120)]
     )
     short = make_prompts(
         1, 10, 4, instruction_words=(1, 3), input_words=(1, 4), candidate_words=[(1, 3), (3, 5)]
     )
-    _check_no_truncation(ranker, short)
+    if min(truncated(ranker, long)) == 0:
+        raise RuntimeError("the main data set must truncate some sources and candidates; lengthen it")
+    if max(truncated(ranker, short)) > 0:
+        raise RuntimeError("the short data set truncates; shorten it so that batch composition cannot matter")
     return Data(ranker, long, short)
 
 
-def _check_no_truncation(ranker_path: Path, p: Prompts) -> None:
+def truncated(ranker_path: Path, p: Prompts) -> tuple[int, int]:
+    """How many sources, and candidates, are longer than the ranker's limits (in tokens)."""
     from blender_core.ranker import PairRanker
 
     enc = PairRanker.from_pretrained(ranker_path, device="cpu").encoder
     sources = [i + x for i, x in zip(p.instructions, p.inputs, strict=True)]
-    longest_src = max(len(s) for s in enc.encode_sources(sources))
-    longest_cand = max(len(c) for c in enc.encode_candidates([c for cs in p.candidates for c in cs]))
-    if longest_src >= enc.source_maxlength or longest_cand >= enc.candidate_maxlength:
-        raise RuntimeError("the short data set truncates; shorten it so that batch composition cannot matter")
+    src = sum(len(s) >= enc.source_maxlength for s in enc.encode_sources(sources))
+    cands = sum(
+        len(c) >= enc.candidate_maxlength
+        for c in enc.encode_candidates([c for cs in p.candidates for c in cs])
+    )
+    return src, cands
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -348,15 +354,16 @@ def main(argv: list[str] | None = None) -> int:
         ours = Blender({"device": "cpu", "use_tqdm": False})
         ours.loadranker(data.ranker)
         rows = [row for s in SECTIONS for row in s.checks(data, ref, ours)]
+        n_src, n_cand = truncated(data.ranker, data.long)
 
     print(
         f"llm-blender 0.0.2 (reference) vs blender_core.compat.Blender; tiny reference-layout checkpoint, "
         f"limits {LIMITS['source_maxlength']}/{LIMITS['candidate_maxlength']} tokens; tolerance {TOLERANCE:g}"
     )
     print(
-        f"main data: {len(data.long.inputs)} prompts x {len(data.long.candidates[0])} candidates with instructions, "
-        "sources and candidates truncated -> the reference runs at batch_size=1 (its truncation budget depends on "
-        "the batch's longest source; ours is per prompt, equal to its batch_size=1)"
+        f"main data: {len(data.long.inputs)} prompts x {len(data.long.candidates[0])} candidates with instructions; "
+        f"{n_src} sources and {n_cand} candidates over the limits -> the reference runs at batch_size=1 (its "
+        "truncation budget depends on the batch's longest source; ours is per prompt, equal to its batch_size=1)"
     )
     print(
         f"short data: {len(data.short.inputs)} x {len(data.short.candidates[0])}, nothing truncated -> the "
