@@ -10,7 +10,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from .pipeline import Blender, BlendResult
@@ -148,7 +148,9 @@ def call_backends(
             else:
                 records.append(CandidateRecord(name, None, latency, _error_text(exc, timeout)))
         else:
-            records.append(CandidateRecord(name, None, time.perf_counter() - start, _error_text(TimeoutError(), timeout)))
+            records.append(
+                CandidateRecord(name, None, time.perf_counter() - start, _error_text(TimeoutError(), timeout))
+            )
     return records
 
 
@@ -226,7 +228,9 @@ class EnsembleOutcome:
             "fuser_error": self.blend.fuser_error,
             "strategy": self.blend.ranking.strategy if self.blend.ranking is not None else None,
             "timings": dict(self.blend.timings),
-            "usage_by_backend": {r.backend: dict(r.answer.usage) for r in self.successes if r.answer and r.answer.usage},
+            "usage_by_backend": {
+                r.backend: dict(r.answer.usage) for r in self.successes if r.answer and r.answer.usage
+            },
         }
 
 
@@ -265,27 +269,41 @@ class Ensemble:
             raise EnsembleError(records, self.min_successes)
         return successes
 
-    def _outcome(self, records: list[CandidateRecord], successes: tuple[CandidateRecord, ...], blend: BlendResult) -> EnsembleOutcome:
-        return EnsembleOutcome(tuple(records), blend, successes, blend.text)
-
     def _texts(self, successes: tuple[CandidateRecord, ...]) -> list[str]:
         return [r.answer.ranked_text for r in successes if r.answer is not None]
 
-    def select(self, prompt: str, records: list[CandidateRecord], *, fuse: bool = True, **generate_kwargs: Any) -> EnsembleOutcome:
-        """Rank (and fuse) already collected records; raises :class:`EnsembleError` below min_successes."""
-        successes = self._check(records)
-        (blend,) = self.blender.rank_and_fuse([prompt], [self._texts(successes)], fuse=fuse, **generate_kwargs)
+    def _finish(
+        self, records: list[CandidateRecord], successes: tuple[CandidateRecord, ...], blend: BlendResult
+    ) -> EnsembleOutcome:
         if not blend.fused:  # the chosen answer's own text (not its ranking form) is the answer
             best = successes[blend.best].answer
             assert best is not None
-            blend = _with_text(blend, best.text)
-        return self._outcome(records, successes, blend)
+            blend = replace(blend, text=best.text)
+        return EnsembleOutcome(tuple(records), blend, successes, blend.text)
 
-    async def aselect(self, prompt: str, records: list[CandidateRecord], *, fuse: bool = True, **generate_kwargs: Any) -> EnsembleOutcome:
-        """:meth:`select` in a worker thread: ranking and fusion never block the event loop."""
-        return await asyncio.to_thread(self.select, prompt, records, fuse=fuse, **generate_kwargs)
+    def select(
+        self, prompt: str, records: list[CandidateRecord], *, fuse: bool = True, **generate_kwargs: Any
+    ) -> EnsembleOutcome:
+        """Rank (and fuse) already collected records; raises :class:`EnsembleError` below min_successes."""
+        successes = self._check(records)
+        (blend,) = self.blender.rank_and_fuse(
+            [prompt], [self._texts(successes)], fuse=fuse, **generate_kwargs
+        )
+        return self._finish(records, successes, blend)
 
-    def run(self, prompt: str, calls: Mapping[str, Callable[[], BackendAnswer]], *, fuse: bool = True) -> EnsembleOutcome:
+    async def aselect(
+        self, prompt: str, records: list[CandidateRecord], *, fuse: bool = True, **generate_kwargs: Any
+    ) -> EnsembleOutcome:
+        """Async :meth:`select`: ranking in a worker thread, fusion through the fuser's async path."""
+        successes = self._check(records)
+        (blend,) = await self.blender.arank_and_fuse(
+            [prompt], [self._texts(successes)], fuse=fuse, **generate_kwargs
+        )
+        return self._finish(records, successes, blend)
+
+    def run(
+        self, prompt: str, calls: Mapping[str, Callable[[], BackendAnswer]], *, fuse: bool = True
+    ) -> EnsembleOutcome:
         """Sync: call the backends concurrently (threads), then rank and fuse."""
         records = call_backends(calls, timeout=self.timeout, max_concurrency=self.max_concurrency)
         return self.select(prompt, records, fuse=fuse)
@@ -296,12 +314,6 @@ class Ensemble:
         """Async: await the backends concurrently, then rank and fuse off the event loop."""
         records = await acall_backends(calls, timeout=self.timeout, max_concurrency=self.max_concurrency)
         return await self.aselect(prompt, records, fuse=fuse)
-
-
-def _with_text(blend: BlendResult, text: str) -> BlendResult:
-    from dataclasses import replace
-
-    return replace(blend, text=text)
 
 
 def render_prompt(turns: Sequence[tuple[str, str]]) -> str:

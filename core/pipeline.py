@@ -97,10 +97,14 @@ class Blender:
         if not isinstance(self._ranker, PairRanker):
             from .default_ranker import DEFAULT_RANKER
 
-            self._ranker = PairRanker.from_pretrained(self._ranker if self._ranker is not None else DEFAULT_RANKER)
+            self._ranker = PairRanker.from_pretrained(
+                self._ranker if self._ranker is not None else DEFAULT_RANKER
+            )
         return self._ranker
 
-    def _rank(self, prompts: list[str], cands: list[list[str]], strategy: str) -> tuple[list[Ranking | None], float]:
+    def _rank(
+        self, prompts: list[str], cands: list[list[str]], strategy: str
+    ) -> tuple[list[Ranking | None], float]:
         start = time.perf_counter()
         multi = [k for k, c in enumerate(cands) if len(c) > 1]
         rankings: list[Ranking | None] = [None] * len(prompts)
@@ -125,6 +129,59 @@ class Blender:
             out.append(BlendResult(tuple(c), r, scores, (best,), c[best], timings={"rank_s": rank_s}))
         return out
 
+    def _prepare(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        top_k: int | None,
+        strategy: str | None,
+    ) -> tuple[list[str], list[list[str]], list[Ranking | None], list[tuple[int, ...]], float]:
+        """Validate, rank, and choose the top-K per prompt."""
+        p = check_prompts(prompts, "rank_and_fuse")
+        cands = check_candidate_lists(p, candidates, "rank_and_fuse", 1)
+        k = self.top_k if top_k is None else top_k
+        if k < 1:
+            raise ValueError(f"top_k must be >= 1, got {k}")
+        strat = check_choice(strategy or self.strategy, STRATEGIES, "strategy")
+        rankings, rank_s = self._rank(p, cands, strat)
+        chosen = [tuple(r.order[:k]) if r is not None else (0,) for r in rankings]
+        return p, cands, rankings, chosen, rank_s
+
+    def _fusion_failed(self, fuser: BaseFuser, exc: Exception) -> str:
+        if not self.fallback_on_fuser_error:
+            raise FusionError(f"the fuser {fuser.name!r} failed: {type(exc).__name__}: {exc}") from exc
+        error = f"{type(exc).__name__}: {exc}"
+        logger.warning("fuser %r failed (%s); falling back to the top-ranked candidates", fuser.name, error)
+        return error
+
+    def _results(
+        self,
+        cands: list[list[str]],
+        rankings: list[Ranking | None],
+        chosen: list[tuple[int, ...]],
+        fuser: BaseFuser | None,
+        fused: list[str] | None,
+        error: str | None,
+        timings: dict[str, float],
+    ) -> list[BlendResult]:
+        out = []
+        for j, (c, r, idx) in enumerate(zip(cands, rankings, chosen, strict=True)):
+            scores = tuple(float(s) for s in r.scores) if r is not None else (0.0,)
+            out.append(
+                BlendResult(
+                    tuple(c),
+                    r,
+                    scores,
+                    idx if self.fuser is not None else idx[:1],
+                    fused[j] if fused is not None else c[idx[0]],
+                    fused=fused is not None,
+                    fuser=fuser.name if fuser is not None else None,
+                    fuser_error=error,
+                    timings=dict(timings),
+                )
+            )
+        return out
+
     def rank_and_fuse(
         self,
         prompts: Sequence[str],
@@ -138,48 +195,51 @@ class Blender:
         """Rank each prompt's candidates and fuse the top-K (without a fuser: return the best).
 
         With ``fuse=False`` the top-K are chosen but not fused (``text`` is the best candidate): the first
-        half of a streamed answer, whose second half is :meth:`stream_fuse`.
+        half of a streamed answer, whose second half is :meth:`stream_fuse`. A fuser that raises falls back
+        to the best candidate (``fuser_error`` says why) unless ``fallback_on_fuser_error`` is off.
         """
-        p = check_prompts(prompts, "rank_and_fuse")
-        cands = check_candidate_lists(p, candidates, "rank_and_fuse", 1)
-        k = self.top_k if top_k is None else top_k
-        if k < 1:
-            raise ValueError(f"top_k must be >= 1, got {k}")
-        strat = check_choice(strategy or self.strategy, STRATEGIES, "strategy")
-        rankings, rank_s = self._rank(p, cands, strat)
-        chosen = [tuple(r.order[:k]) if r is not None else (0,) for r in rankings]
+        p, cands, rankings, chosen, rank_s = self._prepare(prompts, candidates, top_k, strategy)
+        fuser = self.fuser if fuse else None
         fused: list[str] | None = None
         error: str | None = None
-        fuse_s = 0.0
-        fuser = self.fuser if fuse else None
+        start = time.perf_counter()
         if fuser is not None:
-            start = time.perf_counter()
             try:
-                fused = fuser.fuse(p, [[c[i] for i in idx] for c, idx in zip(cands, chosen, strict=True)], **generate_kwargs)
-            except Exception as exc:
-                if not self.fallback_on_fuser_error:
-                    raise FusionError(f"the fuser {fuser.name!r} failed: {type(exc).__name__}: {exc}") from exc
-                error = f"{type(exc).__name__}: {exc}"
-                logger.warning("fuser %r failed (%s); falling back to the top-ranked candidates", fuser.name, error)
-            fuse_s = time.perf_counter() - start
-        out = []
-        for j, (c, r, idx) in enumerate(zip(cands, rankings, chosen, strict=True)):
-            scores = tuple(float(s) for s in r.scores) if r is not None else (0.0,)
-            text = fused[j] if fused is not None else c[idx[0]]
-            out.append(
-                BlendResult(
-                    tuple(c), r, scores, idx if self.fuser is not None else idx[:1], text,
-                    fused=fused is not None, fuser=fuser.name if fuser is not None else None,
-                    fuser_error=error, timings={"rank_s": rank_s, "fuse_s": fuse_s},
+                fused = fuser.fuse(
+                    p, [[c[i] for i in idx] for c, idx in zip(cands, chosen, strict=True)], **generate_kwargs
                 )
-            )
-        return out
+            except Exception as exc:
+                error = self._fusion_failed(fuser, exc)
+        timings = {"rank_s": rank_s, "fuse_s": time.perf_counter() - start if fuser is not None else 0.0}
+        return self._results(cands, rankings, chosen, fuser, fused, error, timings)
 
     async def arank_and_fuse(
-        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], **kwargs: Any
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        top_k: int | None = None,
+        strategy: str | None = None,
+        fuse: bool = True,
+        **generate_kwargs: Any,
     ) -> list[BlendResult]:
-        """:meth:`rank_and_fuse` in a worker thread, so the event loop is never blocked by the models."""
-        return await asyncio.to_thread(self.rank_and_fuse, prompts, candidates, **kwargs)
+        """Async :meth:`rank_and_fuse`: ranking in a worker thread, fusion through the fuser's ``afuse``."""
+        p, cands, rankings, chosen, rank_s = await asyncio.to_thread(
+            self._prepare, prompts, candidates, top_k, strategy
+        )
+        fuser = self.fuser if fuse else None
+        fused: list[str] | None = None
+        error: str | None = None
+        start = time.perf_counter()
+        if fuser is not None:
+            try:
+                fused = await fuser.afuse(
+                    p, [[c[i] for i in idx] for c, idx in zip(cands, chosen, strict=True)], **generate_kwargs
+                )
+            except Exception as exc:
+                error = self._fusion_failed(fuser, exc)
+        timings = {"rank_s": rank_s, "fuse_s": time.perf_counter() - start if fuser is not None else 0.0}
+        return self._results(cands, rankings, chosen, fuser, fused, error, timings)
 
     def stream_fuse(self, prompt: str, result: BlendResult, **generate_kwargs: Any) -> Iterator[str]:
         """Stream the fusion of an already ranked result's chosen candidates (or yield the best one)."""
@@ -188,10 +248,14 @@ class Blender:
             return
         yield from self.fuser.stream(prompt, [result.candidates[i] for i in result.chosen], **generate_kwargs)
 
-    async def astream_fuse(self, prompt: str, result: BlendResult, **generate_kwargs: Any) -> AsyncIterator[str]:
+    async def astream_fuse(
+        self, prompt: str, result: BlendResult, **generate_kwargs: Any
+    ) -> AsyncIterator[str]:
         """Async :meth:`stream_fuse`; the fuser's own ``astream`` keeps the event loop free."""
         if self.fuser is None:
             yield result.candidates[result.best]
             return
-        async for piece in self.fuser.astream(prompt, [result.candidates[i] for i in result.chosen], **generate_kwargs):
+        async for piece in self.fuser.astream(
+            prompt, [result.candidates[i] for i in result.chosen], **generate_kwargs
+        ):
             yield piece
