@@ -21,7 +21,14 @@ from .encoding import PairEncoder
 from .loading import HubOptions, load_pairrm
 from .modeling_pairrm import PairRMModel
 from .results import Ranking
-from .validation import check_candidate_lists, check_choice, check_prompts, check_same_length, check_text
+from .validation import (
+    check_candidate_lists,
+    check_choice,
+    check_prompts,
+    check_same_length,
+    check_text,
+    check_texts,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -238,9 +245,9 @@ class PairRanker:
         which cancels the position bias; otherwise M[a, b] alone.
         """
         p = check_prompts(prompts, "compare")
-        check_same_length("compare", prompts=p, candidates_a=candidates_a, candidates_b=candidates_b)
-        a = [check_text(x, f"compare(): candidates_a[{k}]") for k, x in enumerate(candidates_a)]
-        b = [check_text(x, f"compare(): candidates_b[{k}]") for k, x in enumerate(candidates_b)]
+        a = check_texts(candidates_a, "compare(): candidates_a")
+        b = check_texts(candidates_b, "compare(): candidates_b")
+        check_same_length("compare", prompts=p, candidates_a=a, candidates_b=b)
         reqs = list(zip(p, a, b, strict=True))
         if not both_orders:
             return self.logits(reqs, batch_size=batch_size).tolist()
@@ -357,8 +364,8 @@ class PairRanker:
             }
             refs = [pick[ref_mode](c) for c in cands]
         else:
-            check_same_length("rank_with_ref", prompts=p, ref_candidates=ref_candidates)
-            refs = [check_text(r, f"rank_with_ref(): ref_candidates[{k}]") for k, r in enumerate(ref_candidates)]
+            refs = check_texts(ref_candidates, "rank_with_ref(): ref_candidates")
+            check_same_length("rank_with_ref", prompts=p, ref_candidates=refs)
         flat_p = [s for s, c in zip(p, cands, strict=True) for _ in c]
         flat_r = [r for r, c in zip(refs, cands, strict=True) for _ in c]
         flat_c = [x for c in cands for x in c]
@@ -410,6 +417,11 @@ def conversations_to_pairs(
     conversations_a: Sequence[Sequence[dict[str, Any]]], conversations_b: Sequence[Sequence[dict[str, Any]]]
 ) -> tuple[list[str], list[str], list[str]]:
     """The reference's conversation format: one source (instruction + user turns) and two candidate texts."""
+    for name, convs in (("conversations_a", conversations_a), ("conversations_b", conversations_b)):
+        if isinstance(convs, (str, dict)) or not isinstance(convs, Sequence):
+            raise TypeError(
+                f"compare_conversations() takes a list of conversations for {name}, got {type(convs).__name__}"
+            )
     check_same_length("compare_conversations", conversations_a=conversations_a, conversations_b=conversations_b)
     sources, texts_a, texts_b = [], [], []
     for k, (ca, cb) in enumerate(zip(conversations_a, conversations_b, strict=True)):

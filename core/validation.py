@@ -12,6 +12,12 @@ def check_text(value: Any, what: str) -> str:
     return value
 
 
+def check_texts(values: Any, what: str) -> list[str]:
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise TypeError(f"{what} must be a list of str, got {type(values).__name__}; for one text pass [text]")
+    return [check_text(v, f"{what}[{k}]") for k, v in enumerate(values)]
+
+
 def check_prompts(prompts: Any, fn: str) -> list[str]:
     if isinstance(prompts, str):
         raise TypeError(f"{fn}() takes a list of prompts, got a single str; wrap it in a list: [prompt]")
