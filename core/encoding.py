@@ -50,13 +50,12 @@ class PairEncoder:
                 text = text.replace(token, " ")
         return text
 
-    def _encode(self, texts: Sequence[str], prefix: str, max_length: int) -> list[list[int]]:
+    def _encode(self, texts: Sequence[str], prefix: str, prefix_id: int, max_length: int) -> list[list[int]]:
         if not texts:
             return []
         clean = [self.sanitize(t) for t in texts]
         batch = [prefix + t for t in clean]
         enc = self.tokenizer(batch, add_special_tokens=True, truncation=True, max_length=max_length)
-        prefix_id = int(self.tokenizer.convert_tokens_to_ids(prefix))
         out = []
         for text, ids in zip(clean, enc["input_ids"], strict=True):
             ids = list(ids)
@@ -80,11 +79,11 @@ class PairEncoder:
 
     def encode_sources(self, texts: Sequence[str]) -> list[list[int]]:
         """``[CLS] <|source|> text [SEP]``, truncated to ``source_maxlength``."""
-        return self._encode(texts, SOURCE_TOKEN, self.source_maxlength)
+        return self._encode(texts, SOURCE_TOKEN, self.source_id, self.source_maxlength)
 
     def encode_candidates(self, texts: Sequence[str]) -> list[list[int]]:
         """``[CLS] <|candidate|> text [SEP]``, truncated only to the largest budget any source allows."""
-        return self._encode(texts, CANDIDATE_TOKEN, self._cand_cap)
+        return self._encode(texts, CANDIDATE_TOKEN, self.cand_id, self._cand_cap)
 
     def candidate_budget(self, source_len: int) -> int:
         """Token budget of each candidate next to a source of ``source_len`` ids."""
