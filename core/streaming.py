@@ -27,7 +27,7 @@ import threading
 import time
 from collections.abc import AsyncIterator, Callable, Iterable, Iterator
 from dataclasses import dataclass
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 T = TypeVar("T")
 
@@ -129,14 +129,17 @@ def guarded_stream(
     try:
         if first[0] != "item":
             stop.set()
-            exc = first[1] if first[0] == "error" else ValueError("the stream ended without any output")
+            failure = cast(
+                BaseException,
+                first[1] if first[0] == "error" else ValueError("the stream ended without any output"),
+            )
             if fallback is None:
-                raise exc
-            report.error, report.fell_back = _describe(exc), True
+                raise failure
+            report.error, report.fell_back = _describe(failure), True
             yield from fallback()
             return
         report.first_item_s = time.perf_counter() - start
-        yield first[1]
+        yield cast(T, first[1])
         if items is not None:
             yield from items
             return
@@ -179,15 +182,18 @@ async def aguarded_stream(
 
     try:
         if first[0] != "item":
-            exc = first[1] if first[0] == "error" else ValueError("the stream ended without any output")
+            failure = cast(
+                BaseException,
+                first[1] if first[0] == "error" else ValueError("the stream ended without any output"),
+            )
             if fallback is None:
-                raise exc
-            report.error, report.fell_back = _describe(exc), True
+                raise failure
+            report.error, report.fell_back = _describe(failure), True
             for item in fallback():
                 yield item
             return
         report.first_item_s = time.perf_counter() - start
-        yield first[1]
+        yield cast(T, first[1])
         assert source is not None
         async for item in source:
             yield item

@@ -108,7 +108,9 @@ class ChatModelFuser(BaseFuser):
                     if chunk.text:
                         yield chunk.text
             finally:
-                await chunks.aclose()
+                aclose = getattr(chunks, "aclose", None)
+                if aclose is not None:
+                    await aclose()
 
 
 @contextlib.contextmanager

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import functools
-from collections.abc import Mapping, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +24,9 @@ from .tool_calls import has_tool_calls, ranking_text
 
 _ROLES = {"human": "user", "ai": "assistant", "system": "system", "tool": "tool", "function": "tool"}
 
-PromptLike = str | PromptValue | Sequence[BaseMessage | Mapping[str, Any] | tuple[str, str] | str]
+PromptLike = (
+    str | PromptValue | Sequence[Any]
+)  # a string, a prompt value, or messages (or their dict/tuple forms)
 
 
 def message_usage(message: BaseMessage) -> dict[str, int] | None:

@@ -32,7 +32,9 @@ def _fill(schema: dict[str, Any], query: str) -> dict[str, Any]:
     quoted = re.findall(r"'([^']+)'", query) or re.findall(r'"([^"]+)"', query)
     args: dict[str, Any] = {}
     for name, prop in (schema.get("properties") or {}).items():
-        kind = prop.get("type") or next((p.get("type") for p in prop.get("anyOf", []) if p.get("type") != "null"), "string")
+        kind = prop.get("type") or next(
+            (p.get("type") for p in prop.get("anyOf", []) if p.get("type") != "null"), "string"
+        )
         if kind in ("integer", "number"):
             args[name] = numbers.pop(0) if numbers else 1
         elif kind == "boolean":
@@ -96,9 +98,21 @@ class ScriptedChatModel(BaseChatModel):
             fn = next((f for f in functions if f["name"] == choice), functions[0])
             query = messages[-1].text
             args = self.tool_args if self.tool_args is not None else _fill(fn.get("parameters") or {}, query)
-            call = {"name": fn["name"], "args": args, "id": f"call_{uuid.uuid4().hex[:8]}", "type": "tool_call"}
-            return AIMessage(content="", tool_calls=[call], usage_metadata=self._usage(messages, ""), response_metadata=meta)
-        return AIMessage(content=self.reply, usage_metadata=self._usage(messages, self.reply), response_metadata=meta)
+            call = {
+                "name": fn["name"],
+                "args": args,
+                "id": f"call_{uuid.uuid4().hex[:8]}",
+                "type": "tool_call",
+            }
+            return AIMessage(
+                content="",
+                tool_calls=[call],
+                usage_metadata=self._usage(messages, ""),
+                response_metadata=meta,
+            )
+        return AIMessage(
+            content=self.reply, usage_metadata=self._usage(messages, self.reply), response_metadata=meta
+        )
 
     def _generate(
         self,
@@ -108,7 +122,9 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         time.sleep(self.delay)
-        return ChatResult(generations=[ChatGeneration(message=self._respond(messages, {"stop": stop, **kwargs}))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._respond(messages, {"stop": stop, **kwargs}))]
+        )
 
     async def _agenerate(
         self,
@@ -118,7 +134,9 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         await asyncio.sleep(self.delay)
-        return ChatResult(generations=[ChatGeneration(message=self._respond(messages, {"stop": stop, **kwargs}))])
+        return ChatResult(
+            generations=[ChatGeneration(message=self._respond(messages, {"stop": stop, **kwargs}))]
+        )
 
     def _chunks(self, message: AIMessage) -> list[AIMessageChunk]:
         if message.tool_calls:
@@ -131,7 +149,9 @@ class ScriptedChatModel(BaseChatModel):
         chunks = [AIMessageChunk(content=w if i == 0 else " " + w) for i, w in enumerate(words)]
         chunks.append(
             AIMessageChunk(
-                content="", usage_metadata=message.usage_metadata, response_metadata=dict(message.response_metadata)
+                content="",
+                usage_metadata=message.usage_metadata,
+                response_metadata=dict(message.response_metadata),
             )
         )
         return chunks
@@ -169,7 +189,9 @@ def three_backends(delay: float = 0.0, **overrides: ScriptedChatModel) -> dict[s
     """Three fakes with different answers (``overrides`` replace some by name)."""
     backends = {
         "alpha": ScriptedChatModel(reply="The answer is four.", delay=delay, model_name="alpha-1"),
-        "beta": ScriptedChatModel(reply="It is 4 because 2 plus 2 makes 4.", delay=delay, model_name="beta-1"),
+        "beta": ScriptedChatModel(
+            reply="It is 4 because 2 plus 2 makes 4.", delay=delay, model_name="beta-1"
+        ),
         "gamma": ScriptedChatModel(reply="five", delay=delay, model_name="gamma-1"),
     }
     backends.update(overrides)

@@ -5,12 +5,12 @@ from __future__ import annotations
 from typing import Any
 
 import pytest
+from langchain_fakes import three_backends
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
 from blender_core.ranker import PairRanker
 from langchain_blender import BlenderLLM
-from langchain_fakes import three_backends
 
 
 class _BlenderParams:
