@@ -213,7 +213,7 @@ def make_tiny_causal_lm(path: str | Path, *, seed: int = 0, **config_overrides: 
     with torch.no_grad():  # wider than the default init, so that greedy outputs vary with the prompt
         for name, param in model.named_parameters():
             if param.ndim >= 2:
-                param.normal_(0.0, 0.3 if "embed" in name else 0.1)
+                param.normal_(0.0, 1.0 if "embed" in name else 0.4)
     model.save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root

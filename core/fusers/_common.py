@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+import threading
+from collections.abc import Iterator, Sequence
 from typing import Any
 
 import torch
@@ -131,3 +132,51 @@ def merge_generate_kwargs(defaults: dict[str, Any], *overrides: dict[str, Any] |
             f"fuse() returns one answer per instruction; got num_return_sequences={n_ret}, use 1"
         )
     return {k: v for k, v in out.items() if v is not None}
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    inputs: dict[str, torch.Tensor],
+    gen_kwargs: dict[str, Any],
+    *,
+    skip_prompt: bool,
+) -> Iterator[str]:
+    """Run ``model.generate`` in a thread and yield the decoded text as it comes (``TextIteratorStreamer``).
+
+    An error in the generation thread is re-raised here. When the consumer stops early (closes the
+    generator), generation is stopped at the next token instead of running to the end.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    cancel = threading.Event()
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full(
+                (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True)
+    criteria = StoppingCriteriaList([*(gen_kwargs.pop("stopping_criteria", None) or []), _Cancelled()])
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**inputs, **gen_kwargs, streamer=streamer, stopping_criteria=criteria)
+        except BaseException as exc:  # handed to the consumer below
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="fuser-stream", daemon=True)
+    thread.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:
+        cancel.set()
+        thread.join()
+    if errors:
+        raise errors[0]

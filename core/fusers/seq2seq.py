@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import threading
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any, cast
@@ -21,6 +20,7 @@ from ._common import (
     resolve_device,
     resolve_dtype,
     select_candidates,
+    stream_generate,
     truncate_candidate,
 )
 from .base import BaseFuser
@@ -254,28 +254,7 @@ class GenFuser(BaseFuser):
         if gen_kwargs.get("num_beams", 1) > 1:
             yield from super().stream(instruction, candidates, inputs=[input], **generate_kwargs)
             return
-        from transformers import TextIteratorStreamer
-
         text = self.build_inputs([instruction], [candidates], [input])[0]
-        batch = self._encode([text])
-        streamer = TextIteratorStreamer(self.tokenizer, skip_special_tokens=True)  # type: ignore[arg-type]
-        errors: list[BaseException] = []
-
-        def run() -> None:
-            try:
-                with torch.inference_mode():
-                    self.model.generate(**batch, **gen_kwargs, streamer=streamer)
-            except BaseException as exc:  # handed to the consumer below
-                errors.append(exc)
-                streamer.end()
-
-        thread = threading.Thread(target=run, daemon=True)
-        thread.start()
-        try:
-            for piece in streamer:
-                if piece:
-                    yield piece
-        finally:
-            thread.join()
-        if errors:
-            raise errors[0]
+        yield from stream_generate(
+            self.model, self.tokenizer, self._encode([text]), gen_kwargs, skip_prompt=False
+        )

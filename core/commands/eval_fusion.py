@@ -1,0 +1,139 @@
+"""``blender-llm eval-fusion``: reference-based scores of fused answers vs the ranker's top-1 vs the best model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+import tempfile
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+RANKER_NOTES = {
+    "pref": "the data's judge preferences (uses the labels: not a real ranker)",
+    "longest": "longest answer first (a label-free baseline)",
+    "tiny-random": "a tiny RANDOM PairRM built on the spot (untrained: its order is arbitrary)",
+}
+
+
+def make_rank_fn(spec: str, *, device: str | None, records: Any = None) -> tuple[Any, str]:
+    """A rank function for ``spec`` (a ranker name/folder, ``pref``, ``longest`` or ``tiny-random``) and a note."""
+    from blender_core.fusion_eval import longest_rank_fn, pairranker_rank_fn
+    from blender_core.ranker import PairRanker
+
+    if spec == "longest":
+        return longest_rank_fn, RANKER_NOTES["longest"]
+    if spec == "pref":
+        by_text = {r.instruction: r for r in records}
+
+        def pref_rank(instructions: list[str], candidates: list[list[str]]) -> list[list[int]]:
+            orders = []
+            for instruction in instructions:
+                prefs = by_text[instruction].prefs
+                orders.append(sorted(range(len(prefs)), key=lambda j: (-prefs[j], j)))
+            return orders
+
+        return pref_rank, RANKER_NOTES["pref"]
+    if spec == "tiny-random":
+        from blender_core.testing import make_tiny_pairrm
+
+        folder = make_tiny_pairrm(Path(tempfile.mkdtemp(prefix="tiny-ranker-")), "reference")
+        return pairranker_rank_fn(PairRanker.from_pretrained(folder, device=device)), RANKER_NOTES[
+            "tiny-random"
+        ]
+    return pairranker_rank_fn(PairRanker.from_pretrained(spec, device=device)), ""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval-fusion")
+    def eval_fusion(
+        data: Annotated[
+            Path,
+            typer.Option(
+                "--data",
+                help="An AlpacaEval pool file (e.g. ../shared/data/alpacaeval/ae2_poolB12.dev.jsonl.gz); its `reference` outputs are the targets.",
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for report.json / report.md.")],
+        ranker: Annotated[
+            str,
+            typer.Option(
+                "--ranker",
+                help="Ranker name or folder, or: pref (the data's judge labels), longest, tiny-random.",
+            ),
+        ] = "builtin:pairrm-minilm-l6",
+        fuser: Annotated[
+            str,
+            typer.Option(
+                "--fuser",
+                help="smollm2 (local SmolLM2-135M-Instruct) or a model folder / hub id (seq2seq: GenFuser, causal: LLM fuser).",
+            ),
+        ] = "smollm2",
+        n: Annotated[int, typer.Option("--n", help="Number of instructions (a seeded random sample).")] = 20,
+        top_k: Annotated[int, typer.Option("--top-k", help="Candidates fused per instruction.")] = 3,
+        max_new_tokens: Annotated[int, typer.Option(help="Fuser generation length.")] = 128,
+        candidate_maxlength: Annotated[
+            int,
+            typer.Option(
+                help="Tokens kept per candidate in the fuser prompt (causal fusers; GenFuser: its own 128)."
+            ),
+        ] = 256,
+        batch_size: Annotated[int, typer.Option(help="Instructions per fuser call.")] = 4,
+        seed: Annotated[int, typer.Option()] = 0,
+        device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
+        bertscore_model: Annotated[
+            Path | None, typer.Option(help="Encoder folder for BERTScore (default: the local MiniLM-L6).")
+        ] = None,
+        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    ) -> None:
+        """Score fused answers, the ranker's top-1 and the best single model against reference outputs."""
+        from blender_core.fusers.auto import load_fuser
+        from blender_core.fusion_eval import (
+            BertScore,
+            evaluate_fusion,
+            format_markdown,
+            load_alpacaeval,
+            write_report,
+        )
+
+        records = load_alpacaeval(data)
+        rank_fn, note = make_rank_fn(ranker, device=device, records=records)
+        fuser_kwargs: dict[str, Any] = {"device": device, "top_k": top_k, "batch_size": batch_size}
+        if fuser == "smollm2" or not _is_seq2seq(fuser):
+            fuser_kwargs["candidate_maxlength"] = candidate_maxlength
+        fuser_obj = load_fuser(fuser, **fuser_kwargs)
+        result = evaluate_fusion(
+            records,
+            rank_fn=rank_fn,
+            fuser=fuser_obj,
+            n=n,
+            top_k=top_k,
+            seed=seed,
+            batch_size=batch_size,
+            generate_kwargs={"max_new_tokens": max_new_tokens},
+            bertscore=BertScore(bertscore_model),
+            progress=not no_progress,
+            settings={
+                "data": str(data),
+                "ranker": ranker,
+                "ranker_note": note,
+                "command": "blender-llm " + shlex.join(sys.argv[1:]),
+            },
+        )
+        js, md = write_report(result, out)
+        typer.echo(format_markdown(result))
+        typer.echo(json.dumps({"report_json": str(js), "report_md": str(md)}))
+
+
+def _is_seq2seq(name_or_path: str) -> bool:
+    try:
+        from transformers import AutoConfig
+
+        return bool(getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False))
+    except (OSError, ValueError):
+        return False
