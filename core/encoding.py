@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
@@ -14,6 +15,9 @@ from .configuration_pairrm import (
     SPECIAL_TOKENS,
     PairRMConfig,
 )
+
+# Lone surrogates (e.g. from bytes decoded with errors="surrogateescape") are not valid UTF-8: tokenizers rejects them.
+_SURROGATES = re.compile("[\ud800-\udfff]")
 
 
 class PairEncoder:
@@ -44,10 +48,12 @@ class PairEncoder:
         self._cand_cap = self.candidate_maxlength + (self.source_maxlength - 3) // 2
 
     def sanitize(self, text: str) -> str:
-        """Replace the separator and the four prefix strings by a space."""
+        """Replace the separator and the four prefix strings by a space, lone surrogates by U+FFFD."""
         for token in self._banned:
             if token in text:
                 text = text.replace(token, " ")
+        if not text.isascii():
+            text = _SURROGATES.sub("\ufffd", text)
         return text
 
     def _encode(self, texts: Sequence[str], prefix: str, prefix_id: int, max_length: int) -> list[list[int]]:

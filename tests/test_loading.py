@@ -97,6 +97,19 @@ def test_native_save_pretrained_round_trip(
     assert matrix(reloaded).ravel() == pytest.approx(reference_scores.ravel(), abs=1e-6)
 
 
+def test_reference_layout_needs_only_the_encoders_config_and_tokenizer(
+    tiny_reference_ckpt: Path, tmp_path: Path, reference_scores: np.ndarray
+) -> None:
+    # llm-blender/PairRM names microsoft/deberta-v3-large: its 1.7 GB of weights must not be needed
+    encoder = Path(shutil.copytree(tiny_reference_ckpt.parent / "encoder", tmp_path / "encoder"))
+    (encoder / "model.safetensors").unlink()
+    folder = copy_reference(tiny_reference_ckpt, tmp_path)
+    edit_json(folder / "config.json", model_name=str(encoder))
+    assert matrix(PairRanker.from_pretrained(folder, device="cpu")).ravel() == pytest.approx(
+        reference_scores.ravel(), abs=1e-6
+    )
+
+
 def test_old_pair_ranker_spelling_of_the_limits(tiny_reference_ckpt: Path, tmp_path: Path) -> None:
     folder = copy_reference(tiny_reference_ckpt, tmp_path)
     raw = json.loads((folder / "config.json").read_text())
