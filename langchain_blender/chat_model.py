@@ -245,9 +245,9 @@ class BlenderLLM(BaseChatModel):
         return {
             "model_name": self.model_name,
             "backends": list(self.backends),
-            "ranker": self.ranker
-            if isinstance(self.ranker, (str, type(None)))
-            else str(type(self.ranker).__name__),
+            "ranker": str(self.ranker)
+            if isinstance(self.ranker, (str, Path))
+            else type(self.ranker).__name__,
             "fuser": fuser.name if fuser is not None else None,
             "top_k": self.top_k,
             "strategy": self.strategy,
@@ -637,6 +637,8 @@ class BlenderLLM(BaseChatModel):
 
 
 def _answer(name: str, message: Any) -> BackendAnswer:
+    if isinstance(message, str):  # a chain ending in a string parser
+        message = AIMessage(content=message)
     if not isinstance(message, BaseMessage):
         raise TypeError(f"backend {name!r} returned {type(message).__name__}, expected an AI message")
     return message_answer(message)

@@ -419,6 +419,18 @@ def test_lcel_prompt_model_parser_and_batch(tiny_ranker: PairRanker) -> None:
     assert chain.batch([{"question": QUESTION}, {"question": "And 3 + 3?"}]) == ["Four.", "Four."]
 
 
+def test_any_runnable_answering_text_is_a_backend(tiny_ranker: PairRanker) -> None:
+    from langchain_core.runnables import RunnableLambda
+
+    chain = RunnableLambda(lambda messages: f"echo: {messages[-1].text}")
+    broken = RunnableLambda(lambda messages: 42)
+    llm = blender(tiny_ranker, backends={"chain": chain, "broken": broken, "model": ScriptedChatModel()})
+    meta = llm.invoke(QUESTION).response_metadata["blender"]
+    candidates = {c["backend"]: c for c in meta["candidates"]}
+    assert candidates["chain"]["text"] == f"echo: {QUESTION}"
+    assert candidates["broken"]["error"] == "TypeError: backend 'broken' returned int, expected an AI message"
+
+
 def test_list_backends_are_named_after_their_models(tiny_ranker: PairRanker) -> None:
     a, b = ScriptedChatModel(model_name="m"), ScriptedChatModel(model_name="m")
     llm = BlenderLLM(backends=[a, b, ScriptedChatModel(model_name="n")], ranker=tiny_ranker)
