@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
+
 
 def check_text(value: Any, what: str) -> str:
     if not isinstance(value, str):
@@ -13,7 +15,7 @@ def check_text(value: Any, what: str) -> str:
 
 
 def check_texts(values: Any, what: str) -> list[str]:
-    if isinstance(values, str) or not isinstance(values, Sequence):
+    if isinstance(values, str) or not isinstance(values, (Sequence, np.ndarray)):
         raise TypeError(f"{what} must be a list of str, got {type(values).__name__}; for one text pass [text]")
     return [check_text(v, f"{what}[{k}]") for k, v in enumerate(values)]
 

@@ -148,6 +148,9 @@ def test_compare(tiny_ranker: PairRanker) -> None:
     one = tiny_ranker.compare(prompts, texts_a, texts_b, both_orders=False)
     assert one == pytest.approx([m[i, j] for i, j in zip(a, b, strict=True)], abs=1e-6)
     assert tiny_ranker.compare([PROMPT], ["same"], ["same"]) == [0.0]
+    # any sequence of str works, numpy arrays of str too
+    as_arrays = tiny_ranker.compare(tuple(prompts), np.array(texts_a), tuple(texts_b))
+    assert as_arrays == pytest.approx(both, abs=1e-5)
     assert tiny_ranker.compare([], [], []) == []
 
 
