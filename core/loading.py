@@ -72,7 +72,14 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
 
         return load_file(str(folder / "model.safetensors"))
     if (folder / "pytorch_model.bin").exists():
-        state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        try:
+            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
+        except Exception as exc:  # e.g. UnpicklingError: the file holds objects other than tensors
+            raise ValueError(
+                f"{folder / 'pytorch_model.bin'} could not be read as plain tensors ({type(exc).__name__}); "
+                "this package never unpickles arbitrary objects: convert the checkpoint to safetensors or "
+                "save a plain state dict"
+            ) from exc
         if not isinstance(state, dict):
             raise ValueError(f"{folder / 'pytorch_model.bin'} does not hold a state dict (got {type(state).__name__})")
         return state

@@ -5,9 +5,14 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+import torch
 
 from blender_core.ranker import PairRanker
 from blender_core.testing import make_tiny_pairrm
+
+# Tiny models gain nothing from intra-op threads, and on a shared 2-core machine they make each forward
+# pass many times slower; benchmarks, not tests, measure speed.
+torch.set_num_threads(1)
 
 # Small limits so that truncation is exercised by short texts.
 TINY_LIMITS = {"source_maxlength": 24, "candidate_maxlength": 16}
