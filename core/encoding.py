@@ -39,9 +39,11 @@ class PairEncoder:
         self.source_id, self.cand1_id, self.cand2_id, self.cand_id = config.special_token_ids
         sep = tokenizer.sep_token if tokenizer.sep_token is not None else tokenizer.eos_token
         if sep is None:
-            raise ValueError("the ranker's tokenizer has neither a sep_token nor an eos_token; PairRM needs one")
+            raise ValueError(
+                "the ranker's tokenizer has neither a sep_token nor an eos_token; PairRM needs one"
+            )
         self.sep_token: str = sep
-        self.sep_id: int = tokenizer.convert_tokens_to_ids(sep)
+        self.sep_id = int(tokenizer.convert_tokens_to_ids(sep))  # type: ignore[arg-type]  # one token, one id
         self._banned = (sep, *SPECIAL_TOKENS)
         self._prefix_ids = frozenset((self.source_id, self.cand1_id, self.cand2_id, self.cand_id))
         # The longest any candidate can be: its own limit plus the whole slack of a 3-token source.
@@ -102,7 +104,11 @@ class PairEncoder:
     def build(self, source_ids: list[int], cand1_ids: list[int], cand2_ids: list[int]) -> list[int]:
         """Concatenate one comparison: source, candidate 1 (slot 1), candidate 2 (slot 2)."""
         budget = self.candidate_budget(len(source_ids))
-        return source_ids + self._fit(cand1_ids, budget, self.cand1_id) + self._fit(cand2_ids, budget, self.cand2_id)
+        return (
+            source_ids
+            + self._fit(cand1_ids, budget, self.cand1_id)
+            + self._fit(cand2_ids, budget, self.cand2_id)
+        )
 
 
 def add_pairrm_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int, int]:
@@ -110,5 +116,6 @@ def add_pairrm_tokens(tokenizer: PreTrainedTokenizerBase) -> tuple[int, int, int
     missing = [t for t in SPECIAL_TOKENS if t not in tokenizer.get_vocab()]
     if missing:
         tokenizer.add_tokens(missing)
-    ids = tuple(int(tokenizer.convert_tokens_to_ids(t)) for t in (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TOKEN))
-    return ids  # type: ignore[return-value]
+    order = (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TOKEN)
+    src, c1, c2, c = (int(tokenizer.convert_tokens_to_ids(t)) for t in order)  # type: ignore[arg-type]
+    return src, c1, c2, c

@@ -85,9 +85,9 @@ class PairRanker:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
         self.device = torch.device(device) if device is not None else default_device()
         self.dtype = dtype or default_dtype(self.device)
-        self.model = model.to(device=self.device, dtype=self.dtype).eval()
+        self.model: PairRMModel = model.to(device=self.device, dtype=self.dtype).eval()  # type: ignore[call-arg]
         self.tokenizer = tokenizer
-        self.encoder = PairEncoder(tokenizer, model.config)
+        self.encoder = PairEncoder(tokenizer, model.config)  # type: ignore[arg-type]  # a PairRMConfig
         self.batch_size = batch_size
         self.cache_size = cache_size
         self._cache: OrderedDict[bytes, float] = OrderedDict()
@@ -119,7 +119,9 @@ class PairRanker:
         if is_builtin(name_or_path):
             model, tokenizer = load_builtin(str(name_or_path))
         else:
-            hub = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
+            hub = HubOptions(
+                revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+            )
             model, tokenizer, _ = load_pairrm(name_or_path, hub)
         return cls(model, tokenizer, device=device, dtype=dtype, batch_size=batch_size, cache_size=cache_size)
 
@@ -214,7 +216,11 @@ class PairRanker:
             pending[k] = next(gen)
         with tqdm(total=total, desc=desc, disable=not show_progress, unit="cmp") as bar:
             while pending:
-                reqs = [(prompts[k], candidates[k][i], candidates[k][j]) for k, pairs in pending.items() for i, j in pairs]
+                reqs = [
+                    (prompts[k], candidates[k][i], candidates[k][j])
+                    for k, pairs in pending.items()
+                    for i, j in pairs
+                ]
                 values = self.logits(reqs, batch_size=batch_size, progress=bar)
                 pos, nxt = 0, {}
                 for k, pairs in pending.items():
@@ -254,11 +260,21 @@ class PairRanker:
         values = self.logits(reqs + [(s, y, x) for s, x, y in reqs], batch_size=batch_size)
         return (values[: len(reqs)] - values[len(reqs) :]).tolist()
 
-    def score_matrix(self, prompt: str, candidates: Sequence[str], *, batch_size: int | None = None) -> np.ndarray:
+    def score_matrix(
+        self, prompt: str, candidates: Sequence[str], *, batch_size: int | None = None
+    ) -> np.ndarray:
         """The (n, n) matrix M: M[i, j] = logit of candidate i in slot 1 vs j in slot 2; diagonal 0."""
-        cands = check_candidate_lists([check_text(prompt, "score_matrix(): prompt")], [candidates], "score_matrix", 1)[0]
+        cands = check_candidate_lists(
+            [check_text(prompt, "score_matrix(): prompt")], [candidates], "score_matrix", 1
+        )[0]
         (result,), _ = self._run(
-            [prompt], [cands], [strategies.full(len(cands))], batch_size=batch_size, show_progress=False, desc="", total=None
+            [prompt],
+            [cands],
+            [strategies.full(len(cands))],
+            batch_size=batch_size,
+            show_progress=False,
+            desc="",
+            total=None,
         )
         assert result.matrix is not None
         return result.matrix
@@ -299,15 +315,30 @@ class PairRanker:
             "knockout": strategies.knockout,
             "sort": strategies.merge_sort,
         }
-        total = sum(n * (n - 1) if strategy == "full" else 2 * (n - 1) for n in sizes) if strategy != "sort" else None
+        total = (
+            sum(n * (n - 1) if strategy == "full" else 2 * (n - 1) for n in sizes)
+            if strategy != "sort"
+            else None
+        )
         results, n_forward = self._run(
-            p, cands, [make[strategy](n) for n in sizes], batch_size=batch_size,
-            show_progress=show_progress, desc=f"rank ({strategy})", total=total,
+            p,
+            cands,
+            [make[strategy](n) for n in sizes],
+            batch_size=batch_size,
+            show_progress=show_progress,
+            desc=f"rank ({strategy})",
+            total=total,
         )
         return [
             Ranking(
-                scores=r.scores, ranks=r.ranks, order=r.order, best=r.order[0], strategy=strategy,
-                aggregation=aggregation if strategy == "full" else None, n_forward=f, matrix=r.matrix,
+                scores=r.scores,
+                ranks=r.ranks,
+                order=r.order,
+                best=r.order[0],
+                strategy=strategy,
+                aggregation=aggregation if strategy == "full" else None,
+                n_forward=f,
+                matrix=r.matrix,
             )
             for r, f in zip(results, n_forward, strict=True)
         ]
@@ -329,8 +360,12 @@ class PairRanker:
         multi = [k for k, c in enumerate(cands) if len(c) > 1]
         if multi:
             rankings = self.rank(
-                [p[k] for k in multi], [cands[k] for k in multi], strategy=strategy,
-                batch_size=batch_size, show_progress=show_progress, seed=seed,
+                [p[k] for k in multi],
+                [cands[k] for k in multi],
+                strategy=strategy,
+                batch_size=batch_size,
+                show_progress=show_progress,
+                seed=seed,
             )
             for k, r in zip(multi, rankings, strict=True):
                 best[k] = r.best
@@ -375,8 +410,16 @@ class PairRanker:
             s = rewards[pos : pos + len(c)]
             pos += len(c)
             order = order_from_scores(s)
-            out.append(Ranking(scores=s, ranks=ranks_from_scores(s), order=order, best=order[0], strategy="ref",
-                               n_forward=2 * len(c)))
+            out.append(
+                Ranking(
+                    scores=s,
+                    ranks=ranks_from_scores(s),
+                    order=order,
+                    best=order[0],
+                    strategy="ref",
+                    n_forward=2 * len(c),
+                )
+            )
         return out
 
     def compare_conversations(
@@ -400,7 +443,9 @@ def _check_conversation(conv: Any, name: str) -> list[tuple[str, str]]:
     if isinstance(conv, (str, dict)) or not isinstance(conv, Sequence):
         raise TypeError(f"{name} must be a list of {{'role', 'content'}} turns, got {type(conv).__name__}")
     if len(conv) == 0 or len(conv) % 2:
-        raise ValueError(f"{name} has {len(conv)} turns; it needs user/assistant pairs (an even, non-zero number)")
+        raise ValueError(
+            f"{name} has {len(conv)} turns; it needs user/assistant pairs (an even, non-zero number)"
+        )
     turns = []
     for t, turn in enumerate(conv):
         if not isinstance(turn, dict) or "role" not in turn or "content" not in turn:
@@ -408,7 +453,9 @@ def _check_conversation(conv: Any, name: str) -> list[tuple[str, str]]:
         role = str(turn["role"]).upper()
         want = "USER" if t % 2 == 0 else "ASSISTANT"
         if role != want:
-            raise ValueError(f"{name} turn {t} has role {turn['role']!r}; turns must alternate USER, ASSISTANT")
+            raise ValueError(
+                f"{name} turn {t} has role {turn['role']!r}; turns must alternate USER, ASSISTANT"
+            )
         turns.append((role, check_text(turn["content"], f"{name} turn {t} content")))
     return turns
 
@@ -422,8 +469,12 @@ def conversations_to_pairs(
             raise TypeError(
                 f"compare_conversations() takes a list of conversations for {name}, got {type(convs).__name__}"
             )
-    check_same_length("compare_conversations", conversations_a=conversations_a, conversations_b=conversations_b)
-    sources, texts_a, texts_b = [], [], []
+    check_same_length(
+        "compare_conversations", conversations_a=conversations_a, conversations_b=conversations_b
+    )
+    sources: list[str] = []
+    texts_a: list[str] = []
+    texts_b: list[str] = []
     for k, (ca, cb) in enumerate(zip(conversations_a, conversations_b, strict=True)):
         ta = _check_conversation(ca, f"conversations_a[{k}]")
         tb = _check_conversation(cb, f"conversations_b[{k}]")

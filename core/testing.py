@@ -67,7 +67,7 @@ def build_tiny_tokenizer(vocab_size: int = 150, seed: int = 0) -> DebertaV2Token
     """A DeBERTa-v2 tokenizer over a freshly trained tiny sentencepiece model."""
     from sentencepiece import sentencepiece_model_pb2 as sp_pb2
 
-    proto = sp_pb2.ModelProto()
+    proto = sp_pb2.ModelProto()  # type: ignore[attr-defined]
     proto.ParseFromString(train_tiny_sentencepiece(vocab_size, seed))
     vocab = [(p.piece, float(p.score)) for p in proto.pieces]
     return DebertaV2Tokenizer(vocab=vocab, unk_id=3)
@@ -176,7 +176,9 @@ def make_tiny_pairrm(
             "device": None,
         }
         (out / "config.json").write_text(json.dumps(ranker_cfg, indent=2))
-        added = dict(zip(("<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>"), ids, strict=True))
+        added = dict(
+            zip(("<|source|>", "<|candidate1|>", "<|candidate2|>", "<|candidate|>"), ids, strict=True)
+        )
         (out / "added_tokens.json").write_text(json.dumps(added, indent=2))
     else:  # hf
         out = root

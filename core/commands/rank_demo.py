@@ -45,7 +45,7 @@ def register(app: typer.Typer) -> None:
         strategy: str = typer.Option("full", help="full | bubble | knockout | sort"),
     ) -> None:
         """Rank a few built-in candidate sets with a ranker and print the rankings."""
-        from blender_core.default_ranker import DEFAULT_RANKER, BUILTIN_NAMES
+        from blender_core.default_ranker import BUILTIN_NAMES, DEFAULT_RANKER
         from blender_core.ranker import PairRanker
 
         start = time.perf_counter()
@@ -53,10 +53,14 @@ def register(app: typer.Typer) -> None:
         if model is None and DEFAULT_RANKER not in BUILTIN_NAMES:
             from blender_core.testing import make_tiny_pairrm
 
-            typer.echo("note: no built-in ranker in this build; using a tiny RANDOM ranker (its choices mean nothing)")
+            typer.echo(
+                "note: no built-in ranker in this build; using a tiny RANDOM ranker (its choices mean nothing)"
+            )
             name = str(make_tiny_pairrm(tempfile.mkdtemp(prefix="blender-tiny-"), "native"))
         ranker = PairRanker.from_pretrained(name)
-        typer.echo(f"ranker: {model or DEFAULT_RANKER} (loaded in {time.perf_counter() - start:.1f} s, {ranker.device})")
+        typer.echo(
+            f"ranker: {model or DEFAULT_RANKER} (loaded in {time.perf_counter() - start:.1f} s, {ranker.device})"
+        )
         prompts = [p for p, _ in EXAMPLES]
         candidates = [list(c) for _, c in EXAMPLES]
         start = time.perf_counter()
@@ -66,4 +70,6 @@ def register(app: typer.Typer) -> None:
             for c in ranking.candidates(cands):
                 text = c.text.replace("\n", " / ")
                 typer.echo(f"  #{c.rank}  {c.score:+.3f}  {text[:70]}")
-        typer.echo(f"\nranked {sum(map(len, candidates))} candidates in {time.perf_counter() - start:.2f} s ({strategy})")
+        typer.echo(
+            f"\nranked {sum(map(len, candidates))} candidates in {time.perf_counter() - start:.2f} s ({strategy})"
+        )
