@@ -1,0 +1,168 @@
+"""``blender-llm rank FILE --out OUT``: rank every candidate set of a JSON-lines file (resumable)."""
+
+from __future__ import annotations
+
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from blender_core.ranker import PairRanker
+
+TINY_NOTICE = "note: no built-in ranker in this build; using a tiny RANDOM ranker (its choices mean nothing)"
+
+
+def builtin_ranker_available() -> bool:
+    """Whether this installation has the files of the built-in default ranker."""
+    from blender_core import default_ranker
+
+    if default_ranker.DEFAULT_RANKER not in default_ranker.BUILTIN_NAMES:
+        return False
+    folder = getattr(default_ranker, "builtin_folder", None)
+    if folder is None:
+        return True
+    try:
+        folder(default_ranker.DEFAULT_RANKER)
+    except (FileNotFoundError, ValueError):
+        return False
+    return True
+
+
+def load_ranker(
+    model: str | None, *, device: str | None = None, batch_size: int = 32
+) -> tuple[PairRanker, str]:
+    """The ranker named by ``--model`` (path, hub id or built-in name), else the built-in default.
+
+    Where this installation has no built-in ranker yet, a tiny random one stands in, with a notice on
+    stderr (as ``rank-examples`` does). A ranker that cannot be loaded exits with its error message
+    and status 1. Returns the ranker and the name to show.
+    """
+    from blender_core.default_ranker import DEFAULT_RANKER
+    from blender_core.ranker import PairRanker
+
+    name = model or DEFAULT_RANKER
+    shown = name
+    if model is None and not builtin_ranker_available():
+        from blender_core.testing import make_tiny_pairrm
+
+        typer.echo(TINY_NOTICE, err=True)
+        name = str(make_tiny_pairrm(tempfile.mkdtemp(prefix="blender-tiny-"), "native"))
+        shown = "tiny random ranker"
+    try:
+        return PairRanker.from_pretrained(name, device=device, batch_size=batch_size), shown
+    except (OSError, ValueError, ImportError) as exc:
+        typer.echo(f"error: could not load the ranker {shown!r}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("rank")
+    def rank(
+        file: Annotated[
+            Path,
+            typer.Argument(
+                help="Candidate sets, JSON lines (.gz ok): pairs, {instruction, candidates: [{model, output, pref}]}, MixInstruct, or {prompt, candidates: [str]}."
+            ),
+        ],
+        out: Annotated[
+            Path,
+            typer.Option(
+                "--out", "-o", help="Output JSON lines; records already in it are skipped (resume)."
+            ),
+        ],
+        model: Annotated[
+            str | None,
+            typer.Option(
+                "--model",
+                "-m",
+                help="Ranker: folder, hub id or built-in name (default: the built-in ranker).",
+            ),
+        ] = None,
+        strategy: Annotated[
+            str,
+            typer.Option(
+                help="full (n(n-1) comparisons, every score) | knockout | bubble (2(n-1), for the best) | sort"
+            ),
+        ] = "full",
+        batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass.")] = 32,
+        chunk_size: Annotated[
+            int, typer.Option(help="Records ranked together, then written and flushed.")
+        ] = 32,
+        score_key: Annotated[
+            str | None,
+            typer.Option(
+                help="MixInstruct: the candidate score named in the data ('-name' if lower is better)."
+            ),
+        ] = None,
+        errors: Annotated[
+            Path | None,
+            typer.Option(
+                "--errors",
+                help="Also append each skipped line to this JSON-lines file, with its line number and reason.",
+            ),
+        ] = None,
+        device: Annotated[
+            str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when available).")
+        ] = None,
+        num_threads: Annotated[
+            int,
+            typer.Option(
+                help="CPU threads for torch (0: torch's default); 1 is fastest on a busy shared CPU."
+            ),
+        ] = 0,
+        no_progress: Annotated[bool, typer.Option("--no-progress", help="No progress bar.")] = False,
+    ) -> None:
+        """Rank the candidates of each record and write scores, ranks and the best candidate per record.
+
+        One output line per record: {"id" (or "line"), "prompt", "scores", "ranks", "best", "best_text",
+        "best_model"?}. A pair record is ranked as two candidates (a = 0, b = 1) and marked "pair": true.
+        A malformed line is reported as "line N: reason" and skipped. Run again with the same --out to
+        resume an interrupted run.
+        """
+        from tqdm.auto import tqdm
+
+        from blender_core.batch_rank import LineError, rank_file
+        from blender_core.strategies import STRATEGIES
+
+        if strategy not in STRATEGIES:
+            raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+        if num_threads > 0:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        if not file.is_file():
+            raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
+        start = time.perf_counter()
+        ranker, shown = load_ranker(model, device=device, batch_size=batch_size)
+        typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {ranker.device})")
+
+        def on_error(e: LineError) -> None:
+            tqdm.write(f"{file}: {e}; skipped", file=sys.stderr)  # above the progress bar
+
+        try:
+            report = rank_file(
+                ranker,
+                file,
+                out,
+                strategy=strategy,
+                chunk_size=chunk_size,
+                batch_size=batch_size,
+                score_key=score_key,
+                errors_path=errors,
+                show_progress=not no_progress,
+                on_error=on_error,
+            )
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        parts = [f"ranked {report.written} records"]
+        if report.pairs:
+            parts.append(f"{report.pairs} of them pairs")
+        if report.skipped:
+            parts.append(f"skipped {report.skipped} already in {out}")
+        if report.errors:
+            parts.append(f"skipped {len(report.errors)} bad lines" + (f" (see {errors})" if errors else ""))
+        typer.echo(f"{'; '.join(parts)}; {report.elapsed_s:.1f} s -> {out}")
