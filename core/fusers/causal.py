@@ -35,6 +35,35 @@ DEFAULT_GENERATE_KWARGS: dict[str, Any] = {
 }
 
 
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """The chat template applied with the assistant turn opened; a system turn is merged into the user
+    turn for templates that reject the system role."""
+    tok = cast(Any, tokenizer)
+    try:
+        return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    except Exception as exc:  # jinja raises TemplateError (e.g. "System role not supported")
+        if messages[0]["role"] != "system":
+            raise
+        logger.debug("chat template rejected the system turn (%s); merging it into the user turn", exc)
+        merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
+        return str(tok.apply_chat_template(merged + messages[2:], tokenize=False, add_generation_prompt=True))
+
+
+def fusion_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    candidates: Sequence[str],
+    *,
+    top_k: int | None = 3,
+    candidate_maxlength: int | None = 256,
+    index: int = 0,
+) -> str:
+    """The LLM fuser's prompt text: the top-K non-empty candidates, each cut, in the chat template."""
+    chosen = select_candidates(candidates, top_k, index)
+    cut = [truncate_candidate(c, tokenizer, candidate_maxlength) for c in chosen]
+    return chat_prompt(tokenizer, fusion_messages(instruction, cut))
+
+
 class LLMFuser(BaseFuser):
     """A fuser over any causal LM with a chat template: it is asked, in a fusion prompt, to merge the
     top-K candidates into one better answer (:func:`~blender_core.fusers.base.fusion_messages`).
@@ -154,31 +183,20 @@ class LLMFuser(BaseFuser):
             **kwargs,
         )
 
-    def messages(self, instruction: str, candidates: Sequence[str], index: int = 0) -> list[dict[str, str]]:
-        """The chat messages of one fusion prompt: top-K selected, each candidate cut."""
-        chosen = select_candidates(candidates, self.top_k, index)
-        cut = [truncate_candidate(c, self.tokenizer, self.candidate_maxlength) for c in chosen]
-        return fusion_messages(instruction, cut)
-
-    def _prompt_text(self, messages: list[dict[str, str]]) -> str:
-        """The chat template applied, with the assistant turn opened; a system turn is merged into the
-        user turn for templates that reject the system role."""
-        tok = cast(Any, self.tokenizer)
-        try:
-            return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
-        except Exception as exc:  # jinja raises TemplateError (e.g. "System role not supported")
-            if messages[0]["role"] != "system":
-                raise
-            logger.debug("chat template rejected the system turn (%s); merging it into the user turn", exc)
-            merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
-            return str(
-                tok.apply_chat_template(merged + messages[2:], tokenize=False, add_generation_prompt=True)
-            )
-
     def prompts(self, instructions: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[str]:
         """The prompt texts (chat template applied), one per instruction; nothing is mutated."""
         instr, cands, _ = check_fuse_args(instructions, candidates, "fuse")
-        return [self._prompt_text(self.messages(instr[k], cands[k], k)) for k in range(len(instr))]
+        return [
+            fusion_prompt(
+                self.tokenizer,
+                instr[k],
+                cands[k],
+                top_k=self.top_k,
+                candidate_maxlength=self.candidate_maxlength,
+                index=k,
+            )
+            for k in range(len(instr))
+        ]
 
     def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
         """Token ids of the prompts (the template carries the special tokens), left-padded to the longest."""
