@@ -130,3 +130,12 @@ def test_load_fuser_picks_the_class(lm_dir: Path, tmp_path: Path) -> None:
     assert gen.model.dtype == torch.float32
     with pytest.raises(OSError, match="could not read a model config"):
         load_fuser(tmp_path / "missing", local_files_only=True)
+
+
+@pytest.mark.gpu
+def test_half_precision_on_gpu_by_default(lm_dir: Path) -> None:
+    f = LLMFuser.from_pretrained(lm_dir, local_files_only=True)
+    assert f.device.type == "cuda"
+    assert f.model.dtype in (torch.bfloat16, torch.float16)
+    pieces = list(f.stream(INSTRUCTIONS[0], CANDIDATES[0], **SHORT))
+    assert "".join(pieces) == f.fuse(INSTRUCTIONS[:1], CANDIDATES[:1], **SHORT)[0]

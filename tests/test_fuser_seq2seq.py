@@ -196,3 +196,11 @@ def test_dtype_by_name(fuser_dir: Path) -> None:
     f = GenFuser.from_pretrained(fuser_dir, device="cpu", dtype="bfloat16", local_files_only=True)
     assert f.model.dtype == torch.bfloat16
     assert isinstance(f.fuse(["q"], [["a"]], num_beams=1, max_new_tokens=3)[0], str)
+
+
+@pytest.mark.gpu
+def test_bf16_on_gpu_by_default(fuser_dir: Path) -> None:
+    f = GenFuser.from_pretrained(fuser_dir, local_files_only=True)
+    assert f.device.type == "cuda"
+    assert f.model.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
+    assert len(f.fuse(INSTRUCTIONS, CANDIDATES, **SHORT)) == len(INSTRUCTIONS)
