@@ -117,6 +117,8 @@ def test_generation_defaults_as_published(fuser: GenFuser) -> None:
     assert DEFAULT_GENERATE_KWARGS["max_new_tokens"] == 128
     assert fuser._generate_kwargs({}) == {"num_beams": 4, "max_new_tokens": 128, "num_return_sequences": 1}
     assert fuser._generate_kwargs({"num_beams": 1})["num_beams"] == 1
+    short = GenFuser(fuser.model, fuser.tokenizer, device="cpu", candidate_maxlength=32)
+    assert short._generate_kwargs({})["max_new_tokens"] == 32  # the reference ties it to the candidate limit
     assert fuser.dtype == torch.float32
     assert fuser.model.dtype == torch.float32
 

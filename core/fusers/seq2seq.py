@@ -100,7 +100,8 @@ class GenFuser(BaseFuser):
             max_length: cap on the whole input, in tokens (cut on the right). Published: 1024.
             batch_size: instructions per ``generate`` call (padded to the longest of the batch).
             generate_kwargs: defaults for ``generate`` over the published ones (num_beams 4,
-                max_new_tokens 128); the kwargs of a ``fuse`` call override both.
+                max_new_tokens = candidate_maxlength, i.e. 128, as the reference); the kwargs of a
+                ``fuse`` call override both.
             show_progress: a progress bar over batches.
         """
         self.top_k = check_top_k(top_k)
@@ -204,7 +205,9 @@ class GenFuser(BaseFuser):
         }
 
     def _generate_kwargs(self, call_kwargs: dict[str, Any]) -> dict[str, Any]:
-        return merge_generate_kwargs(DEFAULT_GENERATE_KWARGS, self.generate_kwargs, call_kwargs)
+        # As the reference: the answer may be as long as one candidate (max_new_tokens = candidate_maxlength).
+        defaults = {**DEFAULT_GENERATE_KWARGS, "max_new_tokens": self.candidate_maxlength or 128}
+        return merge_generate_kwargs(defaults, self.generate_kwargs, call_kwargs)
 
     @torch.inference_mode()
     def fuse(
