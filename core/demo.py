@@ -79,9 +79,7 @@ class LocalBackend:
 
 DEFAULT_BACKENDS: tuple[LocalBackend, ...] = (
     LocalBackend("concise", "You are a helpful assistant. Answer in one or two short sentences."),
-    LocalBackend(
-        "detailed", "You are a knowledgeable teacher. Explain the answer clearly, step by step."
-    ),
+    LocalBackend("detailed", "You are a knowledgeable teacher. Explain the answer clearly, step by step."),
     LocalBackend(
         "creative",
         "You are a friendly, creative assistant.",
@@ -160,8 +158,9 @@ def load_chat_model(
 
 def _with_system(system_prompt: str, messages: Any) -> list[Any]:
     """The messages with ``system_prompt`` as their system turn (unless they bring their own)."""
-    from langchain_core.messages import HumanMessage, SystemMessage, convert_to_messages
+    from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
 
+    msgs: list[BaseMessage]
     if isinstance(messages, str):
         msgs = [HumanMessage(messages)]
     elif hasattr(messages, "to_messages"):  # a PromptValue
