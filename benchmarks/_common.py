@@ -40,13 +40,21 @@ def _torch_version() -> str:
     return torch.__version__.split("+")[0]
 
 
+def usable_reference(venv: Path) -> Path | None:
+    """The reference venv's python if it imports llm_blender, else None (never installs anything)."""
+    python = reference_python(venv)
+    if not python.exists():
+        return None
+    probe = subprocess.run([python, "-c", "import llm_blender"], capture_output=True, text=True)
+    return python if probe.returncode == 0 else None
+
+
 def ensure_reference_venv(venv: Path, torch_index_url: str | None = None) -> Path:
     """Return the reference venv's python, creating the venv (torch, transformers<5, llm-blender) if missing."""
     python = reference_python(venv)
+    if usable_reference(venv) is not None:
+        return python
     if python.exists():
-        probe = subprocess.run([python, "-c", "import llm_blender"], capture_output=True, text=True)
-        if probe.returncode == 0:
-            return python
         print(f"{venv} exists but cannot import llm_blender; installing it there", file=sys.stderr)
     else:
         print(f"creating the reference venv {venv} (one time; downloads torch)", file=sys.stderr)
@@ -111,16 +119,17 @@ def make_prompts(
 
 
 # ---------------------------------------------------------------- timing and printing
-def best_time(fn: Callable[[], Any], repeats: int, warmup: bool = True) -> float:
-    """Best wall time of ``repeats`` runs (seconds), after one warm-up run."""
-    if warmup:
-        fn()
-    times = []
+def best_time(
+    fn: Callable[[], Any], repeats: int, warmup: Callable[[], Any] | None = None
+) -> tuple[float, Any]:
+    """Best wall time of ``repeats`` runs (seconds) after one warm-up run (``warmup``, else ``fn``), and the result."""
+    (warmup or fn)()
+    times, result = [], None
     for _ in range(repeats):
         start = time.perf_counter()
-        fn()
+        result = fn()
         times.append(time.perf_counter() - start)
-    return min(times)
+    return min(times), result
 
 
 def print_table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:

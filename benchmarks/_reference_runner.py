@@ -2,10 +2,12 @@
 
 Usage: ``<ref-venv>/bin/python benchmarks/_reference_runner.py SPEC.json RESULT.json``
 
-The spec is ``{"ranker": path, "load_kwargs": {...}, "threads": int, "calls": [call, ...]}``; each call is
-``{"name": str, "method": "rank" | "compare" | ..., "kwargs": {...}, "seed": int | null,
-"warmup": bool, "repeats": int}``. The result maps each call name to ``{"result": ..., "times": [s, ...]}``,
-numpy arrays turned into lists. The reference prints to stdout, so everything it prints goes to stderr.
+The spec is ``{"ranker": path, "load_kwargs": {...}, "device": "cpu", "threads": int, "calls": [call, ...]}``;
+each call is ``{"name": str, "method": "rank" | "compare" | ..., "kwargs": {...}, "seed": int | null,
+"warmup": bool, "warmup_kwargs": {...}, "repeats": int}`` (the warm-up call takes ``warmup_kwargs`` when given,
+else ``kwargs``). On CUDA the reference runs fp16, as it does with PairRM's config. The result maps each call
+name to ``{"result": ..., "times": [s, ...]}``, numpy arrays turned into lists. Everything the reference prints
+goes to stderr.
 """
 
 from __future__ import annotations
@@ -38,14 +40,15 @@ def main(spec_path: str, result_path: str) -> None:
         import torch
 
         torch.set_num_threads(int(spec.get("threads", 1)))
-        blender = llm_blender.Blender(llm_blender.BlenderConfig(device="cpu", use_tqdm=False))
-        blender.loadranker(spec["ranker"], device="cpu", **spec.get("load_kwargs", {}))
+        device = spec.get("device", "cpu")
+        blender = llm_blender.Blender(llm_blender.BlenderConfig(device=device, use_tqdm=False))
+        blender.loadranker(spec["ranker"], device=device, **spec.get("load_kwargs", {}))
         out: dict[str, Any] = {}
         for call in spec["calls"]:
             method = getattr(blender, call["method"])
             kwargs = call.get("kwargs", {})
             if call.get("warmup"):
-                method(**kwargs)
+                method(**call.get("warmup_kwargs", kwargs))
             times, result = [], None
             for _ in range(int(call.get("repeats", 1))):
                 if call.get("seed") is not None:
