@@ -104,7 +104,8 @@ def test_chunking_does_not_change_results(ranker: PairRanker, tmp_path: Path) ->
     one, many = _read(tmp_path / "one.jsonl"), _read(tmp_path / "all.jsonl")
     for a, b in zip(one, many, strict=True):
         assert a["scores"] == pytest.approx(b["scores"], abs=1e-5)
-        assert a["best"] == b["best"]
+        # the same best, up to ties
+        assert a["scores"][b["best"]] == pytest.approx(max(a["scores"]), abs=1e-5)
 
 
 def test_resume_ranks_only_the_records_not_in_out(
