@@ -226,7 +226,7 @@ def rank_file(
         batch_size: comparisons per forward pass (default: the ranker's).
         score_key: MixInstruct only: which score of the candidates' ``scores`` mapping the data uses
             (parsing needs it; ranking ignores the scores).
-        errors_path: when given, each skipped line is also appended there as
+        errors_path: when given, each skipped line of this run is also written there as
             ``{"line", "error", "text"}`` (the raw line, to fix and rank again).
         show_progress: a tqdm bar over input records.
         on_error: called with each skipped line as it is found (e.g. to print it).
@@ -262,7 +262,8 @@ def rank_file(
     counts = {"written": 0, "skipped": 0, "pairs": 0}
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(out.open("a", encoding="utf-8"))
-        err_sink = stack.enter_context(Path(errors_path).open("a", encoding="utf-8")) if errors_path else None
+        # rewritten by each run: a run reports every bad line of the input again
+        err_sink = stack.enter_context(Path(errors_path).open("w", encoding="utf-8")) if errors_path else None
 
         def skip(lineno: int, reason: str, raw: str) -> None:
             error = LineError(lineno, reason)
@@ -298,7 +299,7 @@ def rank_file(
             item, reason = _parse_line(inp, lineno, raw, score_key)
             if item is None:
                 skip(lineno, reason or "unreadable", raw)
-            elif item.key in seen or done.get(item.key, lineno) != lineno:
+            elif item.key in seen or done.get(item.key) not in (None, lineno):
                 first = seen.get(item.key) or done[item.key]
                 skip(lineno, f"{item.key[0]} {item.key[1]!r} already used by line {first}", raw)
             elif item.key in done:

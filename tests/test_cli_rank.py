@@ -168,6 +168,11 @@ def test_bad_lines_are_reported_with_their_number_and_skipped(ranker: PairRanker
     errors = _read(tmp_path / "err.jsonl")
     assert [e["line"] for e in errors] == [2, 4, 5, 6, 8, 9]
     assert errors[0]["text"] == BAD_LINES[1]
+    again = rank_file(
+        ranker, inp, tmp_path / "out.jsonl", errors_path=tmp_path / "err.jsonl", show_progress=False
+    )
+    assert (again.written, again.skipped, len(again.errors)) == (0, 3, 6)
+    assert _read(tmp_path / "err.jsonl") == errors  # rewritten, not appended to
 
 
 def test_cli_reports_bad_lines_and_a_summary(tiny_native_ckpt: Path, tmp_path: Path) -> None:

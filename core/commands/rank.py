@@ -102,7 +102,7 @@ def register(app: typer.Typer) -> None:
             Path | None,
             typer.Option(
                 "--errors",
-                help="Also append each skipped line to this JSON-lines file, with its line number and reason.",
+                help="Also write each skipped line to this JSON-lines file, with its line number and reason.",
             ),
         ] = None,
         device: Annotated[
