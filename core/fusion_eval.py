@@ -356,7 +356,7 @@ def format_markdown(result: FusionEvalResult) -> str:
         f"fuser failures: {s['fuser_failures']}",
         f"- best single model: `{s['best_single_model']}` (mean pref {s['best_single_model_mean_pref_on_other_instructions']:.3f} "
         f"on the {s['best_single_chosen_on']} other instructions)",
-        f"- BERTScore: F1, `{Path(s['bertscore_model']).name}` layer {s['bertscore_num_layers']}, no baseline rescaling; "
+        f"- BERTScore: F1, `{'/'.join(Path(s['bertscore_model']).parts[-2:])}` layer {s['bertscore_num_layers']}, no baseline rescaling; "
         "ROUGE-L: F-measure with stemming; token F1: SQuAD-style word overlap",
         f"- time: {s['timings_s']}",
         "",

@@ -83,15 +83,25 @@ def register(app: typer.Typer) -> None:
                 help="Tokens kept per candidate in the fuser prompt (causal fusers; GenFuser: its own 128)."
             ),
         ] = 256,
+        repetition_penalty: Annotated[
+            float | None, typer.Option(help="Passed to generate (e.g. 1.2 curbs the loops of small models).")
+        ] = None,
         batch_size: Annotated[int, typer.Option(help="Instructions per fuser call.")] = 4,
         seed: Annotated[int, typer.Option()] = 0,
         device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
         bertscore_model: Annotated[
             Path | None, typer.Option(help="Encoder folder for BERTScore (default: the local MiniLM-L6).")
         ] = None,
+        threads: Annotated[
+            int | None, typer.Option(help="CPU threads for torch (1 is much faster on a busy, shared CPU).")
+        ] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
     ) -> None:
         """Score fused answers, the ranker's top-1 and the best single model against reference outputs."""
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
         from blender_core.fusers.auto import load_fuser
         from blender_core.fusion_eval import (
             BertScore,
@@ -115,7 +125,10 @@ def register(app: typer.Typer) -> None:
             top_k=top_k,
             seed=seed,
             batch_size=batch_size,
-            generate_kwargs={"max_new_tokens": max_new_tokens},
+            generate_kwargs={
+                "max_new_tokens": max_new_tokens,
+                **({"repetition_penalty": repetition_penalty} if repetition_penalty else {}),
+            },
             bertscore=BertScore(bertscore_model),
             progress=not no_progress,
             settings={
@@ -123,6 +136,7 @@ def register(app: typer.Typer) -> None:
                 "ranker": ranker,
                 "ranker_note": note,
                 "command": "blender-llm " + shlex.join(sys.argv[1:]),
+                "torch_threads": _torch_threads(),
             },
         )
         js, md = write_report(result, out)
@@ -137,3 +151,9 @@ def _is_seq2seq(name_or_path: str) -> bool:
         return bool(getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False))
     except (OSError, ValueError):
         return False
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()
