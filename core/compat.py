@@ -43,6 +43,7 @@ import numpy as np
 import torch
 
 from . import strategies
+from .configuration_pairrm import PairRMConfig
 from .encoding import PairEncoder
 from .ranker import PairRanker, conversations_to_pairs, default_device
 from .validation import check_candidate_lists, check_choice, check_prompts, check_text
@@ -156,6 +157,13 @@ def _ranks(scores: np.ndarray) -> np.ndarray:
     return (1 + (scores[:, None, :] > scores[:, :, None]).sum(axis=-1)).astype(np.int32)
 
 
+def _pairrm_config(ranker: PairRanker) -> PairRMConfig:
+    config = ranker.model.config
+    if not isinstance(config, PairRMConfig):
+        raise TypeError(f"the ranker's model has a {type(config).__name__}, not a PairRMConfig")
+    return config
+
+
 def _check_batch_size(batch_size: Any, fn: str) -> int:
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ValueError(f"{fn}() got batch_size={batch_size!r}; pass a positive int")
@@ -243,7 +251,7 @@ class Blender:
             dtype=dtype,
             cache_dir=None if config.cache_dir is None else str(config.cache_dir),
         )
-        model_config = ranker.model.config
+        model_config = _pairrm_config(ranker)
         source_max = config.source_maxlength or model_config.source_maxlength
         candidate_max = config.candidate_maxlength or model_config.candidate_maxlength
         if (source_max, candidate_max) != (model_config.source_maxlength, model_config.candidate_maxlength):
@@ -274,7 +282,7 @@ class Blender:
     ) -> PairRanker:
         """The loaded ranker, or a view of it with other truncation limits (same model, no copy)."""
         ranker = self._require_ranker(fn)
-        cfg = ranker.model.config
+        cfg = _pairrm_config(ranker)
         limits = (source_max_length or cfg.source_maxlength, candidate_max_length or cfg.candidate_maxlength)
         for name, value in zip(_LIMIT_KWARGS, limits, strict=True):
             if isinstance(value, bool) or not isinstance(value, int) or value < 4:
