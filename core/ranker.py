@@ -72,6 +72,7 @@ class PairRanker:
         dtype: torch.dtype | None = None,
         batch_size: int = 32,
         cache_size: int = 0,
+        exact_batches: bool | None = None,
     ) -> None:
         """Wrap a loaded model and its tokenizer (with the four prefix tokens).
 
@@ -80,6 +81,9 @@ class PairRanker:
             dtype: default bf16/fp16 on GPU, fp32 on CPU.
             batch_size: comparisons (sequences) per forward pass.
             cache_size: how many comparison logits to remember, keyed by a hash of the texts (0 = off).
+            exact_batches: batch only comparisons of equal length, so nothing is padded (default: on CPU,
+                where it is faster and makes each logit independent of the rest of the call); else
+                length-sorted batches padded to their longest row (default on GPU).
         """
         if batch_size < 1:
             raise ValueError(f"batch_size must be >= 1, got {batch_size}")
@@ -90,6 +94,7 @@ class PairRanker:
         self.encoder = PairEncoder(tokenizer, model.config)  # type: ignore[arg-type]  # a PairRMConfig
         self.batch_size = batch_size
         self.cache_size = cache_size
+        self.exact_batches = self.device.type == "cpu" if exact_batches is None else exact_batches
         self._cache: OrderedDict[bytes, float] = OrderedDict()
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
 
@@ -181,7 +186,7 @@ class PairRanker:
         # than padded batches of 32 there), and a logit does not depend on what else the call holds (padding
         # moves fp32 rounding, which random or poorly conditioned models amplify past 1e-4). On GPU, padded
         # batches keep the device busy.
-        exact = self.device.type == "cpu"
+        exact = self.exact_batches
         batches: list[list[int]] = []
         for i in sorted(range(len(seqs)), key=lambda i: -lengths[i]):
             last = batches[-1] if batches else None

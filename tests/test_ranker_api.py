@@ -55,12 +55,24 @@ def test_ranker_feeds_the_encoders_layout_to_the_model(tiny_ranker: PairRanker) 
     enc = tiny_ranker.encoder
     with forwarded_rows(tiny_ranker) as seen:
         tiny_ranker.compare([PROMPT, PROMPT], ["yes", "the answer is yes"], ["bad", "bad"], both_orders=False)
-    (ids,) = seen
     (src,) = enc.encode_sources([PROMPT])
     yes, long, bad = enc.encode_candidates(["yes", "the answer is yes", "bad"])
-    rows = [enc.build(src, long, bad), enc.build(src, yes, bad)]  # longest first, padded on the right
-    expected = [rows[0], rows[1] + [tiny_ranker.pad_id] * (len(rows[0]) - len(rows[1]))]
-    assert ids.tolist() == expected
+    rows = [enc.build(src, long, bad), enc.build(src, yes, bad)]  # longest first
+    assert len(rows[0]) != len(rows[1])
+    # On CPU only sequences of one length share a batch, so nothing is padded.
+    assert [ids.tolist() for ids in seen] == [[rows[0]], [rows[1]]]
+    # Padded batches (the GPU default) hold both rows, padded on the right, and give the same logits.
+    padded = sibling(tiny_ranker, exact_batches=False)
+    with forwarded_rows(padded) as seen_padded:
+        values = padded.compare(
+            [PROMPT, PROMPT], ["yes", "the answer is yes"], ["bad", "bad"], both_orders=False
+        )
+    (ids,) = seen_padded
+    assert ids.tolist() == [rows[0], rows[1] + [padded.pad_id] * (len(rows[0]) - len(rows[1]))]
+    exact = tiny_ranker.compare(
+        [PROMPT, PROMPT], ["yes", "the answer is yes"], ["bad", "bad"], both_orders=False
+    )
+    assert values == pytest.approx(exact, abs=1e-4)
 
 
 def test_variable_numbers_of_candidates(tiny_ranker: PairRanker) -> None:
