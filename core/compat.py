@@ -121,7 +121,32 @@ class RankerConfig:
                 )
 
 
-_C = TypeVar("_C", BlenderConfig, RankerConfig)
+@dataclass(frozen=True)
+class GenFuserConfig:
+    """The reference's fuser settings (``llm_blender.GenFuserConfig``), as a frozen dataclass."""
+
+    # The published fuser (Flan-T5-XL fine-tuned on MixInstruct).
+    model_name: str = "llm-blender/gen_fuser_3b"
+    cache_dir: str | None = None
+    # Cap on the whole fuser input, in tokens (published: 1024).
+    max_length: int = 1024
+    # Tokens kept per candidate; also the default max_new_tokens (published: 128).
+    candidate_maxlength: int = 128
+    # bfloat16 as the reference, also on CPU, so that outputs match it.
+    torch_dtype: str = "bfloat16"
+    load_in_4bit: bool = False
+    load_in_8bit: bool = False
+    device: str | None = None
+
+    def __post_init__(self) -> None:
+        check_choice(self.torch_dtype, ("float32", "float16", "bfloat16"), "torch_dtype")
+        if self.max_length < 1 or self.candidate_maxlength < 1:
+            raise ValueError(
+                f"max_length and candidate_maxlength must be >= 1, got {self.max_length}, {self.candidate_maxlength}"
+            )
+
+
+_C = TypeVar("_C", BlenderConfig, RankerConfig, GenFuserConfig)
 
 
 def _field_names(cls: type) -> tuple[str, ...]:
@@ -188,7 +213,8 @@ class Blender:
         blender_config: a :class:`BlenderConfig`, a dict, or ``llm_blender.BlenderConfig``.
         ranker_config: a :class:`RankerConfig`, a dict or ``llm_blender.RankerConfig``; when given, the ranker
             at its ``load_checkpoint`` is loaded at once.
-        fuser_config: reserved for the fuser methods.
+        fuser_config: a :class:`GenFuserConfig`, a dict or ``llm_blender.GenFuserConfig``; when given, the
+            fuser named by its ``model_name`` is loaded at once.
 
     Example:
         >>> blender = Blender({"device": "cpu", "use_tqdm": False})
@@ -218,9 +244,9 @@ class Blender:
             self._init_fuser(fuser_config)
 
     def _init_fuser(self, fuser_config: Any) -> None:
-        raise NotImplementedError(
-            "blender_core.compat.Blender cannot load a fuser yet; pass fuser_config=None and use the ranker methods"
-        )
+        config = _coerce_config(fuser_config, GenFuserConfig, "fuser_config")
+        fields = {k: v for k, v in dataclasses.asdict(config).items() if k != "model_name"}
+        self.loadfuser(config.model_name, **fields)
 
     # ---------------------------------------------------------------- ranker
     def loadranker(
@@ -588,7 +614,158 @@ class Blender:
         return [[c[i] for i in s] for c, s in zip(cands, steps, strict=True)]
 
     # ---------------------------------------------------------------- fuser
-    # loadfuser / fuse / rank_and_fuse / best_of_n_generate are added with the fuser.
+    def loadfuser(
+        self, fuser_path: str | Path, device: str | torch.device | None = None, **kwargs: Any
+    ) -> None:
+        """Load a seq2seq fuser in the ``gen_fuser_3b`` format (hub id or folder); kwargs are
+        :class:`GenFuserConfig` fields (``torch_dtype`` defaults to bfloat16, as the reference)."""
+        from .fusers.seq2seq import GenFuser
+
+        unknown = sorted(set(kwargs) - set(_field_names(GenFuserConfig)))
+        if unknown:
+            raise TypeError(
+                f"loadfuser() got unknown arguments {unknown}; known: {list(_field_names(GenFuserConfig))}"
+            )
+        config = dataclasses.replace(GenFuserConfig(model_name=str(fuser_path)), **kwargs)
+        if config.load_in_4bit or config.load_in_8bit:
+            raise ValueError(
+                "4-bit / 8-bit fuser loading is not supported here; load in bfloat16 (the default)"
+            )
+        device = device or config.device or self.blender_config.device
+        self.fuser = GenFuser.from_pretrained(
+            config.model_name,
+            device=device,
+            dtype=config.torch_dtype,
+            cache_dir=config.cache_dir,
+            top_k=None,  # the reference's fuse() fuses every candidate it is given
+            candidate_maxlength=config.candidate_maxlength,
+            max_length=config.max_length,
+            show_progress=self.blender_config.use_tqdm,
+        )
+        self.fuser_tokenizer = self.fuser.tokenizer
+        self.fuser_config = dataclasses.replace(config, device=str(self.fuser.device))
+
+    def fuse(
+        self,
+        inputs: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        instructions: Sequence[str] | None = None,
+        batch_size: int = 4,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Fuse each input's candidates (normally its top-ranked ones) into one output.
+
+        As the reference: "Instruction: " + instruction, "Input: " + input, each candidate cut to
+        ``candidate_max_length`` tokens (a generate kwarg, default 128), beam search with 4 beams and
+        ``max_new_tokens`` = that length unless given. The caller's lists are not modified.
+        """
+        if self.fuser is None:
+            raise RuntimeError("fuse() needs a fuser: call loadfuser(path) first")
+        ins = check_prompts(inputs, "fuse")
+        cands = check_candidate_lists(ins, candidates, "fuse", 1)
+        instr = [""] * len(ins) if instructions is None else check_prompts(instructions, "fuse")
+        if len(instr) != len(ins):
+            raise ValueError(f"fuse() got {len(ins)} inputs but {len(instr)} instructions")
+        kwargs = dict(generate_kwargs)
+        fuser = self.fuser
+        cut = kwargs.pop("candidate_max_length", None)
+        if cut is not None:
+            fuser = copy.copy(fuser)
+            fuser.candidate_maxlength = int(cut)
+        return fuser.fuse(
+            instr, cands, inputs=ins, batch_size=_check_batch_size(batch_size, "fuse"), **kwargs
+        )
+
+    def rank_and_fuse(
+        self,
+        inputs: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        instructions: Sequence[str] | None = None,
+        return_scores: bool = False,
+        batch_size: int = 4,
+        top_k: int = 3,
+        **generate_kwargs: Any,
+    ) -> tuple[list[str], np.ndarray]:
+        """Rank with the ranker, fuse the ``top_k`` best with the fuser; returns (fused, ranks or scores)."""
+        if top_k < 1:
+            raise ValueError(f"top_k must be >= 1, got {top_k}")
+        ranks_or_scores = self.rank(
+            inputs, candidates, instructions=instructions, batch_size=batch_size, return_scores=return_scores
+        )
+        order = np.argsort(-ranks_or_scores if return_scores else ranks_or_scores, axis=1)[:, :top_k]
+        top = [[str(c[i]) for i in row] for c, row in zip(candidates, order, strict=True)]
+        fused = self.fuse(inputs, top, instructions=instructions, batch_size=batch_size, **generate_kwargs)
+        return fused, ranks_or_scores
+
+    def n_generate(
+        self,
+        model: Any,
+        model_tokenizer: Any,
+        inputs: Sequence[str],
+        instructions: Sequence[str] | None = None,
+        n: int = 5,
+        sampling_mode: str | None = "top_p_sampling",
+        batch_size: int = 4,
+        **generate_kwargs: Any,
+    ) -> list[list[str]]:
+        """Sample ``n`` generations per input with a transformers model (the reference's ``n_generate``;
+        vLLM models are not supported here)."""
+        if instructions is not None and len(instructions) != len(inputs):
+            raise ValueError(f"n_generate() got {len(inputs)} inputs but {len(instructions)} instructions")
+        kwargs = dict(generate_kwargs)
+        if sampling_mode == "top_k_sampling":
+            kwargs.update(
+                do_sample=True, top_k=kwargs.get("top_k", 50), temperature=kwargs.get("temperature", 0.7)
+            )
+        elif sampling_mode == "top_p_sampling":
+            kwargs.update(
+                do_sample=True, top_p=kwargs.get("top_p", 1.0), temperature=kwargs.get("temperature", 0.7)
+            )
+        elif sampling_mode is not None:
+            raise ValueError(
+                f"unknown sampling_mode {sampling_mode!r}; choose top_k_sampling, top_p_sampling or None"
+            )
+        if "max_new_tokens" not in kwargs:
+            kwargs["max_length"] = kwargs.get("max_length", model_tokenizer.model_max_length)
+        kwargs["num_return_sequences"] = n
+        prompts = (
+            [f"{x}\n{y}" for x, y in zip(instructions, inputs, strict=True)] if instructions else list(inputs)
+        )
+        out: list[list[str]] = []
+        for start in range(0, len(prompts), batch_size):
+            enc = model_tokenizer(
+                prompts[start : start + batch_size], return_tensors="pt", padding=True, truncation=True
+            )
+            enc = {k: v.to(model.device) for k, v in enc.items()}
+            ids = model.generate(**enc, **kwargs)
+            if not getattr(model.config, "is_encoder_decoder", False):
+                ids = ids[:, enc["input_ids"].shape[1] :]  # decoder-only: drop the prompt
+            texts = model_tokenizer.batch_decode(ids, skip_special_tokens=True)
+            out.extend(texts[i : i + n] for i in range(0, len(texts), n))
+        return out
+
+    def best_of_n_generate(
+        self,
+        model: Any,
+        model_tokenizer: Any,
+        inputs: Sequence[str],
+        instructions: Sequence[str] | None = None,
+        n: int = 5,
+        sampling_mode: str | None = "top_p_sampling",
+        batch_size: int = 4,
+        pairrm_cmp_type: str = "bubble",
+        return_all: bool = False,
+        **generate_kwargs: Any,
+    ) -> list[str] | list[list[str]] | np.ndarray:
+        """Sample ``n`` generations per input and keep the best by the ranker (or all, best first)."""
+        sampled = self.n_generate(
+            model, model_tokenizer, inputs, instructions=instructions, n=n, sampling_mode=sampling_mode,
+            batch_size=batch_size, **generate_kwargs,
+        )  # fmt: skip
+        return self.get_best_of_n(
+            inputs, sampled, instructions=instructions, batch_size=min(batch_size, 32),
+            pairrm_cmp_type=pairrm_cmp_type, return_all=return_all,
+        )  # fmt: skip
 
 
-__all__ = ["Blender", "BlenderConfig", "RankerConfig"]
+__all__ = ["Blender", "BlenderConfig", "GenFuserConfig", "RankerConfig"]
