@@ -34,6 +34,7 @@ class FuserTrainResult:
     seconds: float
     first_loss: float | None
     last_loss: float | None
+    initial_dev_loss: float | None
     best_dev_loss: float | None
     best_step: int | None
     best_dir: Path
@@ -252,6 +253,11 @@ class FuserTrainer:
             disable=not (c.progress and main),
             dynamic_ncols=True,
         )
+        initial_dev: float | None = None
+        if main and dev_loader is not None:  # the starting point, to judge the run by (logged as step 0)
+            with accelerator.autocast():
+                initial_dev = dev_loss(unwrapped, dev_loader, accelerator.device)
+            _append(log_path, {"step": 0, "elapsed_s": 0.0, "dev_loss": initial_dev})
         loss_ema: float | None = None
         window: list[float] = []
         optimizer.zero_grad()
@@ -323,6 +329,7 @@ class FuserTrainer:
             seconds=round(time.monotonic() - start, 1),
             first_loss=state["first"],
             last_loss=state["last"],
+            initial_dev_loss=initial_dev,
             best_dev_loss=state["best"],
             best_step=state["best_step"],
             best_dir=out / "best",
