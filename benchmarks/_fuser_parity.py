@@ -94,6 +94,11 @@ def run_ours(
     fuser = GenFuser.from_pretrained(
         fuser_dir, device="cpu", dtype="float32", top_k=None, local_files_only=True
     )
+    # The strings come from the drop-in (compat.Blender.fuse, the reference's signature) over that GenFuser.
+    from blender_core.compat import Blender
+
+    blender = Blender({"device": "cpu", "use_tqdm": False})
+    blender.loadfuser(fuser_dir, torch_dtype="float32")
     outputs, input_ids = [], []
     for call in calls:
         n = len(call["inputs"])
@@ -102,8 +107,11 @@ def run_ours(
         enc = fuser.tokenizer(texts, max_length=fuser.max_length, truncation=True, add_special_tokens=False)
         input_ids.append([list(ids) for ids in enc["input_ids"]])
         outputs.append(
-            fuser.fuse(
-                instructions, call["candidates"], inputs=call["inputs"], **call.get("generate_kwargs", {})
+            blender.fuse(
+                call["inputs"],
+                call["candidates"],
+                instructions=call["instructions"],
+                **call.get("generate_kwargs", {}),
             )
         )
     return outputs, input_ids

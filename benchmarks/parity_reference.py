@@ -30,6 +30,7 @@ from typing import Any
 import numpy as np
 import torch
 from _common import DEFAULT_REF_VENV, Prompts, ensure_reference_venv, make_prompts, print_table, run_reference
+from _fuser_parity import format_report, run_fuser_parity
 
 from blender_core.compat import Blender
 from blender_core.testing import make_tiny_pairrm
@@ -373,6 +374,17 @@ def main(argv: list[str] | None = None) -> int:
     print_table(
         ["section", "check", "result", "ok"],
         [(r.section, r.check, r.result, "ok" if r.ok else "FAIL") for r in rows],
+    )
+    fuser = run_fuser_parity(python=str(python))
+    print()
+    print(format_report(fuser))
+    rows.append(
+        Row(
+            "fuse",
+            f"greedy strings on {fuser['n_inputs']} inputs",
+            f"{fuser['n_identical']}/{fuser['n_inputs']} identical",
+            fuser["identical"],
+        )
     )
     failed = [r for r in rows if not r.ok]
     print()
