@@ -329,7 +329,16 @@ def test_configs_from_dicts_and_reference_objects(tiny_reference_ckpt: Path) -> 
         (lambda: Blender(ranker_config=RankerConfig()), ValueError, "load_checkpoint is None"),
         (lambda: RankerConfig(ranker_type="deberta-rm"), ValueError, "only"),
         (lambda: RankerConfig(source_maxlength=2), ValueError, "source_maxlength must be an int >= 4"),
-        (lambda: Blender(fuser_config={"model_name": "x"}), NotImplementedError, "fuser"),
+        (
+            lambda: Blender(fuser_config={"model_name": "x", "torch_dtype": "int8"}),
+            ValueError,
+            "unknown torch_dtype",
+        ),
+        (
+            lambda: Blender(fuser_config={"model_name": "x", "colour": 1}),
+            TypeError,
+            r"unknown fields \['colour'\]",
+        ),
         (lambda: Blender(blender_config=3), TypeError, "blender_config must be a BlenderConfig"),
     ],
 )

@@ -41,3 +41,22 @@ def test_blender_core_imports_from_anywhere(tmp_path: Path) -> None:
 def test_typed_and_versioned() -> None:
     assert (Path(blender_core.__file__).parent / "py.typed").is_file()
     assert blender_core.__version__ == version("blender-llm")
+
+
+def test_every_subpackage_is_listed_for_the_wheel() -> None:
+    """`core/` installs under another name, so pyproject lists packages one by one: none may be missing."""
+    import tomllib
+
+    root = Path(__file__).resolve().parents[1]
+    listed = set(tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    names = {
+        "core": "blender_core",
+        "langchain_blender": "langchain_blender",
+        "llamaindex_blender": "llamaindex_blender",
+    }
+    found = set()
+    for top, name in names.items():
+        for init in (root / top).rglob("__init__.py"):
+            parts = init.parent.relative_to(root / top).parts
+            found.add(".".join((name, *parts)))
+    assert found == listed
