@@ -34,7 +34,9 @@ class BaseFuser(ABC):
     name: str = "fuser"
 
     @abstractmethod
-    def fuse(self, instructions: Sequence[str], candidates: Sequence[Sequence[str]], **generate_kwargs: Any) -> list[str]:
+    def fuse(
+        self, instructions: Sequence[str], candidates: Sequence[Sequence[str]], **generate_kwargs: Any
+    ) -> list[str]:
         """One fused answer per instruction from its candidates (already ranked, best first)."""
 
     def stream(self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any) -> Iterator[str]:
@@ -47,7 +49,9 @@ class BaseFuser(ABC):
         """Async :meth:`fuse`; the default runs it in a worker thread so the event loop is not blocked."""
         return await asyncio.to_thread(self.fuse, instructions, candidates, **generate_kwargs)
 
-    async def astream(self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any) -> AsyncIterator[str]:
+    async def astream(
+        self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any
+    ) -> AsyncIterator[str]:
         """Async :meth:`stream`; the default drives the sync generator in a worker thread."""
         loop = asyncio.get_running_loop()
         queue: asyncio.Queue[tuple[str, Any]] = asyncio.Queue()
