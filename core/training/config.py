@@ -51,6 +51,10 @@ class TrainConfig:
     # Only pair answers the ranker sees whole: a truncated answer hides its length and its ending,
     # which judges weigh, so its label is partly noise. Off by default (the paper keeps them).
     skip_truncated: bool = False
+    # Synthetic "plainly worse" pairs from the training sets (see training.augment); none by default.
+    augment: tuple[str, ...] = ()
+    # Share of candidate sets that give one synthetic pair per augmentation kind.
+    augment_rate: float = 0.25
 
     # -- optimisation -------------------------------------------------------------------------
     # The paper's instructgpt pairwise loss; bce / mse are its per-side alternatives.
@@ -102,6 +106,13 @@ class TrainConfig:
         for name in ("max_steps", "eval_every", "save_every", "dev_max_pairs", "lora_r"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
+        from .augment import AUGMENTATIONS
+
+        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
+        if unknown:
+            raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(map(repr, AUGMENTATIONS))}")
+        if not 0.0 <= self.augment_rate <= 1.0:
+            raise ValueError(f"augment_rate must be in [0, 1], got {self.augment_rate}")
         if self.lora and self.lora_r < 1:
             raise ValueError(f"lora_r must be >= 1 with lora=True, got {self.lora_r}")
         if not 0.0 <= self.warmup_ratio < 1.0:
@@ -125,4 +136,5 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["lora_targets"] = list(self.lora_targets)
+        d["augment"] = list(self.augment)
         return d

@@ -28,6 +28,7 @@ from transformers import PreTrainedTokenizerBase
 from ..data import CandidateSet, Pair
 from ..encoding import PairEncoder
 from ..modeling_pairrm import PairRMModel
+from .augment import synthetic_pairs
 from .config import TrainConfig
 from .dataset import Collator, ComparisonDataset, TokenCache, dev_pairs, plan_epoch
 from .export import export_compact
@@ -196,6 +197,10 @@ class RankerTrainer:
             out.mkdir(parents=True, exist_ok=True)
             (out / "train_config.json").write_text(json.dumps(c.to_dict(), indent=2, default=str) + "\n")
 
+        if c.augment:
+            extra = synthetic_pairs(train_records, kinds=c.augment, rate=c.augment_rate, seed=c.seed)
+            logger.info("augmentation: %d synthetic pairs (%s)", len(extra), ", ".join(c.augment))
+            train_records = [*train_records, *extra]
         cache = TokenCache(self.encoder, list(train_records) + list(dev_records or []))
         comparisons = [x for e in range(c.epochs) for x in plan_epoch(train_records, cache, c, seed=c.seed + e)]
         if not comparisons:
