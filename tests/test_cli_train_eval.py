@@ -29,7 +29,8 @@ def test_train_then_eval(tmp_path: Path) -> None:
     assert summary["steps"] == 3
     assert summary["stopped_by"] == "max_steps"
     held = read_records(out / "dev" / "pool.heldout.jsonl.gz")
-    assert held and all(r.prompt.startswith("write a poem") for r in held)
+    assert held
+    assert all(r.prompt.startswith("write a poem") for r in held)
     assert (out / "best" / "compact" / "ranker.json").exists()
     config = json.loads((out / "train_config.json").read_text())
     assert config["notes"]["command"].startswith("blender-llm ")
