@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import tempfile
 import time
 
 import typer
@@ -45,22 +44,11 @@ def register(app: typer.Typer) -> None:
         strategy: str = typer.Option("full", help="full | bubble | knockout | sort"),
     ) -> None:
         """Rank a few built-in candidate sets with a ranker and print the rankings."""
-        from blender_core.default_ranker import BUILTIN_NAMES, DEFAULT_RANKER
-        from blender_core.ranker import PairRanker
+        from blender_core.commands.rank import load_ranker  # the built-in ranker, or a stand-in with a notice
 
         start = time.perf_counter()
-        name = model or DEFAULT_RANKER
-        if model is None and DEFAULT_RANKER not in BUILTIN_NAMES:
-            from blender_core.testing import make_tiny_pairrm
-
-            typer.echo(
-                "note: no built-in ranker in this build; using a tiny RANDOM ranker (its choices mean nothing)"
-            )
-            name = str(make_tiny_pairrm(tempfile.mkdtemp(prefix="blender-tiny-"), "native"))
-        ranker = PairRanker.from_pretrained(name)
-        typer.echo(
-            f"ranker: {model or DEFAULT_RANKER} (loaded in {time.perf_counter() - start:.1f} s, {ranker.device})"
-        )
+        ranker, shown = load_ranker(model)
+        typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {ranker.device})")
         prompts = [p for p, _ in EXAMPLES]
         candidates = [list(c) for _, c in EXAMPLES]
         start = time.perf_counter()
