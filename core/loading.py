@@ -19,7 +19,14 @@ logger = logging.getLogger(__name__)
 
 WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
 # The fields PairRM-hf adds to a DebertaV2Config.
-_HF_PAIRRM_FIELDS = ("n_tasks", "drop_out", "source_prefix_id", "cand1_prefix_id", "cand2_prefix_id", "cand_prefix_id")
+_HF_PAIRRM_FIELDS = (
+    "n_tasks",
+    "drop_out",
+    "source_prefix_id",
+    "cand1_prefix_id",
+    "cand2_prefix_id",
+    "cand_prefix_id",
+)
 
 
 @dataclass(frozen=True)
@@ -46,7 +53,9 @@ def resolve_folder(name_or_path: str | Path, hub: HubOptions) -> Path:
     if path.is_dir():
         return path
     if path.exists():
-        raise ValueError(f"{str(name_or_path)!r} is a file; pass the folder of a PairRM checkpoint or a hub id")
+        raise ValueError(
+            f"{str(name_or_path)!r} is a file; pass the folder of a PairRM checkpoint or a hub id"
+        )
     from huggingface_hub import snapshot_download
 
     patterns = ["*.json", "*.model", "*.txt", "*.safetensors"]
@@ -54,7 +63,9 @@ def resolve_folder(name_or_path: str | Path, hub: HubOptions) -> Path:
         folder = Path(snapshot_download(str(name_or_path), allow_patterns=patterns, **hub.as_kwargs()))
         if not (folder / "model.safetensors").exists():  # fall back to the .bin only when needed
             folder = Path(
-                snapshot_download(str(name_or_path), allow_patterns=[*patterns, "pytorch_model.bin"], **hub.as_kwargs())
+                snapshot_download(
+                    str(name_or_path), allow_patterns=[*patterns, "pytorch_model.bin"], **hub.as_kwargs()
+                )
             )
     except Exception as exc:
         raise OSError(
@@ -81,7 +92,9 @@ def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
                 "save a plain state dict"
             ) from exc
         if not isinstance(state, dict):
-            raise ValueError(f"{folder / 'pytorch_model.bin'} does not hold a state dict (got {type(state).__name__})")
+            raise ValueError(
+                f"{folder / 'pytorch_model.bin'} does not hold a state dict (got {type(state).__name__})"
+            )
         return state
     raise ValueError(f"{folder} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
 
@@ -117,7 +130,9 @@ def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], so
     model.load_state_dict(state, strict=True)
 
 
-def _reference_config(folder: Path, raw: dict[str, Any], hub: HubOptions) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
+def _reference_config(
+    folder: Path, raw: dict[str, Any], hub: HubOptions
+) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
     """Reference layout: the ranker config names the encoder (hub id or folder) whose config/tokenizer are used."""
     if raw.get("ranker_type") != "pairranker":
         raise ValueError(
@@ -125,7 +140,9 @@ def _reference_config(folder: Path, raw: dict[str, Any], hub: HubOptions) -> tup
         )
     encoder = raw.get("model_name")
     if not encoder:
-        raise ValueError(f"{folder}/config.json has no 'model_name' naming the encoder the ranker was built on")
+        raise ValueError(
+            f"{folder}/config.json has no 'model_name' naming the encoder the ranker was built on"
+        )
     # The encoder's revision is not recorded in the checkpoint: use the default branch, not the ranker's revision.
     enc_kwargs = {**hub.as_kwargs(), "revision": None}
     try:
@@ -153,18 +170,25 @@ def _reference_config(folder: Path, raw: dict[str, Any], hub: HubOptions) -> tup
     return config, tokenizer
 
 
-def _hf_config(folder: Path, raw: dict[str, Any]) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
-    """PairRM-hf layout: a DebertaV2Config with the PairRM fields, tokenizer files alongside."""
-    enc_raw = {k: v for k, v in raw.items() if k not in (*_HF_PAIRRM_FIELDS, "architectures", "sep_token_id")}
-    enc_cfg = DebertaV2Config(**{k: v for k, v in enc_raw.items() if k != "model_type"})
-    tokenizer = AutoTokenizer.from_pretrained(folder)
+def _checked_ids(
+    folder: Path, tokenizer: PreTrainedTokenizerBase, stated: tuple[Any, ...]
+) -> tuple[int, int, int, int]:
+    """Add the prefix tokens and check their ids against the ones the config states."""
     ids = add_pairrm_tokens(tokenizer)
-    stated = tuple(raw.get(k) for k in _HF_PAIRRM_FIELDS[2:])
     if ids != stated:
         raise ValueError(
             f"{folder}: the tokenizer gives the prefix tokens ids {ids} but config.json states {stated}; "
             "the tokenizer files do not belong to this checkpoint"
         )
+    return ids
+
+
+def _hf_config(folder: Path, raw: dict[str, Any]) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
+    """PairRM-hf layout: a DebertaV2Config with the PairRM fields, tokenizer files alongside."""
+    enc_raw = {k: v for k, v in raw.items() if k not in (*_HF_PAIRRM_FIELDS, "architectures", "sep_token_id")}
+    enc_cfg = DebertaV2Config(**{k: v for k, v in enc_raw.items() if k != "model_type"})
+    tokenizer = AutoTokenizer.from_pretrained(folder)
+    ids = _checked_ids(folder, tokenizer, tuple(raw.get(k) for k in _HF_PAIRRM_FIELDS[2:]))
     config = PairRMConfig(
         encoder_config=enc_cfg.to_dict(),
         n_tasks=int(raw.get("n_tasks", 1)),
@@ -180,12 +204,7 @@ def _hf_config(folder: Path, raw: dict[str, Any]) -> tuple[PairRMConfig, PreTrai
 def _native_config(folder: Path) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
     config = PairRMConfig.from_pretrained(folder)
     tokenizer = AutoTokenizer.from_pretrained(folder)
-    ids = add_pairrm_tokens(tokenizer)
-    if ids != config.special_token_ids:
-        raise ValueError(
-            f"{folder}: the tokenizer gives the prefix tokens ids {ids} but config.json states "
-            f"{config.special_token_ids}; the tokenizer files do not belong to this checkpoint"
-        )
+    _checked_ids(folder, tokenizer, config.special_token_ids)
     return config, tokenizer
 
 
@@ -213,7 +232,9 @@ def detect_layout(folder: Path) -> tuple[str, dict[str, Any]]:
     )
 
 
-def load_pairrm(name_or_path: str | Path, hub: HubOptions) -> tuple[PairRMModel, PreTrainedTokenizerBase, str]:
+def load_pairrm(
+    name_or_path: str | Path, hub: HubOptions
+) -> tuple[PairRMModel, PreTrainedTokenizerBase, str]:
     """Load model (fp32, CPU, eval mode) and tokenizer from any of the three layouts; returns the layout too."""
     folder = resolve_folder(name_or_path, hub)
     layout, raw = detect_layout(folder)
