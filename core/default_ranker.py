@@ -9,8 +9,9 @@ is ``assets/pairrm-minilm-l6/README.md`` (trained on AlpacaEval data: CC BY-NC 4
 Example:
     >>> from blender_core.ranker import PairRanker
     >>> ranker = PairRanker.from_pretrained(DEFAULT_RANKER)  # doctest: +SKIP
-    >>> ranker.compare(["What is 2+2?"], ["4"], ["5"])  # doctest: +SKIP
-    [1.93]
+    >>> ranker.compare(["Write a haiku about the sea."], ["Waves fold into foam / the gull rides the "
+    ...                "salted wind / tide pulls the night in"], ["I like pizza."])  # doctest: +SKIP
+    [0.2]
 """
 
 from __future__ import annotations

@@ -171,7 +171,8 @@ class RankerTrainer:
             model.save_pretrained(folder / "adapter")
             if self._base_state is not None and self.encoder_name is not None:
                 stats = export_compact(merged, self._base_state, folder / "compact", encoder=self.encoder_name,
-                                       rank=self.config.lora_r, extra={"trained_with": self.config.to_dict()})
+                                       rank=self.config.lora_r,
+                                       extra={"trained_with": self.config.to_dict(), "checkpoint": metrics})
                 logger.info("compact export: %s", stats)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
