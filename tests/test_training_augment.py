@@ -44,6 +44,11 @@ def test_off_topic_takes_another_prompts_answer() -> None:
     assert _one("off_topic").b == "Seven is a prime number."
 
 
+def test_pad_appends_another_prompts_sentences() -> None:
+    text = _one("pad").b
+    assert text == BEST + "\n\n" + "Seven is a prime number."  # longer than the anchor, and worse
+
+
 def test_rate_zero_and_errors() -> None:
     assert synthetic_pairs(SETS, rate=0.0) == []
     with pytest.raises(ValueError, match=r"unknown augmentation 'swap'; choose from 'truncate'"):

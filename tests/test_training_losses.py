@@ -102,3 +102,15 @@ def test_skip_truncated_pairs_only_answers_seen_whole(tiny_encoder: Path) -> Non
     assert len(plan_epoch(records, cache, keep, seed=0)) == 4
     (only,) = plan_epoch(records, cache, skip, seed=0)
     assert (only.cand1, only.cand2, only.sign) == (cache.text_index["fine yes"], cache.text_index["bad"], 1)
+
+
+def test_pairs_identical_within_the_limit_are_dropped(tiny_encoder: Path) -> None:
+    from blender_core.data import Pair
+
+    model, tok = build_pairrm_from_encoder(tiny_encoder, source_maxlength=8, candidate_maxlength=8)
+    long_text = "good " * 30
+    records = [Pair("q", long_text, long_text + " bad bad", 0), Pair("q", "good yes", "good yes bad", 0)]
+    cache = TokenCache(PairEncoder(tok, model.config), records)
+    # The first pair differs only past the candidate limit: the ranker would see two equal answers.
+    (kept,) = plan_epoch(records, cache, TrainConfig(random_swap=False), seed=0)
+    assert (kept.cand1, kept.cand2) == (cache.text_index["good yes"], cache.text_index["good yes bad"])

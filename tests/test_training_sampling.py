@@ -7,6 +7,7 @@ import random
 
 import pytest
 
+from blender_core.training.config import TrainConfig
 from blender_core.training.sampling import dedupe_indices, sample_pairs
 
 SCORES = [0.1, 0.9, 0.5, 0.3]
@@ -60,6 +61,29 @@ def test_dedupe_drops_repeated_texts_keeping_the_best_copy() -> None:
                          random_swap=False)
     assert all(0 not in p for p in pairs)
     assert len(pairs) == 3
+
+
+def _shorter_wins_share(share: float) -> float:
+    # The better answer is the longer in 4 of the 6 pairs (scores rise with length except for index 3).
+    scores, lengths = [0.1, 0.5, 0.9, 0.7], [10, 20, 30, 5]
+    rng, hits, n = random.Random(0), 0, 0
+    for _ in range(300):
+        for i, j in sample_pairs(scores, mode="all_pair", num_pos=2, num_neg=2, rng=rng, lengths=lengths,
+                                 shorter_share=share, random_swap=False):
+            n += 1
+            hits += lengths[i] < lengths[j]
+    return hits / n
+
+
+def test_shorter_share_sets_how_often_the_better_answer_is_the_shorter() -> None:
+    uniform = _shorter_wins_share(0.0)
+    assert 0.25 < uniform < 0.42  # 2 of 6 pairs
+    assert 0.45 < _shorter_wins_share(0.5) < 0.55
+    assert 0.6 < _shorter_wins_share(0.9) <= 1.0  # capped: a set has only 2 such pairs for 2 draws
+    with pytest.raises(ValueError, match="shorter_share needs mode='all_pair' and the candidates' lengths"):
+        sample_pairs(SCORES, rng=random.Random(0), shorter_share=0.5)
+    with pytest.raises(ValueError, match=r"shorter_share works with sampling='all_pair', not 'top_bottom'"):
+        TrainConfig(shorter_share=0.5, sampling="top_bottom")
 
 
 def test_bad_arguments() -> None:

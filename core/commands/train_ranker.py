@@ -30,8 +30,9 @@ def register(app: typer.Typer) -> None:
         num_pos: Annotated[int, typer.Option()] = 5,
         num_neg: Annotated[int, typer.Option()] = 5,
         min_score_gap: Annotated[float, typer.Option(help="Do not pair candidates whose scores differ by at most this.")] = 0.0,
+        shorter_share: Annotated[float, typer.Option(help="all_pair: share of drawn pairs whose better answer is the shorter (0: uniform; ~0.5 takes the length cue away).")] = 0.0,
         skip_truncated: Annotated[bool, typer.Option("--skip-truncated", help="Only pair answers that fit the candidate limit whole.")] = False,
-        augment: Annotated[str, typer.Option(help="Comma-separated synthetic pair kinds: truncate, off_topic, repeat, echo (none by default).")] = "",
+        augment: Annotated[str, typer.Option(help="Comma-separated synthetic pair kinds: truncate, off_topic, repeat, echo, pad (none by default).")] = "",
         augment_rate: Annotated[float, typer.Option(help="Share of candidate sets giving one synthetic pair per kind.")] = 0.25,
         no_dedupe: Annotated[bool, typer.Option("--no-dedupe", help="Keep duplicate answers when pairing.")] = False,
         no_swap: Annotated[bool, typer.Option("--no-swap", help="Always put the better answer in slot 1.")] = False,
@@ -81,7 +82,7 @@ def register(app: typer.Typer) -> None:
             lora_targets=tuple(t.strip() for t in lora_targets.split(",") if t.strip()),
             gradient_checkpointing=gradient_checkpointing, sampling=sampling, num_pos=num_pos,  # type: ignore[arg-type]
             num_neg=num_neg, dedupe=not no_dedupe, random_swap=not no_swap, min_score_gap=min_score_gap,
-            skip_truncated=skip_truncated,
+            shorter_share=shorter_share, skip_truncated=skip_truncated,
             augment=tuple(a.strip() for a in augment.split(",") if a.strip()), augment_rate=augment_rate,
             loss=loss, learning_rate=lr if lr is not None else (3e-4 if lora else 1e-5),  # type: ignore[arg-type]
             weight_decay=weight_decay, warmup_ratio=warmup_ratio, epochs=epochs, batch_size=batch_size,

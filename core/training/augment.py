@@ -6,7 +6,9 @@ each pitting a set's best-scored answer (the anchor) against a damaged version o
 - ``truncate``: the anchor cut after 25-60 % of its words (a complete answer beats an unfinished one);
 - ``off_topic``: the best answer of another prompt (an answer must address its own instruction);
 - ``repeat``: the anchor's first sentence repeated 3-6 times (degenerate repetition loses);
-- ``echo``: the last 1-3 lines (or the whole) of the prompt copied back (echoing the input is no answer).
+- ``echo``: the last 1-3 lines (or the whole) of the prompt copied back (echoing the input is no answer);
+- ``pad``: the anchor followed by 1-3 sentences of another prompt's best answer (longer, yet worse:
+  content the instruction did not ask for; a counterweight to the judges' taste for length).
 
 Only training records are used, so nothing of the dev or evaluation data leaks in. Off by default.
 """
@@ -19,7 +21,7 @@ from collections.abc import Sequence
 
 from ..data import CandidateSet, Pair
 
-AUGMENTATIONS: tuple[str, ...] = ("truncate", "off_topic", "repeat", "echo")
+AUGMENTATIONS: tuple[str, ...] = ("truncate", "off_topic", "repeat", "echo", "pad")
 _SENTENCE = re.compile(r"(?<=[.!?])\s+|\n+")
 
 
@@ -42,6 +44,14 @@ def _echo(prompt: str, rng: random.Random) -> str | None:
     if not lines:
         return None
     return "\n".join(lines[-rng.randint(1, min(3, len(lines))) :])
+
+
+def _pad(text: str, other: str, rng: random.Random) -> str | None:
+    sentences = [s.strip() for s in _SENTENCE.split(other) if len(s.split()) >= 3]
+    if not sentences:
+        return None
+    start = rng.randrange(len(sentences))
+    return text.rstrip() + "\n\n" + " ".join(sentences[start : start + rng.randint(1, 3)])
 
 
 def synthetic_pairs(
@@ -84,7 +94,8 @@ def synthetic_pairs(
                 worse = _echo(prompt, rng)
             else:
                 others = [j for j in range(len(anchors)) if anchors[j][0] != prompt]
-                worse = anchors[rng.choice(others)][1] if others else None
+                other = anchors[rng.choice(others)][1] if others else None
+                worse = other if kind == "off_topic" or other is None else _pad(anchor, other, rng)
             if worse and worse.strip() and worse.strip() != anchor.strip():
                 out.append(Pair(prompt, anchor, worse, 0, id=f"{kind}-{k}", source=f"augment:{kind}"))
     return out

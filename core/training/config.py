@@ -48,6 +48,9 @@ class TrainConfig:
     random_swap: bool = True
     # Candidates whose scores differ by less than this are not paired (0: any difference counts).
     min_score_gap: float = 0.0
+    # all_pair: the share of drawn pairs whose better answer is the shorter one (0: uniform draws). Judges
+    # prefer long answers (AlpacaEval: ~65% of pairs), so a ranker learns length first; ~0.5 takes that cue away.
+    shorter_share: float = 0.0
     # Only pair answers the ranker sees whole: a truncated answer hides its length and its ending,
     # which judges weigh, so its label is partly noise. Off by default (the paper keeps them).
     skip_truncated: bool = False
@@ -111,6 +114,10 @@ class TrainConfig:
         unknown = [a for a in self.augment if a not in AUGMENTATIONS]
         if unknown:
             raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(map(repr, AUGMENTATIONS))}")
+        if not 0.0 <= self.shorter_share <= 1.0:
+            raise ValueError(f"shorter_share must be in [0, 1], got {self.shorter_share}")
+        if self.shorter_share and self.sampling != "all_pair":
+            raise ValueError(f"shorter_share works with sampling='all_pair', not {self.sampling!r}; set it to 0 or change sampling")
         if not 0.0 <= self.augment_rate <= 1.0:
             raise ValueError(f"augment_rate must be in [0, 1], got {self.augment_rate}")
         if self.lora and self.lora_r < 1:

@@ -53,6 +53,18 @@ class TokenCache:
         """Whether answer ``text`` fits whole beside prompt ``source`` (no truncation)."""
         return len(self.text_ids[text]) <= self.encoder.candidate_budget(len(self.source_ids[source]))
 
+    def same_view(self, source: int, a: int, b: int) -> bool:
+        """Whether answers ``a`` and ``b`` look identical to the ranker once cut to their budget beside ``source``.
+
+        Such a pair (e.g. a long answer against a copy changed only past the limit) carries no signal.
+        """
+        budget = self.encoder.candidate_budget(len(self.source_ids[source]))
+
+        def view(ids: list[int]) -> list[int]:  # as PairEncoder cuts it: the first budget - 1 ids and [SEP]
+            return ids if len(ids) <= budget else [*ids[: budget - 1], -1]
+
+        return view(self.text_ids[a]) == view(self.text_ids[b])
+
     def build(self, c: Comparison) -> list[int]:
         return self.encoder.build(self.source_ids[c.source], self.text_ids[c.cand1], self.text_ids[c.cand2])
 
@@ -72,6 +84,8 @@ def plan_epoch(
             i, j = cache.text_index[better], cache.text_index[worse]
             if config.skip_truncated and not (cache.fits(src, i) and cache.fits(src, j)):
                 continue
+            if cache.same_view(src, i, j):
+                continue
             if config.random_swap and rng.random() < 0.5:
                 out.append(Comparison(src, j, i, -1))
             else:
@@ -89,6 +103,7 @@ def plan_epoch(
         pairs = sample_pairs(
             scores, mode=config.sampling, num_pos=config.num_pos, num_neg=config.num_neg, rng=rng,
             texts=texts if config.dedupe else None, random_swap=config.random_swap, min_gap=config.min_score_gap,
+            shorter_share=config.shorter_share, lengths=[len(t) for t in texts],
         )
         for i, j in pairs:
             sign = 1 if scores[i] > scores[j] else -1

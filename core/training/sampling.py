@@ -34,6 +34,8 @@ def sample_pairs(
     texts: Sequence[str] | None = None,
     random_swap: bool = True,
     min_gap: float = 0.0,
+    shorter_share: float = 0.0,
+    lengths: Sequence[int] | None = None,
 ) -> list[tuple[int, int]]:
     """Draw comparison pairs of candidate indices from one candidate set.
 
@@ -46,7 +48,12 @@ def sample_pairs(
         texts: when given, duplicate texts are dropped first (the best-scored copy is kept).
         random_swap: put the better candidate in slot 2 with probability 0.5; otherwise the
             better one is always in slot 1.
+        lengths: one length per candidate (e.g. characters), for ``shorter_share``.
         min_gap: pairs whose score difference is at most this are skipped (0: equal scores only).
+        shorter_share: ``all_pair`` only, needs ``lengths``: each drawn pair is, with this probability,
+            one whose better answer is the shorter, while such pairs remain; 0 draws uniformly.
+            Judges favour long answers, so uniform pairs teach length above content; a share near 0.5
+            makes length uninformative in training.
 
     Returns:
         ordered pairs ``(i, j)``: candidate ``i`` goes to slot 1.
@@ -67,9 +74,30 @@ def sample_pairs(
     def differ(i: int, j: int) -> bool:
         return abs(scores[i] - scores[j]) > min_gap
 
+    if not 0.0 <= shorter_share <= 1.0:
+        raise ValueError(f"shorter_share must be in [0, 1], got {shorter_share}")
+    if shorter_share and (mode != "all_pair" or lengths is None):
+        raise ValueError("shorter_share needs mode='all_pair' and the candidates' lengths")
+
     if mode == "all_pair":
         pool = [(i, j) for i, j in itertools.combinations(idx, 2) if differ(i, j)]
-        chosen = rng.sample(pool, min(len(pool), min(num_pos, num_neg)))
+        k = min(len(pool), min(num_pos, num_neg))
+        if not shorter_share:
+            chosen = rng.sample(pool, k)
+        else:
+            assert lengths is not None
+
+            def shorter_wins(p: tuple[int, int]) -> bool:
+                better, worse = p if scores[p[0]] > scores[p[1]] else (p[1], p[0])
+                return lengths[better] < lengths[worse]
+
+            groups = {True: [p for p in pool if shorter_wins(p)], False: [p for p in pool if not shorter_wins(p)]}
+            for g in groups.values():
+                rng.shuffle(g)
+            chosen = []
+            for _ in range(k):
+                want = rng.random() < shorter_share
+                chosen.append(groups[want if groups[want] else not want].pop())
     elif mode == "top_bottom":
         ranked = sorted(idx, key=lambda i: (-scores[i], i))
         top, bottom = ranked[:num_pos], ranked[-num_neg:]
