@@ -3,9 +3,9 @@
     python scripts/make_golden_scores.py [--ref-venv PATH]
 
 Builds the tests' tiny checkpoint (``make_tiny_pairrm(..., "reference", source_maxlength=24,
-candidate_maxlength=16)``, seed 0, as ``tests/conftest.py``), runs the reference in its venv on ``GOLDEN_*``
-inputs below (``batch_size=1``, the reference's exact per-prompt truncation) and prints Python literals to
-paste into the test. The inputs here and in the test must stay identical.
+candidate_maxlength=16)``, seed 0, as ``tests/conftest.py``), runs the reference in its venv on the
+inputs of ``tests/golden_inputs.py`` (``batch_size=1``, the reference's exact per-prompt truncation) and
+prints Python literals to paste into the test.
 """
 
 from __future__ import annotations
@@ -17,45 +17,19 @@ from pathlib import Path
 from pprint import pformat
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import DEFAULT_REF_VENV, ensure_reference_venv, run_reference
+from golden_inputs import (
+    BUBBLE_SEED,
+    CONVERSATION_LIMITS,
+    GOLDEN_CANDIDATES,
+    GOLDEN_CONVERSATIONS_A,
+    GOLDEN_CONVERSATIONS_B,
+    GOLDEN_INPUTS,
+    GOLDEN_INSTRUCTIONS,
+)
 
 from blender_core.testing import make_tiny_pairrm
-
-GOLDEN_INSTRUCTIONS = ["Answer briefly. ", "Write python code. ", ""]
-GOLDEN_INPUTS = ["what is the answer to the question?", "a list of numbers", "hello, how are you!"]
-GOLDEN_CANDIDATES = [
-    [
-        "the answer is yes.",
-        "no",
-        "because the first reason is good and the second reason is better than the third.",
-    ],
-    [
-        "print(list(range(3)))",
-        "sure, here is the code: it is a list of the first numbers of the world.",
-        "data",
-    ],
-    ["get out!", "hi! I am fine, thanks!", "bye!"],
-]
-GOLDEN_CONVERSATIONS_A = [
-    [
-        {"role": "USER", "content": "hello"},
-        {"role": "ASSISTANT", "content": "hi, how can I help?"},
-        {"role": "USER", "content": "write a poem"},
-        {"role": "ASSISTANT", "content": "the world is good, the time is now."},
-    ]
-]
-GOLDEN_CONVERSATIONS_B = [
-    [
-        {"role": "USER", "content": "hello"},
-        {"role": "ASSISTANT", "content": "go away"},
-        {"role": "USER", "content": "write a poem"},
-        {"role": "ASSISTANT", "content": "no."},
-    ]
-]
-BUBBLE_SEED = 0
-# The conversation instruction alone is 78 tokens of the tiny tokenizer: compare conversations with wider
-# limits, set through loadranker (which the reference honours too).
-CONVERSATION_LIMITS = {"source_maxlength": 256, "candidate_maxlength": 128}
 
 
 def golden_calls() -> list[dict[str, object]]:

@@ -9,47 +9,23 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
+from golden_inputs import (
+    BUBBLE_SEED,
+    CONVERSATION_LIMITS,
+    GOLDEN_CANDIDATES,
+    GOLDEN_CONVERSATIONS_A,
+    GOLDEN_CONVERSATIONS_B,
+    GOLDEN_INPUTS,
+    GOLDEN_INSTRUCTIONS,
+)
 
 from blender_core.compat import Blender, BlenderConfig, RankerConfig
 from blender_core.ranker import PairRanker, conversations_to_pairs
 
 # ---------------------------------------------------------------- golden values
-# The inputs of scripts/make_golden_scores.py (keep both identical); the GOLDEN_* values come from
+# The GOLDEN_* values come from
 # llm-blender 0.0.2 run by that script on the `tiny_reference_ckpt` checkpoint (seed 0, limits 24/16),
 # batch_size=1 (the reference's per-prompt truncation).
-GOLDEN_INSTRUCTIONS = ["Answer briefly. ", "Write python code. ", ""]
-GOLDEN_INPUTS = ["what is the answer to the question?", "a list of numbers", "hello, how are you!"]
-GOLDEN_CANDIDATES = [
-    [
-        "the answer is yes.",
-        "no",
-        "because the first reason is good and the second reason is better than the third.",
-    ],
-    [
-        "print(list(range(3)))",
-        "sure, here is the code: it is a list of the first numbers of the world.",
-        "data",
-    ],
-    ["get out!", "hi! I am fine, thanks!", "bye!"],
-]
-GOLDEN_CONVERSATIONS_A = [
-    [
-        {"role": "USER", "content": "hello"},
-        {"role": "ASSISTANT", "content": "hi, how can I help?"},
-        {"role": "USER", "content": "write a poem"},
-        {"role": "ASSISTANT", "content": "the world is good, the time is now."},
-    ]
-]
-GOLDEN_CONVERSATIONS_B = [
-    [
-        {"role": "USER", "content": "hello"},
-        {"role": "ASSISTANT", "content": "go away"},
-        {"role": "USER", "content": "write a poem"},
-        {"role": "ASSISTANT", "content": "no."},
-    ]
-]
-BUBBLE_SEED = 0
-CONVERSATION_LIMITS = {"source_maxlength": 256, "candidate_maxlength": 128}
 
 # From llm-blender 0.0.2 (scripts/make_golden_scores.py), batch_size=1.
 GOLDEN_RANK_SCORES = [
