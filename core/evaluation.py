@@ -3,7 +3,8 @@
 - **Pairs** (label 0 = a better, 1 = b better, 2 = tie): the ranker's verdict is the sign of the
   both-orders margin ``M[a, b] - M[b, a]`` (the two orders averaged, which cancels position bias).
   ``accuracy`` is over non-tie pairs (a zero margin counts one half); ties are reported apart. The
-  baseline ``longer_wins`` says the answer with more characters is better (equal lengths: one half).
+  baseline ``longer_wins`` says the answer with more characters is better (equal lengths: one half);
+  the accuracy is also split by whether the label prefers the longer or the shorter answer.
 - **Candidate sets** with a score per answer (``pref`` in [1, 2]): the ranker picks one answer per
   prompt (knockout tournament by default: 2(n-1) passes), and the selection win rate is
   ``mean(pref - 1) x 100`` of the picks, beside: ``best_single`` (for each prompt, the model with the
@@ -47,6 +48,12 @@ class PairSetResult:
     accuracy_one_order: float | None
     order_consistency: float | None
     ties: TieStats
+    # Accuracy split by which answer the label prefers: the longer, or the shorter (equal lengths in
+    # neither). A ranker that only measures length scores ~1 and ~0; one that reads content, alike.
+    n_longer_better: int = 0
+    n_shorter_better: int = 0
+    accuracy_longer_better: float | None = None
+    accuracy_shorter_better: float | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -96,6 +103,14 @@ def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.nda
         acc1 = float(_verdict_hits(np.asarray(logits_ab, dtype=float)[nontie], labels[nontie]).mean())
     if len(pairs):
         cons = float((np.sign(logits_ab) == -np.sign(logits_ba)).mean())
+    # +1 where the labelled-better answer is the longer, -1 the shorter, 0 equal lengths or a tie
+    better_longer = np.array([np.sign(len(p.a) - len(p.b)) * (1 if p.label == 0 else -1) for p in pairs])
+    better_longer = np.where(nontie, better_longer, 0)
+    hits = _verdict_hits(margin, labels)
+
+    def part(mask: np.ndarray) -> float | None:
+        return float(hits[mask].mean()) if mask.any() else None
+
     ties = TieStats(
         n=int(tie.sum()),
         mean_abs_margin=float(np.abs(margin[tie]).mean()) if tie.any() else None,
@@ -105,6 +120,8 @@ def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.nda
     return PairSetResult(
         n=len(pairs), n_nontie=int(nontie.sum()), accuracy=acc, longer_wins=longer_wins(pairs),
         accuracy_one_order=acc1, order_consistency=cons, ties=ties,
+        n_longer_better=int((better_longer > 0).sum()), n_shorter_better=int((better_longer < 0).sum()), accuracy_longer_better=part(better_longer > 0),
+        accuracy_shorter_better=part(better_longer < 0),
     )
 
 

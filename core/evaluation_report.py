@@ -46,8 +46,9 @@ def report_markdown(report: Mapping[str, Any]) -> str:
         lines += [
             "## Pair accuracy (non-tie pairs, both orders averaged)",
             "",
-            "| set | pairs | non-tie | ranker | longer wins | one order | order consistency | ties | tie |margin| / non-tie |",
-            "|---|---:|---:|---:|---:|---:|---:|---:|---:|",
+            "| set | pairs | non-tie | ranker | longer wins | ranker where longer / shorter is better | one order "
+            "| order consistency | ties | tie |margin| / non-tie |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|",
         ]
         for name, r in report["sets"].items():
             t = r["ties"]
@@ -58,6 +59,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
             )
             lines.append(
                 f"| {name} | {r['n']} | {r['n_nontie']} | **{_f(r['accuracy'])}** | {_f(r['longer_wins'])} | "
+                f"{_f(r.get('accuracy_longer_better'))} / {_f(r.get('accuracy_shorter_better'))} "
+                f"({r.get('n_longer_better', 0)} / {r.get('n_shorter_better', 0)} pairs) | "
                 f"{_f(r['accuracy_one_order'])} | {_f(r['order_consistency'])} | {t['n']} | {ratio} |"
             )
         lines.append("")

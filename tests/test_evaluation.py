@@ -49,6 +49,13 @@ def test_pair_metrics_by_hand() -> None:
     assert r.ties.nontie_mean_abs_margin == pytest.approx(2.0 / 3)
     assert r.ties.pred_a == 0.0
     assert longer_wins([PAIRS[3]]) is None  # only a tie
+    # p1, p2 prefer the longer answer (right, wrong); p3 has equal lengths; no pair prefers the shorter
+    assert (r.n_longer_better, r.accuracy_longer_better) == (2, 0.5)
+    assert (r.n_shorter_better, r.accuracy_shorter_better) == (0, None)
+    flipped = pair_metrics([Pair("p", "a", "bbb", 0), Pair("p", "aaa", "b", 1), Pair("p", "aa", "b", 0)],
+                           np.array([2.0, 1.0, 1.0]), np.zeros(3))
+    assert (flipped.n_shorter_better, flipped.accuracy_shorter_better) == (2, 0.5)  # right, wrong
+    assert (flipped.n_longer_better, flipped.accuracy_longer_better) == (1, 1.0)
 
 
 def test_selection_metrics_by_hand() -> None:
