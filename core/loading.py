@@ -217,7 +217,8 @@ def detect_layout(folder: Path) -> tuple[str, dict[str, Any]]:
     else:
         raise ValueError(
             f"{folder} is not a ranker checkpoint: it has no config.json. Expected a PairRM folder "
-            "(llm-blender/PairRM, PairRM-hf, pair-ranker, or one written by PairRanker.save_pretrained)"
+            "(llm-blender/PairRM, PairRM-hf, pair-ranker, one written by PairRanker.save_pretrained, or the compact/ "
+            "folder of a LoRA training run)"
         )
     if raw.get("model_type") == PairRMConfig.model_type:
         return "native", raw

@@ -116,13 +116,20 @@ class PairRanker:
         """Load a ranker from a hub id or a local folder.
 
         Accepts the reference layout (``llm-blender/PairRM``, ``llm-blender/pair-ranker``), the HF layout
-        (``llm-blender/PairRM-hf``) and this package's ``save_pretrained`` layout. Keys are checked
+        (``llm-blender/PairRM-hf``), this package's ``save_pretrained`` layout, a compact export of
+        ``train-ranker --lora`` (``OUT/best/compact``: its encoder is rebuilt by name) and the built-in
+        names (``"default"``). Keys are checked
         strictly; remote code is never executed; ``.bin`` weights load with ``weights_only=True``.
         """
         from .default_ranker import is_builtin, load_builtin  # the embedded default ranker, by name
+        from .training.export import is_compact_folder, load_compact
 
         if is_builtin(name_or_path):
             model, tokenizer = load_builtin(str(name_or_path))
+        elif is_compact_folder(name_or_path):  # what train-ranker --lora writes to OUT/best/compact
+            model, tokenizer = load_compact(
+                name_or_path, cache_dir=cache_dir, local_files_only=local_files_only, token=token
+            )
         else:
             hub = HubOptions(
                 revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token

@@ -104,6 +104,8 @@ def test_lora_round_trips(tiny_encoder: Path, data: tuple, tmp_path: Path) -> No
     # the compact export: fp16 factors, close to the merged weights, a fraction of their size
     compact, tok3 = load_compact(tmp_path / "best" / "compact")
     np.testing.assert_allclose(_logits(compact, tok3), merged, rtol=2e-2, atol=2e-3)
+    by_path = PairRanker.from_pretrained(tmp_path / "best" / "compact", device="cpu").logits(REQUESTS)
+    np.testing.assert_allclose(by_path, _logits(compact, tok3), rtol=1e-5, atol=1e-6)
     assert (tmp_path / "best" / "compact" / DELTA_FILE).stat().st_size < 0.5 * (tmp_path / "best" / "model.safetensors").stat().st_size
 
 

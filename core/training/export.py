@@ -152,6 +152,12 @@ def apply_compact(model: PairRMModel, folder: str | Path) -> None:
         raise ValueError(f"{path} lacks the head weights {missing_head}")
 
 
+def is_compact_folder(path: str | Path) -> bool:
+    """Whether ``path`` is a local folder holding a compact export (and no full checkpoint)."""
+    folder = Path(path)
+    return (folder / META_FILE).is_file() and not (folder / "config.json").exists()
+
+
 def load_compact(folder: str | Path, **hub: Any) -> tuple[PairRMModel, PreTrainedTokenizerBase]:
     """Rebuild a ranker from a compact export: its encoder (by name) + the stored deltas. Eval mode, fp32, CPU."""
     folder = Path(folder)
