@@ -97,7 +97,8 @@ class PairEncoder:
         """Token budget of each candidate next to a source of ``source_len`` ids."""
         return self.candidate_maxlength + (self.source_maxlength - source_len) // 2
 
-    def _fit(self, cand_ids: list[int], budget: int, slot_id: int) -> list[int]:
+    def fit_candidate(self, cand_ids: list[int], budget: int, slot_id: int) -> list[int]:
+        """A candidate's ids as the ranker sees them: cut to ``budget`` (ending in the separator), in a slot."""
         ids = cand_ids if len(cand_ids) <= budget else [*cand_ids[: budget - 1], self.sep_id]
         return [slot_id if t == self.cand_id else t for t in ids]
 
@@ -106,8 +107,8 @@ class PairEncoder:
         budget = self.candidate_budget(len(source_ids))
         return (
             source_ids
-            + self._fit(cand1_ids, budget, self.cand1_id)
-            + self._fit(cand2_ids, budget, self.cand2_id)
+            + self.fit_candidate(cand1_ids, budget, self.cand1_id)
+            + self.fit_candidate(cand2_ids, budget, self.cand2_id)
         )
 
 

@@ -97,19 +97,19 @@ def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.nda
     margin = np.asarray(logits_ab, dtype=float) - np.asarray(logits_ba, dtype=float)
     nontie = labels != 2
     tie = ~nontie
-    acc = acc1 = cons = None
+    hits = _verdict_hits(margin, labels)  # meaningful on the non-tie pairs only
+
+    def part(mask: np.ndarray) -> float | None:
+        return float(hits[mask].mean()) if mask.any() else None
+
+    acc1 = cons = None
     if nontie.any():
-        acc = float(_verdict_hits(margin[nontie], labels[nontie]).mean())
         acc1 = float(_verdict_hits(np.asarray(logits_ab, dtype=float)[nontie], labels[nontie]).mean())
     if len(pairs):
         cons = float((np.sign(logits_ab) == -np.sign(logits_ba)).mean())
     # +1 where the labelled-better answer is the longer, -1 the shorter, 0 equal lengths or a tie
     better_longer = np.array([np.sign(len(p.a) - len(p.b)) * (1 if p.label == 0 else -1) for p in pairs])
     better_longer = np.where(nontie, better_longer, 0)
-    hits = _verdict_hits(margin, labels)
-
-    def part(mask: np.ndarray) -> float | None:
-        return float(hits[mask].mean()) if mask.any() else None
 
     ties = TieStats(
         n=int(tie.sum()),
@@ -118,10 +118,10 @@ def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.nda
         pred_a=float((margin[tie] > 0).mean()) if tie.any() else None,
     )
     return PairSetResult(
-        n=len(pairs), n_nontie=int(nontie.sum()), accuracy=acc, longer_wins=longer_wins(pairs),
+        n=len(pairs), n_nontie=int(nontie.sum()), accuracy=part(nontie), longer_wins=longer_wins(pairs),
         accuracy_one_order=acc1, order_consistency=cons, ties=ties,
-        n_longer_better=int((better_longer > 0).sum()), n_shorter_better=int((better_longer < 0).sum()), accuracy_longer_better=part(better_longer > 0),
-        accuracy_shorter_better=part(better_longer < 0),
+        n_longer_better=int((better_longer > 0).sum()), n_shorter_better=int((better_longer < 0).sum()),
+        accuracy_longer_better=part(better_longer > 0), accuracy_shorter_better=part(better_longer < 0),
     )
 
 

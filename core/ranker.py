@@ -118,8 +118,7 @@ class PairRanker:
         Accepts the reference layout (``llm-blender/PairRM``, ``llm-blender/pair-ranker``), the HF layout
         (``llm-blender/PairRM-hf``), this package's ``save_pretrained`` layout, a compact export of
         ``train-ranker --lora`` (``OUT/best/compact``: its encoder is rebuilt by name) and the built-in
-        names (``"default"``). Keys are checked
-        strictly; remote code is never executed; ``.bin`` weights load with ``weights_only=True``.
+        names (``"default"``). Keys are checked strictly; remote code is never executed; ``.bin`` weights load with ``weights_only=True``.
         """
         from .default_ranker import is_builtin, load_builtin  # the embedded default ranker, by name
         from .training.export import is_compact_folder, load_compact

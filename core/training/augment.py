@@ -54,6 +54,13 @@ def _pad(text: str, other: str, rng: random.Random) -> str | None:
     return text.rstrip() + "\n\n" + " ".join(sentences[start : start + rng.randint(1, 3)])
 
 
+def check_augmentations(kinds: Sequence[str]) -> None:
+    """Raise a ValueError naming the first unknown kind and the known ones."""
+    unknown = [k for k in kinds if k not in AUGMENTATIONS]
+    if unknown:
+        raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(map(repr, AUGMENTATIONS))}")
+
+
 def synthetic_pairs(
     records: Sequence[Pair | CandidateSet],
     *,
@@ -69,9 +76,7 @@ def synthetic_pairs(
         >>> [p.b for p in synthetic_pairs(sets, kinds=["off_topic"], rate=1.0)]
         ['Hi there, nice to meet you!', 'Red, green and blue are three colours.']
     """
-    unknown = [k for k in kinds if k not in AUGMENTATIONS]
-    if unknown:
-        raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(map(repr, AUGMENTATIONS))}")
+    check_augmentations(kinds)
     if not 0.0 <= rate <= 1.0:
         raise ValueError(f"the augmentation rate must be in [0, 1], got {rate}")
     rng = random.Random(seed)

@@ -109,11 +109,9 @@ class TrainConfig:
         for name in ("max_steps", "eval_every", "save_every", "dev_max_pairs", "lora_r"):
             if getattr(self, name) < 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
-        from .augment import AUGMENTATIONS
+        from .augment import check_augmentations
 
-        unknown = [a for a in self.augment if a not in AUGMENTATIONS]
-        if unknown:
-            raise ValueError(f"unknown augmentation {unknown[0]!r}; choose from {', '.join(map(repr, AUGMENTATIONS))}")
+        check_augmentations(self.augment)
         if not 0.0 <= self.shorter_share <= 1.0:
             raise ValueError(f"shorter_share must be in [0, 1], got {self.shorter_share}")
         if self.shorter_share and self.sampling != "all_pair":

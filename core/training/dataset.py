@@ -58,12 +58,11 @@ class TokenCache:
 
         Such a pair (e.g. a long answer against a copy changed only past the limit) carries no signal.
         """
-        budget = self.encoder.candidate_budget(len(self.source_ids[source]))
-
-        def view(ids: list[int]) -> list[int]:  # as PairEncoder cuts it: the first budget - 1 ids and [SEP]
-            return ids if len(ids) <= budget else [*ids[: budget - 1], -1]
-
-        return view(self.text_ids[a]) == view(self.text_ids[b])
+        enc = self.encoder
+        budget = enc.candidate_budget(len(self.source_ids[source]))
+        return enc.fit_candidate(self.text_ids[a], budget, enc.cand1_id) == enc.fit_candidate(
+            self.text_ids[b], budget, enc.cand1_id
+        )
 
     def build(self, c: Comparison) -> list[int]:
         return self.encoder.build(self.source_ids[c.source], self.text_ids[c.cand1], self.text_ids[c.cand2])
