@@ -27,7 +27,7 @@ _LONG = " ".join(
 
 def build_tiny_fuser(folder: str | Path) -> Path:
     """A tiny random T5 fuser (model + tokenizer files) in the published layout, readable by transformers 4 and 5."""
-    from blender_core.fuser_testing import make_tiny_gen_fuser
+    from blender_core.testing.fusers import make_tiny_gen_fuser
 
     return make_tiny_gen_fuser(folder)
 
@@ -88,7 +88,7 @@ def run_ours(
 
     Returns the fused strings and the fuser input ids (after the 1024-token cap) per call.
     """
-    from blender_core.fusers.seq2seq import GenFuser
+    from blender_core.fusion.seq2seq import GenFuser
 
     # top_k=None: the reference's fuse() fuses every candidate it is given (top-K is rank_and_fuse's job).
     fuser = GenFuser.from_pretrained(

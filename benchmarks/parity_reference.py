@@ -33,7 +33,7 @@ from _common import DEFAULT_REF_VENV, Prompts, ensure_reference_venv, make_promp
 from _fuser_parity import format_report, run_fuser_parity
 
 from blender_core.compat import Blender
-from blender_core.testing import make_tiny_pairrm
+from blender_core.testing.pairrm import make_tiny_pairrm
 
 TOLERANCE = 1e-4
 LIMITS = {"source_maxlength": 160, "candidate_maxlength": 96}
@@ -321,7 +321,7 @@ def make_data(root: Path) -> Data:
 
 def truncated(ranker_path: Path, p: Prompts) -> tuple[int, int]:
     """How many sources, and candidates, are longer than the ranker's limits (in tokens)."""
-    from blender_core.ranker import PairRanker
+    from blender_core.ranking.pair_ranker import PairRanker
 
     enc = PairRanker.from_pretrained(ranker_path, device="cpu").encoder
     sources = [i + x for i, x in zip(p.instructions, p.inputs, strict=True)]

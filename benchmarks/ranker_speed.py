@@ -42,8 +42,8 @@ from _common import (
     usable_reference,
 )
 
-from blender_core.ranker import PairRanker
-from blender_core.testing import make_tiny_pairrm
+from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.testing.pairrm import make_tiny_pairrm
 
 TOLERANCE = 1e-4
 

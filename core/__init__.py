@@ -5,19 +5,26 @@ Example:
     >>> ranker = PairRanker.from_pretrained("llm-blender/PairRM")  # doctest: +SKIP
     >>> ranker.rank(["2+2?"], [["4", "5"]])[0].best  # doctest: +SKIP
     0
+
+The layers, and the import rule each package's docstring states (checked by tests/core/test_architecture.py):
+the application (``blender_core.app``: CLI, demo) -> the adapters (``langchain_blender``,
+``llamaindex_blender``) -> the engine (``ensemble``) -> ``ranking`` / ``fusion`` -> ``base``; beside them
+``data``, ``training``, ``evaluation``, ``batch``, ``compat`` and ``testing`` (fixtures only).
+
+May import: blender_core.base, blender_core.ranking, blender_core.fusion, blender_core.ensemble.
 """
 
 from __future__ import annotations
 
 from importlib.metadata import PackageNotFoundError, version
 
-from .configuration_pairrm import PairRMConfig
-from .default_ranker import DEFAULT_RANKER
-from .fusers.base import BaseFuser
-from .modeling_pairrm import PairRMModel
-from .pipeline import Blender, BlendResult, FusionError
-from .ranker import PairRanker
-from .results import RankedCandidate, Ranking
+from blender_core.base.results import RankedCandidate, Ranking
+from blender_core.ensemble.pipeline import Blender, BlendResult, FusionError
+from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.configuration_pairrm import PairRMConfig
+from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pair_ranker import PairRanker
 
 try:
     __version__ = version("blender-llm")

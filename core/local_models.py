@@ -3,6 +3,8 @@
 The package ships a Q4_1 GGUF file. transformers can read it (dequantising to fp32), which takes about a
 minute, so the converted model is saved once under the cache directory and loaded from there afterwards.
 The cache directory is ``$BLENDER_LLM_CACHE`` when set, else ``~/.cache/blender-llm``.
+
+May import: nothing from blender_core.
 """
 
 from __future__ import annotations
@@ -17,8 +19,6 @@ from typing import TYPE_CHECKING, Any, cast
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
-
-    from .fusers.causal import LLMFuser
 
 logger = logging.getLogger(__name__)
 
@@ -129,13 +129,3 @@ def load_smollm2(
     model = AutoModelForCausalLM.from_pretrained(path, dtype=dtype or torch.float32, local_files_only=True)
     tokenizer = AutoTokenizer.from_pretrained(path, local_files_only=True)
     return cast(Any, model).to(dev).eval(), tokenizer
-
-
-def smollm2_fuser(**kwargs: Any) -> LLMFuser:
-    """An :class:`~blender_core.fusers.causal.LLMFuser` over the local SmolLM2 (``kwargs`` go to ``LLMFuser``)."""
-    from .fusers.causal import LLMFuser
-
-    device = kwargs.pop("device", None)
-    model, tokenizer = load_smollm2(device=device)
-    kwargs.setdefault("name", "smollm2-135m-instruct")
-    return LLMFuser(model, tokenizer, **kwargs)

@@ -37,8 +37,7 @@ from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 from pydantic import PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
-from blender_core.default_ranker import DEFAULT_RANKER
-from blender_core.ensemble import (
+from blender_core.ensemble.engine import (
     BackendAnswer,
     CandidateRecord,
     Ensemble,
@@ -47,11 +46,12 @@ from blender_core.ensemble import (
     call_backends,
     sum_usage,
 )
-from blender_core.fusers.base import BaseFuser
-from blender_core.pipeline import Blender
-from blender_core.ranker import PairRanker
-from blender_core.strategies import STRATEGIES
-from blender_core.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.ensemble.pipeline import Blender
+from blender_core.ensemble.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.strategies import STRATEGIES
 
 from .fusers import ChatModelFuser, model_name
 from .selection import message_answer, message_usage, prompt_text

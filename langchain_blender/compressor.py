@@ -12,10 +12,10 @@ from langchain_core.documents import BaseDocumentCompressor, Document
 from pydantic import PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
-from blender_core.default_ranker import DEFAULT_RANKER
-from blender_core.pipeline import Blender
-from blender_core.ranker import PairRanker
-from blender_core.strategies import STRATEGIES
+from blender_core.ensemble.pipeline import Blender
+from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.strategies import STRATEGIES
 
 
 class PairRankerCompressor(BaseDocumentCompressor):

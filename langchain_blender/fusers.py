@@ -12,7 +12,7 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
 
-from blender_core.fusers.base import BaseFuser, fusion_messages
+from blender_core.fusion.base import BaseFuser, fusion_messages
 
 
 def model_name(model: Any) -> str:
@@ -29,7 +29,7 @@ def model_name(model: Any) -> str:
 
 class ChatModelFuser(BaseFuser):
     """Fuse the top-K candidates with a chat model: it reads the instruction and the candidates and writes
-    one better answer (``blender_core.fusers.fusion_messages``).
+    one better answer (``blender_core.fusion.fusion_messages``).
 
     Extra keyword arguments of :meth:`fuse` / :meth:`stream` go to the model call; ``config`` is its
     ``RunnableConfig`` (callbacks, tags), so a fuser call is traced as a child run of the caller.

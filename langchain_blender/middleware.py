@@ -24,9 +24,15 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
-from blender_core.ensemble import BackendAnswer, Ensemble, EnsembleOutcome, acall_backends, call_backends
-from blender_core.pipeline import Blender
-from blender_core.ranker import PairRanker
+from blender_core.ensemble.engine import (
+    BackendAnswer,
+    Ensemble,
+    EnsembleOutcome,
+    acall_backends,
+    call_backends,
+)
+from blender_core.ensemble.pipeline import Blender
+from blender_core.ranking.pair_ranker import PairRanker
 
 from .fusers import model_name
 from .selection import as_blender, message_answer, prompt_text

@@ -11,8 +11,8 @@ from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from typing_extensions import override
 
-from blender_core.pipeline import Blender
-from blender_core.ranker import PairRanker
+from blender_core.ensemble.pipeline import Blender
+from blender_core.ranking.pair_ranker import PairRanker
 
 from .selection import as_blender
 from .tool_calls import ranking_text

@@ -16,9 +16,9 @@ from typing import Any
 from langchain_core.messages import AIMessage, BaseMessage, convert_to_messages
 from langchain_core.prompt_values import PromptValue
 
-from blender_core.ensemble import USAGE_KEYS, BackendAnswer, CandidateRecord, Ensemble, render_prompt
-from blender_core.pipeline import Blender
-from blender_core.ranker import PairRanker
+from blender_core.ensemble.engine import USAGE_KEYS, BackendAnswer, CandidateRecord, Ensemble, render_prompt
+from blender_core.ensemble.pipeline import Blender
+from blender_core.ranking.pair_ranker import PairRanker
 
 from .tool_calls import has_tool_calls, ranking_text
 
@@ -68,7 +68,7 @@ def as_blender(ranker: PairRanker | Blender | str | Path | None, strategy: str =
     if isinstance(ranker, Blender):
         return ranker
     if ranker is None:
-        from blender_core.default_ranker import DEFAULT_RANKER
+        from blender_core.ranking.builtin import DEFAULT_RANKER
 
         ranker = DEFAULT_RANKER
     if isinstance(ranker, (str, Path)):

@@ -4,6 +4,8 @@ Example:
     >>> from llamaindex_blender import BlenderLLM, PairRankerRerank
     >>> rerank = PairRankerRerank(ranker="llm-blender/PairRM", top_n=3)  # doctest: +SKIP
     >>> llm = BlenderLLM([llm_a, llm_b, llm_c], ranker="llm-blender/PairRM", fuser=llm_a)  # doctest: +SKIP
+
+May import: blender_core.base, blender_core.ranking, blender_core.fusion, blender_core.ensemble.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
         "llamaindex_blender needs llama-index-core; install the extra: pip install 'blender-llm[llamaindex]'"
     ) from exc
 
-from blender_core.ensemble import EnsembleError
+from blender_core.ensemble.engine import EnsembleError
 
 from .fusers import LlamaIndexFuser
 from .llm import BlenderLLM

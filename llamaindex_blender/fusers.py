@@ -10,7 +10,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.callbacks.token_counting import get_tokens_from_response
 from llama_index.core.llms import LLM
 
-from blender_core.fusers.base import BaseFuser, fusion_messages
+from blender_core.fusion.base import BaseFuser, fusion_messages
 
 UsageSink = list  # list[dict[str, int]]: where a call appends the fuser's token usage, if it reported any
 
@@ -37,7 +37,7 @@ def _text(response: ChatResponse) -> str:
 
 
 class LlamaIndexFuser(BaseFuser):
-    """Fuse candidates with a LlamaIndex LLM prompted by :func:`blender_core.fusers.fusion_messages`.
+    """Fuse candidates with a LlamaIndex LLM prompted by :func:`blender_core.fusion.fusion_messages`.
 
     Every method accepts ``usage_sink``: a list the call appends the LLM's token usage to (the
     :class:`~llamaindex_blender.BlenderLLM` uses it to add the fuser's cost to its summed usage).

@@ -24,7 +24,7 @@ from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPU
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
-from blender_core.ensemble import (
+from blender_core.ensemble.engine import (
     BackendAnswer,
     CandidateRecord,
     Ensemble,
@@ -34,9 +34,9 @@ from blender_core.ensemble import (
     render_prompt,
     sum_usage,
 )
-from blender_core.fusers.base import BaseFuser
-from blender_core.pipeline import Blender, FusionError
-from blender_core.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.ensemble.pipeline import Blender, FusionError
+from blender_core.ensemble.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.fusion.base import BaseFuser
 
 from .fusers import LlamaIndexFuser, usage_of
 
@@ -97,7 +97,7 @@ class BlenderLLM(LLM):
 
     Backends that fail or exceed ``timeout`` are dropped (and reported); fewer than ``min_successes``
     answers raise :class:`blender_core.ensemble.EnsembleError`. Without a fuser the top-ranked answer is
-    returned; with one (a :class:`~blender_core.fusers.BaseFuser` or any LlamaIndex LLM, prompted with the
+    returned; with one (a :class:`~blender_core.fusion.BaseFuser` or any LlamaIndex LLM, prompted with the
     fusion prompt) the top-K answers are merged. ``raw`` holds ``{"blender": <per-candidate details>,
     "usage": {"prompt_tokens", "completion_tokens", "total_tokens"}}``, the usage summed over the backends
     and the fuser, where LlamaIndex's token counting reads it. Streaming streams the final answer only.
@@ -273,7 +273,7 @@ class BlenderLLM(LLM):
     def _final_pieces(self, prompt: str, outcome: EnsembleOutcome) -> Iterator[tuple[str, EnsembleOutcome | None]]:
         """(delta, None) pieces of the final answer; the last one, held back, carries the finished outcome.
 
-        The fuser's stream goes through :func:`blender_core.streaming.guarded_stream`: its first token must
+        The fuser's stream goes through :func:`blender_core.ensemble.streaming.guarded_stream`: its first token must
         come within ``timeout``, and a failure before it streams the top-ranked answer instead."""
         blender = self._ensemble.blender
         if blender.fuser is None:

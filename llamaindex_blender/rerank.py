@@ -14,10 +14,10 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from blender_core.default_ranker import DEFAULT_RANKER
-from blender_core.ranker import PairRanker
-from blender_core.strategies import STRATEGIES
-from blender_core.validation import check_choice
+from blender_core.base.validation import check_choice
+from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.strategies import STRATEGIES
 
 dispatcher = get_dispatcher(__name__)
 

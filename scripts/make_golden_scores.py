@@ -19,7 +19,9 @@ from pprint import pformat
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests"))
 from _common import DEFAULT_REF_VENV, ensure_reference_venv, run_reference
-from golden_inputs import (
+
+from blender_core.testing.pairrm import make_tiny_pairrm
+from tests.helpers.golden_inputs import (
     BUBBLE_SEED,
     CONVERSATION_LIMITS,
     GOLDEN_CANDIDATES,
@@ -28,8 +30,6 @@ from golden_inputs import (
     GOLDEN_INPUTS,
     GOLDEN_INSTRUCTIONS,
 )
-
-from blender_core.testing import make_tiny_pairrm
 
 
 def golden_calls() -> list[dict[str, object]]:

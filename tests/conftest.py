@@ -7,8 +7,8 @@ from pathlib import Path
 import pytest
 import torch
 
-from blender_core.ranker import PairRanker
-from blender_core.testing import make_tiny_pairrm
+from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.testing.pairrm import make_tiny_pairrm
 
 # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine they make each forward
 # pass many times slower; benchmarks, not tests, measure speed.

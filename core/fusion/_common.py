@@ -1,0 +1,130 @@
+"""Helpers shared by the fusers: argument checks, top-K selection, per-candidate truncation, devices."""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Iterator, Sequence
+from typing import Any
+
+import torch
+
+from blender_core.base.validation import check_candidate_lists, check_prompts, check_text
+
+logger = logging.getLogger(__name__)
+
+TRUNCATION_MARK = "..."
+
+
+def check_fuse_args(
+    instructions: Any, candidates: Any, fn: str = "fuse", inputs: Any = None
+) -> tuple[list[str], list[list[str]], list[str]]:
+    """Validated copies of ``instructions``, ``candidates`` and ``inputs`` (default: one "" per instruction)."""
+    instr = check_prompts(instructions, fn)
+    cands = check_candidate_lists(instr, candidates, fn, min_candidates=1)
+    if inputs is None:
+        ins = [""] * len(instr)
+    else:
+        if isinstance(inputs, str) or not isinstance(inputs, Sequence):
+            raise TypeError(
+                f"{fn}() takes inputs as a list of str (one per instruction), got {type(inputs).__name__}"
+            )
+        if len(inputs) != len(instr):
+            raise ValueError(
+                f"{fn}() got {len(instr)} instructions but {len(inputs)} inputs; pass one input per instruction"
+            )
+        ins = [check_text(x, f"{fn}(): input {k}") for k, x in enumerate(inputs)]
+    return instr, cands, ins
+
+
+def select_candidates(candidates: Sequence[str], index: int, fn: str = "fuse") -> list[str]:
+    """The non-empty candidates, in their (ranked) order: which and how many to fuse is the caller's choice
+    (the pipeline's ``top_k``); empty or whitespace-only ones carry nothing to fuse and are skipped. If
+    nothing is left, a ``ValueError`` says so (callers that want a fallback use the top-ranked candidate)."""
+    kept = [c for c in candidates if c.strip()]
+    if not kept:
+        raise ValueError(
+            f"{fn}() got {len(candidates)} candidate(s) for instruction {index}, all empty; "
+            "pass at least one non-empty candidate"
+        )
+    if len(kept) < len(candidates):
+        logger.debug(
+            "%s(): skipped %d empty candidate(s) of instruction %d", fn, len(candidates) - len(kept), index
+        )
+    return kept
+
+
+def truncate_candidate(text: str, tokenizer: Any, candidate_maxlength: int | None) -> str:
+    """Cut ``text`` to ``candidate_maxlength`` tokens and append "..." when it was cut (the reference's way).
+
+    Tokens are counted with ``tokenizer.encode(text, add_special_tokens=False)`` and the kept ones turned
+    back into text with ``tokenizer.decode`` (special tokens kept), exactly as llm-blender 0.0.2 does.
+    """
+    if candidate_maxlength is None:
+        return text
+    ids = tokenizer.encode(text, add_special_tokens=False)
+    if len(ids) <= candidate_maxlength:
+        return text
+    return tokenizer.decode(ids[:candidate_maxlength]) + TRUNCATION_MARK
+
+
+def merge_generate_kwargs(defaults: dict[str, Any], *overrides: dict[str, Any] | None) -> dict[str, Any]:
+    """``defaults`` updated by each override in turn (later wins); ``None`` values remove a default."""
+    out = dict(defaults)
+    for o in overrides:
+        if o:
+            out.update(o)
+    n_ret = out.get("num_return_sequences", 1)
+    if n_ret not in (None, 1):
+        raise ValueError(
+            f"fuse() returns one answer per instruction; got num_return_sequences={n_ret}, use 1"
+        )
+    return {k: v for k, v in out.items() if v is not None}
+
+
+def stream_generate(
+    model: Any,
+    tokenizer: Any,
+    inputs: dict[str, torch.Tensor],
+    gen_kwargs: dict[str, Any],
+    *,
+    skip_prompt: bool,
+) -> Iterator[str]:
+    """Run ``model.generate`` in a thread and yield the decoded text as it comes (``TextIteratorStreamer``).
+
+    An error in the generation thread is re-raised here. When the consumer stops early (closes the
+    generator), generation is stopped at the next token instead of running to the end.
+    """
+    from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
+
+    cancel = threading.Event()
+
+    class _Cancelled(StoppingCriteria):
+        def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            return torch.full(
+                (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
+            )
+
+    streamer = TextIteratorStreamer(tokenizer, skip_prompt=skip_prompt, skip_special_tokens=True)
+    criteria = StoppingCriteriaList([*(gen_kwargs.pop("stopping_criteria", None) or []), _Cancelled()])
+    errors: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            with torch.inference_mode():
+                model.generate(**inputs, **gen_kwargs, streamer=streamer, stopping_criteria=criteria)
+        except BaseException as exc:  # handed to the consumer below
+            errors.append(exc)
+            streamer.end()
+
+    thread = threading.Thread(target=run, name="fuser-stream", daemon=True)
+    thread.start()
+    try:
+        for piece in streamer:
+            if piece:
+                yield piece
+    finally:
+        cancel.set()
+        thread.join()
+    if errors:
+        raise errors[0]

@@ -1,0 +1,254 @@
+"""LLMFuser: fuse candidates with any causal LM from transformers through its chat template."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+from typing import Any, cast
+
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+
+from blender_core.base.devices import resolve_device, resolve_dtype
+from blender_core.base.validation import check_positive, positive_int
+from blender_core.fusion._common import (
+    check_fuse_args,
+    merge_generate_kwargs,
+    select_candidates,
+    stream_generate,
+    truncate_candidate,
+)
+from blender_core.fusion.base import BaseFuser, fusion_messages
+
+logger = logging.getLogger(__name__)
+
+# Greedy by default: a fused answer should be reproducible; 256 new tokens fit a typical answer.
+DEFAULT_GENERATE_KWARGS: dict[str, Any] = {
+    "do_sample": False,
+    "max_new_tokens": 256,
+    "num_return_sequences": 1,
+}
+
+
+def chat_prompt(tokenizer: PreTrainedTokenizerBase, messages: list[dict[str, str]]) -> str:
+    """The chat template applied with the assistant turn opened; a system turn is merged into the user
+    turn for templates that reject the system role."""
+    tok = cast(Any, tokenizer)
+    try:
+        return str(tok.apply_chat_template(messages, tokenize=False, add_generation_prompt=True))
+    except Exception as exc:  # jinja raises TemplateError (e.g. "System role not supported")
+        if messages[0]["role"] != "system":
+            raise
+        logger.debug("chat template rejected the system turn (%s); merging it into the user turn", exc)
+        merged = [{"role": "user", "content": messages[0]["content"] + "\n\n" + messages[1]["content"]}]
+        return str(tok.apply_chat_template(merged + messages[2:], tokenize=False, add_generation_prompt=True))
+
+
+def fusion_prompt(
+    tokenizer: PreTrainedTokenizerBase,
+    instruction: str,
+    candidates: Sequence[str],
+    *,
+    candidate_maxlength: int | None = 256,
+    index: int = 0,
+) -> str:
+    """The LLM fuser's prompt text: the non-empty candidates, each cut, in the chat template."""
+    chosen = select_candidates(candidates, index)
+    cut = [truncate_candidate(c, tokenizer, candidate_maxlength) for c in chosen]
+    return chat_prompt(tokenizer, fusion_messages(instruction, cut))
+
+
+class LLMFuser(BaseFuser):
+    """A fuser over any causal LM with a chat template: it is asked, in a fusion prompt, to merge the
+    top-K candidates into one better answer (:func:`~blender_core.fusion.base.fusion_messages`).
+
+    ``fuse`` generates for batches of instructions (left padding); ``stream`` yields the answer as it is
+    generated. Candidates come ranked (best first) and already chosen (the pipeline's ``top_k``); the
+    non-empty ones are used, each cut
+    to ``candidate_maxlength`` tokens ("..." marks a cut).
+
+    Example:
+        >>> fuser = LLMFuser.from_pretrained("HuggingFaceTB/SmolLM2-135M-Instruct")  # doctest: +SKIP
+        >>> fuser.fuse(["What is 2+2?"], [["4", "It is 4.", "5"]], max_new_tokens=32)  # doctest: +SKIP
+        ['2 + 2 = 4.']
+        >>> "".join(fuser.stream("What is 2+2?", ["4", "It is 4.", "5"]))  # doctest: +SKIP
+        '2 + 2 = 4.'
+    """
+
+    name = "llm_fuser"
+
+    def __init__(
+        self,
+        model: PreTrainedModel,
+        tokenizer: PreTrainedTokenizerBase,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        candidate_maxlength: int | None = 256,
+        batch_size: int = 4,
+        generate_kwargs: dict[str, Any] | None = None,
+        show_progress: bool = False,
+        name: str | None = None,
+    ) -> None:
+        """Wrap a loaded causal LM and its tokenizer (which must have a chat template).
+
+        Args:
+            device: default CUDA when available, else CPU.
+            dtype: default bf16 (fp16 where bf16 is missing) on GPU, fp32 on CPU.
+            candidate_maxlength: tokens kept per candidate, so that the prompt stays short; None: no cut.
+            batch_size: instructions per ``generate`` call.
+            generate_kwargs: defaults for ``generate`` over greedy decoding with 256 new tokens; the
+                kwargs of a ``fuse`` / ``stream`` call override both.
+            show_progress: a progress bar over batches.
+            name: recorded in results (default the model's name or path).
+        """
+        if not getattr(tokenizer, "chat_template", None):
+            raise ValueError(
+                "LLMFuser needs a tokenizer with a chat template (an instruction-tuned model); this one has "
+                "none. Set `tokenizer.chat_template` or use a chat/instruct model"
+            )
+        self.candidate_maxlength = check_positive(candidate_maxlength, "candidate_maxlength")
+        self.batch_size = positive_int(batch_size, "batch_size")
+        self.device = resolve_device(device)
+        self.dtype = resolve_dtype(dtype, self.device)
+        self.model = cast(Any, model).to(device=self.device, dtype=self.dtype).eval()
+        self.tokenizer = tokenizer
+        self.generate_kwargs = dict(generate_kwargs or {})
+        merge_generate_kwargs(DEFAULT_GENERATE_KWARGS, self.generate_kwargs)  # fail early on bad defaults
+        self.show_progress = show_progress
+        self.name = name or str(getattr(model.config, "_name_or_path", "") or self.name)
+        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+        if pad is None:
+            raise ValueError("the tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token`")
+        self._pad_id = int(cast(int, pad))
+
+    @classmethod
+    def from_pretrained(
+        cls,
+        name_or_path: str | Path,
+        *,
+        device: str | torch.device | None = None,
+        dtype: str | torch.dtype | None = None,
+        revision: str | None = None,
+        cache_dir: str | Path | None = None,
+        local_files_only: bool = False,
+        token: str | bool | None = None,
+        candidate_maxlength: int | None = 256,
+        **kwargs: Any,
+    ) -> LLMFuser:
+        """Load a causal LM (``AutoModelForCausalLM`` + ``AutoTokenizer``) from the hub or a folder.
+
+        The hub arguments go to both ``from_pretrained`` calls; remote code is never trusted. ``kwargs``
+        go to :class:`LLMFuser` (``batch_size``, ``generate_kwargs``, ``show_progress``, ``name``).
+
+        Example:
+            >>> fuser = LLMFuser.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct", device="cuda")  # doctest: +SKIP
+        """
+        hub = {
+            "revision": revision,
+            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+            "local_files_only": local_files_only,
+            "token": token,
+        }
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
+        try:
+            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **hub)
+            model = AutoModelForCausalLM.from_pretrained(
+                str(name_or_path), dtype=torch_dtype, trust_remote_code=False, **hub
+            )
+        except (OSError, ValueError) as exc:
+            raise type(exc)(
+                f"could not load a causal LM fuser from {str(name_or_path)!r} ({exc}). Pass a local folder or a "
+                "hub id of a chat model; check the network and `token=` for gated repos, or "
+                "`local_files_only=True` offline"
+            ) from exc
+        kwargs.setdefault("name", str(name_or_path))
+        return cls(
+            model,
+            tokenizer,
+            device=dev,
+            dtype=torch_dtype,
+            candidate_maxlength=candidate_maxlength,
+            **kwargs,
+        )
+
+    def prompts(self, instructions: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[str]:
+        """The prompt texts (chat template applied), one per instruction; nothing is mutated."""
+        instr, cands, _ = check_fuse_args(instructions, candidates, "fuse")
+        return [
+            fusion_prompt(
+                self.tokenizer,
+                instr[k],
+                cands[k],
+                candidate_maxlength=self.candidate_maxlength,
+                index=k,
+            )
+            for k in range(len(instr))
+        ]
+
+    def _encode(self, texts: list[str]) -> dict[str, torch.Tensor]:
+        """Token ids of the prompts (the template carries the special tokens), left-padded to the longest."""
+        ids = [self.tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+        width = max(len(x) for x in ids)
+        input_ids = torch.full((len(ids), width), self._pad_id, dtype=torch.long)  # (batch, seq)
+        attention_mask = torch.zeros((len(ids), width), dtype=torch.long)
+        for row, x in enumerate(ids):
+            if x:
+                input_ids[row, width - len(x) :] = torch.tensor(x, dtype=torch.long)
+                attention_mask[row, width - len(x) :] = 1
+        return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
+
+    def _generate_kwargs(self, call_kwargs: dict[str, Any]) -> dict[str, Any]:
+        kwargs = merge_generate_kwargs(DEFAULT_GENERATE_KWARGS, self.generate_kwargs, call_kwargs)
+        kwargs.setdefault("pad_token_id", self._pad_id)
+        return kwargs
+
+    @torch.inference_mode()
+    def fuse(
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        batch_size: int | None = None,
+        **generate_kwargs: Any,
+    ) -> list[str]:
+        """Fuse the candidates of each instruction into one answer.
+
+        Args:
+            instructions: the full instruction text of each example.
+            candidates: per instruction, its candidates ranked best first (at least one non-empty).
+            batch_size: overrides the fuser's batch size for this call.
+            generate_kwargs: passed to ``model.generate`` over the defaults (greedy, 256 new tokens).
+
+        Returns:
+            One answer per instruction: the generated tokens only, decoded without special tokens.
+
+        Raises:
+            ValueError: on an empty candidate list, only empty candidates, or mismatched lengths.
+        """
+        texts = self.prompts(instructions, candidates)
+        gen_kwargs = self._generate_kwargs(generate_kwargs)
+        bs = self.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
+        out: list[str] = []
+        starts = range(0, len(texts), bs)
+        for start in tqdm(starts, desc="Fusing", disable=not self.show_progress or len(starts) < 2):
+            batch = self._encode(texts[start : start + bs])
+            output_ids = self.model.generate(**batch, **gen_kwargs)  # (batch, prompt + new)
+            new_ids = output_ids[:, batch["input_ids"].shape[1] :]  # (batch, new)
+            out.extend(self.tokenizer.batch_decode(new_ids, skip_special_tokens=True))
+        return out
+
+    def stream(self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any) -> Iterator[str]:
+        """Yield the fused answer in pieces as the model generates it (their concatenation is what
+        :meth:`fuse` returns for the same arguments)."""
+        text = self.prompts([instruction], [candidates])[0]
+        gen_kwargs = self._generate_kwargs(generate_kwargs)
+        if gen_kwargs.get("num_beams", 1) > 1:  # streamers do not support beam search
+            yield from super().stream(instruction, candidates, **generate_kwargs)
+            return
+        yield from stream_generate(
+            self.model, self.tokenizer, self._encode([text]), gen_kwargs, skip_prompt=True
+        )

@@ -1,0 +1,29 @@
+"""Ranking: the ranker interface every consumer uses, ``load_ranker`` (one cached, thread-safe way to
+turn a spec into a ranker) and its first implementation, the PairRM :class:`PairRanker`: config and model
+(a real transformers model), input layout, loading of every checkpoint layout (reference, PairRM-hf,
+native, compact exports, built-ins), strategies and aggregation.
+
+May import: blender_core.base.
+"""
+
+from __future__ import annotations
+
+from blender_core.base.results import RankedCandidate, Ranking
+from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.interface import BaseRanker, Ranker
+from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
+from blender_core.ranking.strategies import STRATEGIES
+
+__all__ = [
+    "DEFAULT_RANKER",
+    "STRATEGIES",
+    "BaseRanker",
+    "PairRanker",
+    "RankedCandidate",
+    "Ranker",
+    "RankerSpec",
+    "Ranking",
+    "check_ranker_spec",
+    "load_ranker",
+]

@@ -1,0 +1,91 @@
+"""``load_ranker``: the one way every consumer turns a ranker spec into a ranker, cached and thread-safe.
+
+A spec is a ranker object (returned as is), ``None`` (the default ranker, :data:`DEFAULT_RANKER`), a
+built-in name (``"builtin:pairrm-minilm-l6"``, ``"default"``), a local folder (any PairRM layout or a
+compact export of ``train-ranker --lora``) or a Hugging Face hub id (``"llm-blender/PairRM"``). Names are
+loaded once per process and set of loading options; concurrent first calls for one spec load it once.
+
+Example:
+    >>> from blender_core.ranking import load_ranker
+    >>> ranker = load_ranker("llm-blender/PairRM", device="cpu")  # doctest: +SKIP
+    >>> load_ranker("llm-blender/PairRM", device="cpu") is ranker  # doctest: +SKIP
+    True
+"""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+from typing import Any, TypeAlias
+
+from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.interface import Ranker
+from blender_core.ranking.pair_ranker import PairRanker
+
+#: what ``load_ranker`` accepts
+RankerSpec: TypeAlias = Ranker | str | Path | None
+
+_cache: dict[tuple[Any, ...], Ranker] = {}
+_locks: dict[tuple[Any, ...], threading.Lock] = {}
+_guard = threading.Lock()
+
+
+def check_ranker_spec(spec: Any) -> RankerSpec:
+    """``spec`` if :func:`load_ranker` can take it, else a ``TypeError`` saying what can be passed.
+
+    Only the type is checked here (a name is resolved, and a model loaded, on first use).
+    """
+    if spec is None or isinstance(spec, (str, Path)) or isinstance(spec, Ranker):
+        return spec
+    raise TypeError(
+        f"ranker must be a ranker object (with rank() and rank_one(), e.g. a PairRanker), a folder, a hub id, "
+        f"a built-in name such as {DEFAULT_RANKER!r}, or None for the default; got {type(spec).__name__}"
+    )
+
+
+def spec_name(spec: RankerSpec) -> str:
+    """How a spec is shown in metadata and logs: the name or path, the object's ``name``, or the default."""
+    if spec is None:
+        return DEFAULT_RANKER
+    if isinstance(spec, (str, Path)):
+        return str(spec)
+    name = getattr(spec, "name", None)
+    return name if isinstance(name, str) and name else type(spec).__name__
+
+
+def load_ranker(spec: RankerSpec = None, **options: Any) -> Ranker:
+    """The ranker for ``spec``, loaded on the first call and shared by later ones.
+
+    Args:
+        spec: a ranker object, None (the default ranker), a built-in name, a folder or a hub id.
+        options: loading options for :meth:`PairRanker.from_pretrained` (``device``, ``dtype``,
+            ``batch_size``, ``revision``, ``token``, ...); part of the cache key. Not allowed with an object.
+
+    Raises:
+        TypeError: for a spec of another type, or options given with a ranker object.
+        OSError / ValueError / ImportError: from loading, saying what was wrong and what to do.
+    """
+    check_ranker_spec(spec)
+    if spec is not None and not isinstance(spec, (str, Path)):
+        if options:
+            raise TypeError(f"load_ranker() got loading options {sorted(options)} with a ranker object; it is already loaded")
+        return spec
+    name = DEFAULT_RANKER if spec is None else str(spec)
+    key = (name, *sorted((k, repr(v)) for k, v in options.items()))
+    with _guard:
+        if key in _cache:
+            return _cache[key]
+        lock = _locks.setdefault(key, threading.Lock())
+    with lock:  # one load per key; other keys load in parallel
+        if key not in _cache:
+            ranker = PairRanker.from_pretrained(name, **options)
+            with _guard:
+                _cache[key] = ranker
+        return _cache[key]
+
+
+def clear_ranker_cache() -> None:
+    """Forget every loaded ranker (they are freed once nothing else holds them)."""
+    with _guard:
+        _cache.clear()
+        _locks.clear()

@@ -1,0 +1,1 @@
+"""PairRanker training: pair sampling, losses, augmentation, LoRA, the trainer and compact exports."""

