@@ -19,12 +19,20 @@ from __future__ import annotations
 from importlib.metadata import PackageNotFoundError, version
 
 from blender_core.base.results import RankedCandidate, Ranking
-from blender_core.ensemble.pipeline import Blender, BlendResult, FusionError
+from blender_core.ensemble import (
+    BackendAnswer,
+    BlendPipeline,
+    BlendResult,
+    Ensemble,
+    EnsembleConfig,
+    EnsembleError,
+    EnsembleOutcome,
+    FusionError,
+)
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking import DEFAULT_RANKER, BaseRanker, PairRanker, Ranker, load_ranker
 from blender_core.ranking.configuration_pairrm import PairRMConfig
 from blender_core.ranking.modeling_pairrm import PairRMModel
-from blender_core.ranking.pair_ranker import PairRanker
 
 try:
     __version__ = version("blender-llm")
@@ -33,14 +41,22 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 
 __all__ = [
     "DEFAULT_RANKER",
+    "BackendAnswer",
     "BaseFuser",
+    "BaseRanker",
+    "BlendPipeline",
     "BlendResult",
-    "Blender",
+    "Ensemble",
+    "EnsembleConfig",
+    "EnsembleError",
+    "EnsembleOutcome",
     "FusionError",
     "PairRMConfig",
     "PairRMModel",
     "PairRanker",
     "RankedCandidate",
+    "Ranker",
     "Ranking",
     "__version__",
+    "load_ranker",
 ]

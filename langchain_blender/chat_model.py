@@ -1,143 +1,60 @@
 """BlenderLLM: a LangChain chat model that asks several chat models, ranks their answers and fuses the best.
 
-The ensemble logic (concurrent calls, timeouts, ``min_successes``, ranking, metadata, usage sums) lives in
-``blender_core.ensemble``; this module only turns LangChain messages and models into its inputs and its
-outcome back into an ``AIMessage``.
+The ensemble itself (concurrent calls, timeouts, ``min_successes``, ranking, streamed fusion with its
+fallback, metadata, usage sums) is ``blender_core.ensemble.Ensemble``; this module turns LangChain messages
+and models into its calls, and its pieces and outcome back into ``AIMessage`` chunks, with LangChain's
+callbacks and tracing around them.
 """
 
 from __future__ import annotations
 
 import contextvars
-import dataclasses
 import functools
-import logging
-import threading
-import uuid
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
-from pathlib import Path
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
 from langchain_core.callbacks import (
     AsyncCallbackManager,
     AsyncCallbackManagerForLLMRun,
-    BaseCallbackHandler,
     BaseCallbackManager,
     CallbackManager,
     CallbackManagerForLLMRun,
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
-from langchain_core.language_models.chat_models import agenerate_from_stream, generate_from_stream
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
-from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult, LLMResult
-from langchain_core.runnables import Runnable, RunnableConfig, ensure_config
+from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
+from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
-from langchain_core.tracers.base import AsyncBaseTracer, BaseTracer
 from pydantic import PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
-from blender_core.ensemble.engine import (
+from blender_core.ensemble import (
     BackendAnswer,
-    CandidateRecord,
+    Delta,
     Ensemble,
+    EnsembleConfig,
     EnsembleOutcome,
-    acall_backends,
-    call_backends,
-    sum_usage,
+    name_backends,
 )
-from blender_core.ensemble.pipeline import Blender
-from blender_core.ensemble.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.ensemble.fields import RankerField, StrategyField
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking.builtin import DEFAULT_RANKER
-from blender_core.ranking.pair_ranker import PairRanker
-from blender_core.ranking.strategies import STRATEGIES
+from blender_core.ranking.registry import spec_name
 
+from .callbacks import BACKEND_TAGS, FUSER_TAGS, child_config, children, enter, leave
 from .fusers import ChatModelFuser, model_name
-from .selection import message_answer, message_usage, prompt_text
-from .tool_calls import as_chunk, has_tool_calls
+from .messages import message_answer, prompt_text
+from .tool_calls import as_chunk
 
-try:  # the marker LangChain and LangGraph use for their streaming handlers (events, logs, messages)
-    from langchain_core.tracers._streaming import _StreamingCallbackHandler
-except ImportError:  # pragma: no cover - older or newer langchain-core
-    _StreamingCallbackHandler = None  # type: ignore[assignment,misc]
-
-logger = logging.getLogger(__name__)
-
-#: Tags on every backend and fuser call: find them in traces, and keep their tokens out of LangGraph's
-#: ``stream_mode="messages"`` (it skips runs tagged ``nostream``); only the BlenderLLM's answer streams.
-BACKEND_TAGS = ("blender:backend", "nostream")
-FUSER_TAGS = ("blender:fuser", "nostream")
-
-# ``BaseChatModel.stream()`` (and ``invoke()`` when a streaming handler is attached) call ``_stream``
-# without the run manager. So that backend calls are still child runs, the public entry points configure
-# the callback manager themselves and hand it, with the run id, to ``_stream`` through this variable.
-_PARENT: contextvars.ContextVar[tuple[int, uuid.UUID, BaseCallbackManager] | None] = contextvars.ContextVar(
-    "blender_parent_run", default=None
-)
-
-
-def _is_tracer(handler: BaseCallbackHandler) -> bool:
-    if isinstance(handler, (BaseTracer, AsyncBaseTracer)):
-        return True
-    return _StreamingCallbackHandler is not None and isinstance(handler, _StreamingCallbackHandler)
-
-
-class _UsageCollector(BaseCallbackHandler):
-    """Sums the usage of the run it is attached to (added as a local handler: children are not counted)."""
-
-    run_inline = True
-
-    def __init__(self) -> None:
-        self._lock = threading.Lock()
-        self.usages: list[dict[str, int]] = []
-
-    def on_llm_end(self, response: LLMResult, **kwargs: Any) -> None:
-        for generations in response.generations:
-            for gen in generations:
-                usage = message_usage(gen.message) if isinstance(gen, ChatGeneration) else None
-                if usage:
-                    with self._lock:
-                        self.usages.append(usage)
-
-    @property
-    def total(self) -> dict[str, int] | None:
-        return sum_usage(self.usages) if self.usages else None
-
-
-def _name_backends(backends: Any) -> dict[str, Runnable[Any, Any]]:
-    if isinstance(backends, Mapping):
-        named = {str(k): v for k, v in backends.items()}
-    elif isinstance(backends, Sequence) and not isinstance(backends, (str, bytes)):
-        named = {}
-        for model in backends:
-            base = model_name(model)
-            name, n = base, 1
-            while name in named:
-                n += 1
-                name = f"{base}#{n}"
-            named[name] = model
-    else:
-        raise TypeError(
-            f"backends must be a list of chat models or a name -> chat model mapping, got {type(backends).__name__}"
-        )
-    if not named:
-        raise ValueError("backends is empty; pass at least one chat model")
-    for name, model in named.items():
-        if not name:
-            raise ValueError("backend names must be non-empty strings")
-        if not isinstance(model, Runnable):
-            raise TypeError(
-                f"backend {name!r} is a {type(model).__name__}, not a LangChain chat model (Runnable)"
-            )
-    return named
+AnyCallbackManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
 
 
 class BlenderLLM(BaseChatModel):
     """A chat model that ensembles several chat models, LLM-Blender style.
 
     Each call goes to every backend concurrently; backends that fail or time out are dropped (and recorded);
-    the answers are ranked by a PairRanker and the top-K fused (or the top-ranked one returned).
+    the answers are ranked by the ranker and the top-K fused (or the top-ranked one returned).
     ``response_metadata["blender"]`` accounts for every candidate (backend, score, rank, latency, error),
     the choice and the fuser; ``usage_metadata`` sums the backends' and the fuser's usage.
 
@@ -156,14 +73,14 @@ class BlenderLLM(BaseChatModel):
     """
 
     backends: dict[str, Any]
-    """The chat models to ask: a list (named after their model ids) or a name -> model mapping."""
-    ranker: Any = DEFAULT_RANKER
-    """A PairRanker, a path / hub id, or the built-in default ranker's name (loaded on first use)."""
+    """The chat models to ask: a list (named after their model ids, ``name#2`` for a repeat) or a name -> model mapping."""
+    ranker: RankerField = None
+    """A ranker, a folder / hub id / built-in name (loaded on first use), or None for the default ranker."""
     fuser: Any = None
     """None (return the top-ranked answer), a ``blender_core`` fuser, or a chat model prompted to fuse."""
     top_k: int = 3
     """Answers handed to the fuser (the paper's K = 3)."""
-    strategy: str = "full"
+    strategy: StrategyField = "full"
     """Ranking strategy: ``full`` (all pairs, best for a few backends), ``knockout``, ``bubble``, ``sort``."""
     timeout: float | None = None
     """Seconds each backend may take (None: no limit); also bounds the fuser's time to first token."""
@@ -171,6 +88,9 @@ class BlenderLLM(BaseChatModel):
     """Fewer answers than this fails the call with a clear error."""
     max_concurrency: int | None = None
     """At most this many backend calls at once (None: all at once)."""
+    fallback_on_fuser_error: bool = True
+    """When the fuser fails before its first token (or, not streaming, at all), answer with the top-ranked
+    answer and say why in the metadata; False raises ``FusionError``."""
     backend_callbacks: Literal["tracers", "all"] = "tracers"
     """Which of the caller's callback handlers also see the backend and fuser calls: ``tracers``
     (LangSmith, event streams, LangGraph: the calls show as child runs) or ``all`` (plain handlers too,
@@ -188,21 +108,22 @@ class BlenderLLM(BaseChatModel):
     streaming: bool = False
     """Whether ``invoke`` goes through the streaming path (tokens reach callback handlers)."""
 
-    _ensemble: Any = PrivateAttr(default=None)
+    _engine: Ensemble = PrivateAttr()
 
     @field_validator("backends", mode="before")
     @classmethod
     def _check_backends(cls, value: Any) -> dict[str, Any]:
-        return _name_backends(value)
-
-    @field_validator("ranker")
-    @classmethod
-    def _check_ranker(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, (PairRanker, str, Path)):
+        if isinstance(value, (str, bytes)) or not isinstance(value, (dict, Sequence)):
             raise TypeError(
-                f"ranker must be a PairRanker, a path or hub id, or None; got {type(value).__name__}"
+                f"backends must be a list of chat models or a name -> chat model mapping, got {type(value).__name__}"
             )
-        return value
+        named = name_backends(value if isinstance(value, dict) else [(model_name(m), m) for m in value])
+        for name, model in named.items():
+            if not isinstance(model, Runnable):
+                raise TypeError(
+                    f"backend {name!r} is a {type(model).__name__}, not a LangChain chat model (Runnable)"
+                )
+        return named
 
     @field_validator("fuser")
     @classmethod
@@ -214,25 +135,18 @@ class BlenderLLM(BaseChatModel):
         return value
 
     @model_validator(mode="after")
-    def _build_ensemble(self) -> Self:
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        if self.min_successes > len(self.backends):
-            raise ValueError(
-                f"min_successes={self.min_successes} but only {len(self.backends)} backends; "
-                "lower min_successes or add backends"
-            )
+    def _build_engine(self) -> Self:
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         fuser = ChatModelFuser(self.fuser) if isinstance(self.fuser, Runnable) else self.fuser
-        blender = Blender(self.ranker, fuser, top_k=self.top_k, strategy=self.strategy)
-        self._ensemble = Ensemble(
-            blender,
-            timeout=self.timeout,
-            min_successes=self.min_successes,
-            max_concurrency=self.max_concurrency,
-        )
+        self._engine = Ensemble(self.ranker, fuser, EnsembleConfig.from_settings(self))
+        self._engine.check_backend_count(len(self.backends))
         return self
+
+    @property
+    def engine(self) -> Ensemble:
+        """The core ensemble engine (its ranker is loaded on first use)."""
+        return self._engine
 
     # ------------------------------------------------------------------ LangChain plumbing
     @property
@@ -241,13 +155,11 @@ class BlenderLLM(BaseChatModel):
 
     @property
     def _identifying_params(self) -> dict[str, Any]:
-        fuser = self._ensemble.blender.fuser
+        fuser = self._engine.fuser
         return {
             "model_name": self.model_name,
             "backends": list(self.backends),
-            "ranker": str(self.ranker)
-            if isinstance(self.ranker, (str, Path))
-            else type(self.ranker).__name__,
+            "ranker": spec_name(self.ranker),
             "fuser": fuser.name if fuser is not None else None,
             "top_k": self.top_k,
             "strategy": self.strategy,
@@ -262,11 +174,6 @@ class BlenderLLM(BaseChatModel):
         model = kwargs.get("model")
         params["ls_model_name"] = model if isinstance(model, str) else self.model_name
         return params
-
-    @property
-    def blender(self) -> Blender:
-        """The core ranker/fuser pipeline (its ranker is loaded on first use)."""
-        return self._ensemble.blender
 
     @override
     def bind_tools(
@@ -301,17 +208,6 @@ class BlenderLLM(BaseChatModel):
         return self.model_copy(update={"backends": bound}).bind(**own)
 
     # ------------------------------------------------------------------ entry points (parent run hand-over)
-    def _enter(
-        self, config: RunnableConfig | None, manager_cls: type[BaseCallbackManager]
-    ) -> tuple[RunnableConfig, contextvars.Token[Any]]:
-        config = ensure_config(config)
-        manager = manager_cls.configure(  # type: ignore[attr-defined]
-            config.get("callbacks"), None, False, config.get("tags"), None, config.get("metadata")
-        )
-        run_id = config.get("run_id") or uuid.uuid4()
-        token = _PARENT.set((id(self), run_id, manager))
-        return {**config, "callbacks": manager, "run_id": run_id}, token
-
     @override
     def invoke(
         self,
@@ -321,11 +217,11 @@ class BlenderLLM(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        config, token = self._enter(config, CallbackManager)
+        config, token = enter(self, config, CallbackManager)
         try:
             return super().invoke(input, config, stop=stop, **kwargs)
         finally:
-            _PARENT.reset(token)
+            leave(token)
 
     @override
     async def ainvoke(
@@ -336,11 +232,11 @@ class BlenderLLM(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AIMessage:
-        config, token = self._enter(config, AsyncCallbackManager)
+        config, token = enter(self, config, AsyncCallbackManager)
         try:
             return await super().ainvoke(input, config, stop=stop, **kwargs)
         finally:
-            _PARENT.reset(token)
+            leave(token)
 
     @override
     def stream(
@@ -351,11 +247,11 @@ class BlenderLLM(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> Iterator[AIMessageChunk]:
-        config, token = self._enter(config, CallbackManager)
+        config, token = enter(self, config, CallbackManager)
         try:
             yield from super().stream(input, config, stop=stop, **kwargs)
         finally:
-            _reset(token)
+            leave(token)
 
     @override
     async def astream(
@@ -366,44 +262,14 @@ class BlenderLLM(BaseChatModel):
         stop: list[str] | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[AIMessageChunk]:
-        config, token = self._enter(config, AsyncCallbackManager)
+        config, token = enter(self, config, AsyncCallbackManager)
         try:
             async for chunk in super().astream(input, config, stop=stop, **kwargs):
                 yield chunk
         finally:
-            _reset(token)
+            leave(token)
 
-    def _children(
-        self, run_manager: CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
-    ) -> BaseCallbackManager | None:
-        """The callback manager for backend and fuser calls: children of this run."""
-        parent = _PARENT.get()
-        if parent is not None and parent[0] == id(self):
-            _PARENT.set(None)  # one use: a later call cannot pick up a stale parent
-        else:
-            parent = None
-        source: Any
-        if run_manager is not None:  # an LLM run manager has no get_child(): build the child the same way
-            source, run_id = run_manager, run_manager.run_id
-            cls: type[BaseCallbackManager] = (
-                AsyncCallbackManager
-                if isinstance(run_manager, AsyncCallbackManagerForLLMRun)
-                else CallbackManager
-            )
-        elif parent is not None:
-            _, run_id, source = parent
-            cls = type(source)
-        else:
-            return None
-        child = cls(handlers=[], parent_run_id=run_id)
-        child.set_handlers(source.inheritable_handlers)
-        child.add_tags(source.inheritable_tags)
-        child.add_metadata(source.inheritable_metadata)
-        if self.backend_callbacks == "tracers":
-            child.set_handlers([h for h in child.handlers if _is_tracer(h)])
-        return child
-
-    # ------------------------------------------------------------------ the ensemble
+    # ------------------------------------------------------------------ LangChain -> engine
     def _call_kwargs(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
         if "model" in kwargs:
             raise ValueError(
@@ -421,22 +287,14 @@ class BlenderLLM(BaseChatModel):
             out["stop"] = list(stop)
         return out
 
-    def _backend_config(self, children: BaseCallbackManager | None, name: str) -> RunnableConfig:
-        return RunnableConfig(
-            callbacks=children if children is not None else CallbackManager(handlers=[]),
-            tags=list(BACKEND_TAGS),
-            metadata={"blender_backend": name},
-            run_name=name,
-        )
-
     def _with_retry(self, backend: Runnable[Any, Any]) -> Runnable[Any, Any]:
         return backend.with_retry(stop_after_attempt=self.max_retries + 1) if self.max_retries else backend
 
     def _calls(
-        self, messages: list[BaseMessage], children: BaseCallbackManager | None, call_kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], manager: BaseCallbackManager | None, call_kwargs: dict[str, Any]
     ) -> dict[str, Callable[[], BackendAnswer]]:
         def call(name: str, backend: Runnable[Any, Any], ctx: contextvars.Context) -> BackendAnswer:
-            config = self._backend_config(children, name)
+            config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
             invoke = self._with_retry(backend).invoke
             return _answer(name, ctx.run(_in_config, config, invoke, messages, config, **call_kwargs))
 
@@ -446,10 +304,10 @@ class BlenderLLM(BaseChatModel):
         }
 
     def _acalls(
-        self, messages: list[BaseMessage], children: BaseCallbackManager | None, call_kwargs: dict[str, Any]
+        self, messages: list[BaseMessage], manager: BaseCallbackManager | None, call_kwargs: dict[str, Any]
     ) -> dict[str, Callable[[], Any]]:
         async def call(name: str, backend: Runnable[Any, Any]) -> BackendAnswer:
-            config = self._backend_config(children, name)
+            config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
             with set_config_context(
                 config
             ) as ctx:  # so a bound backend does not merge in the caller's config
@@ -460,132 +318,49 @@ class BlenderLLM(BaseChatModel):
 
         return {name: functools.partial(call, name, backend) for name, backend in self.backends.items()}
 
-    def _fusion_plan(
-        self, outcome: EnsembleOutcome, children: BaseCallbackManager | None
-    ) -> tuple[bool, dict[str, Any], _UsageCollector]:
-        """Whether to fuse (a fuser, and no tool-call answers), the fuser's call kwargs, its usage collector."""
-        fuser = self.blender.fuser
-        collector = _UsageCollector()
-        if fuser is None or any(has_tool_calls(r.answer.payload) for r in outcome.successes if r.answer):
-            return False, {}, collector
-        if not isinstance(fuser, ChatModelFuser):
-            return True, {}, collector
-        callbacks = children.copy() if children is not None else CallbackManager(handlers=[])
-        callbacks.add_handler(collector, inherit=False)
-        config = RunnableConfig(callbacks=callbacks, tags=list(FUSER_TAGS), run_name="fuser")
-        return True, {"config": config}, collector
+    def _fuse_kwargs(self, manager: BaseCallbackManager | None) -> dict[str, Any]:
+        """A chat-model fuser's call is a child run too."""
+        if isinstance(self._engine.fuser, ChatModelFuser):
+            return {"config": child_config(manager, FUSER_TAGS, "fuser")}
+        return {}
 
-    def _fallback(self, outcome: EnsembleOutcome) -> Callable[[], list[AIMessageChunk]]:
-        best = outcome.best.answer
-        assert best is not None
-        message = best.payload
-
-        def chosen() -> list[AIMessageChunk]:
-            return [as_chunk(message)]
-
-        return chosen
-
-    def _final_chunk(
-        self, outcome: EnsembleOutcome, fused: bool, report: StreamReport | None, collector: _UsageCollector
-    ) -> ChatGenerationChunk:
-        fuser = self.blender.fuser
-        outcome = dataclasses.replace(outcome, fuser_usage=collector.total)
-        meta = outcome.metadata()
-        used = fused and report is not None and not report.fell_back
-        meta["fused"] = used
-        meta["fuser"] = fuser.name if fused and fuser is not None else None
-        meta["fuser_error"] = report.error if report is not None else None
-        meta["fuser_usage"] = collector.total
-        if report is not None:
-            meta["timings"]["fuse_s"] = report.elapsed_s
-            meta["timings"]["fuse_first_token_s"] = report.first_item_s
-        if used:  # the fused answer draws on all the chosen backends; otherwise only on the best
-            meta["chosen"] = list(outcome.chosen_backends)
-        else:
-            meta["chosen"] = [outcome.best.backend]
-        if report is not None and report.fell_back:
-            logger.warning("fusion failed (%s); streamed the top-ranked answer instead", report.error)
+    # ------------------------------------------------------------------ engine -> LangChain
+    def _metadata(self, outcome: EnsembleOutcome) -> tuple[UsageMetadata, dict[str, Any]]:
         usage = outcome.usage
-        message = AIMessageChunk(
-            content="",
-            usage_metadata=UsageMetadata(
+        return (
+            UsageMetadata(
                 input_tokens=usage["input_tokens"],
                 output_tokens=usage["output_tokens"],
                 total_tokens=usage["total_tokens"],
             ),
-            response_metadata={"model_name": self.model_name, "blender": meta},
-            chunk_position="last",
+            {"model_name": self.model_name, "blender": outcome.metadata()},
         )
-        return ChatGenerationChunk(message=message)
 
-    def _iter_chunks(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        children: BaseCallbackManager | None,
-        kwargs: dict[str, Any],
-    ) -> Iterator[ChatGenerationChunk]:
-        call_kwargs = self._call_kwargs(stop, kwargs)
-        prompt = prompt_text(messages)
-        records = call_backends(
-            self._calls(messages, children, call_kwargs),
-            timeout=self.timeout,
-            max_concurrency=self.max_concurrency,
+    def _message(self, outcome: EnsembleOutcome) -> AIMessage:
+        """The final message: the fused text, or the chosen backend's content and tool calls."""
+        usage, meta = self._metadata(outcome)
+        if outcome.blend.fused:
+            return AIMessage(content=outcome.text, usage_metadata=usage, response_metadata=meta)
+        chosen = outcome.best_answer.payload
+        return AIMessage(
+            content=chosen.content,
+            tool_calls=getattr(chosen, "tool_calls", []),
+            invalid_tool_calls=getattr(chosen, "invalid_tool_calls", []),
+            usage_metadata=usage,
+            response_metadata=meta,
         )
-        _log_failures(records)
-        outcome = self._ensemble.select(prompt, records, fuse=False)
-        fuse, fuse_kwargs, collector = self._fusion_plan(outcome, children)
-        report: StreamReport | None = None
-        if fuse:
-            report = StreamReport()
-            pieces = guarded_stream(
-                lambda: (
-                    AIMessageChunk(content=p)
-                    for p in self.blender.stream_fuse(prompt, outcome.blend, **fuse_kwargs)
-                ),
-                timeout=self.timeout,
-                fallback=self._fallback(outcome),
-                report=report,
+
+    def _chunk(self, event: Delta | EnsembleOutcome) -> ChatGenerationChunk:
+        if isinstance(event, EnsembleOutcome):  # the last chunk: the account and the summed usage
+            usage, meta = self._metadata(event)
+            return ChatGenerationChunk(
+                message=AIMessageChunk(
+                    content="", usage_metadata=usage, response_metadata=meta, chunk_position="last"
+                )
             )
-        else:
-            pieces = iter(self._fallback(outcome)())
-        for piece in pieces:
-            yield ChatGenerationChunk(message=piece)
-        yield self._final_chunk(outcome, fuse, report, collector)
-
-    async def _aiter_chunks(
-        self,
-        messages: list[BaseMessage],
-        stop: list[str] | None,
-        children: BaseCallbackManager | None,
-        kwargs: dict[str, Any],
-    ) -> AsyncIterator[ChatGenerationChunk]:
-        call_kwargs = self._call_kwargs(stop, kwargs)
-        prompt = prompt_text(messages)
-        records = await acall_backends(
-            self._acalls(messages, children, call_kwargs),
-            timeout=self.timeout,
-            max_concurrency=self.max_concurrency,
-        )
-        _log_failures(records)
-        outcome = await self._ensemble.aselect(prompt, records, fuse=False)
-        fuse, fuse_kwargs, collector = self._fusion_plan(outcome, children)
-        report: StreamReport | None = None
-        if fuse:
-            report = StreamReport()
-
-            async def fused() -> AsyncIterator[AIMessageChunk]:
-                async for p in self.blender.astream_fuse(prompt, outcome.blend, **fuse_kwargs):
-                    yield AIMessageChunk(content=p)
-
-            async for piece in aguarded_stream(
-                fused, timeout=self.timeout, fallback=self._fallback(outcome), report=report
-            ):
-                yield ChatGenerationChunk(message=piece)
-        else:
-            for piece in self._fallback(outcome)():
-                yield ChatGenerationChunk(message=piece)
-        yield self._final_chunk(outcome, fuse, report, collector)
+        if event.answer is not None:  # the chosen backend's whole answer, tool calls included
+            return ChatGenerationChunk(message=as_chunk(event.answer.payload))
+        return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
 
     @override
     def _generate(
@@ -595,7 +370,10 @@ class BlenderLLM(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return generate_from_stream(self._iter_chunks(messages, stop, self._children(run_manager), kwargs))
+        manager = children(self, run_manager, self.backend_callbacks)
+        calls = self._calls(messages, manager, self._call_kwargs(stop, kwargs))
+        outcome = self._engine.run(prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager))
+        return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
 
     @override
     async def _agenerate(
@@ -605,9 +383,12 @@ class BlenderLLM(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> ChatResult:
-        return await agenerate_from_stream(
-            self._aiter_chunks(messages, stop, self._children(run_manager), kwargs)
+        manager = children(self, run_manager, self.backend_callbacks)
+        calls = self._acalls(messages, manager, self._call_kwargs(stop, kwargs))
+        outcome = await self._engine.arun(
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         )
+        return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
 
     @override
     def _stream(
@@ -617,7 +398,12 @@ class BlenderLLM(BaseChatModel):
         run_manager: CallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
-        for chunk in self._iter_chunks(messages, stop, self._children(run_manager), kwargs):
+        manager = children(self, run_manager, self.backend_callbacks)
+        calls = self._calls(messages, manager, self._call_kwargs(stop, kwargs))
+        for event in self._engine.stream(
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
+        ):
+            chunk = self._chunk(event)
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -630,7 +416,12 @@ class BlenderLLM(BaseChatModel):
         run_manager: AsyncCallbackManagerForLLMRun | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
-        async for chunk in self._aiter_chunks(messages, stop, self._children(run_manager), kwargs):
+        manager = children(self, run_manager, self.backend_callbacks)
+        calls = self._acalls(messages, manager, self._call_kwargs(stop, kwargs))
+        async for event in self._engine.astream(
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
+        ):
+            chunk = self._chunk(event)
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -649,19 +440,6 @@ def _in_config(config: RunnableConfig, fn: Callable[..., Any], *args: Any, **kwa
     bound backend does not merge in the config of the caller's context."""
     with set_config_context(config) as ctx:
         return ctx.run(fn, *args, **kwargs)
-
-
-def _reset(token: contextvars.Token[Any]) -> None:
-    try:
-        _PARENT.reset(token)
-    except ValueError:  # a generator closed from another context: the value was used up anyway
-        pass
-
-
-def _log_failures(records: list[CandidateRecord]) -> None:
-    for r in records:
-        if r.error is not None:
-            logger.warning("backend %r dropped after %.2f s: %s", r.backend, r.latency_s, r.error)
 
 
 __all__ = ["BACKEND_TAGS", "FUSER_TAGS", "BlenderLLM"]

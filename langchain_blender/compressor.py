@@ -4,18 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Sequence
-from pathlib import Path
-from typing import Any
 
 from langchain_core.callbacks import Callbacks
 from langchain_core.documents import BaseDocumentCompressor, Document
-from pydantic import PrivateAttr, field_validator, model_validator
-from typing_extensions import Self, override
+from typing_extensions import override
 
-from blender_core.ensemble.pipeline import Blender
-from blender_core.ranking.builtin import DEFAULT_RANKER
-from blender_core.ranking.pair_ranker import PairRanker
-from blender_core.ranking.strategies import STRATEGIES
+from blender_core.ensemble.fields import RankerField, StrategyField, TopNField
+from blender_core.ranking.interface import rank_one
+from blender_core.ranking.registry import DEFAULT_TOP_N, load_ranker
 
 
 class PairRankerCompressor(BaseDocumentCompressor):
@@ -34,33 +30,13 @@ class PairRankerCompressor(BaseDocumentCompressor):
             best[0].metadata["relevance_score"]
     """
 
-    ranker: Any = DEFAULT_RANKER
-    """A PairRanker, a path / hub id, or the built-in default ranker's name (loaded on first use)."""
-    top_n: int | None = 3
+    ranker: RankerField = None
+    """A ranker, a folder / hub id / built-in name (loaded on first use), or None for the default ranker."""
+    top_n: TopNField = DEFAULT_TOP_N
     """How many documents to return (None: all of them, reordered)."""
-    strategy: str = "full"
+    strategy: StrategyField = "full"
     """Ranking strategy: ``full`` (all pairs, a full order), ``sort`` (fewer comparisons for many
     documents), ``knockout`` / ``bubble`` (cheapest; trustworthy for the top document only)."""
-
-    _blender: Any = PrivateAttr(default=None)
-
-    @field_validator("ranker")
-    @classmethod
-    def _check_ranker(cls, value: Any) -> Any:
-        if value is not None and not isinstance(value, (PairRanker, str, Path)):
-            raise TypeError(
-                f"ranker must be a PairRanker, a path or hub id, or None; got {type(value).__name__}"
-            )
-        return value
-
-    @model_validator(mode="after")
-    def _build(self) -> Self:
-        if self.top_n is not None and self.top_n < 1:
-            raise ValueError(f"top_n must be >= 1 or None, got {self.top_n}")
-        if self.strategy not in STRATEGIES:
-            raise ValueError(f"unknown strategy {self.strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        self._blender = Blender(self.ranker, None, top_k=1, strategy=self.strategy)
-        return self
 
     @override
     def compress_documents(
@@ -74,14 +50,14 @@ class PairRankerCompressor(BaseDocumentCompressor):
         for i, d in enumerate(docs):
             if not isinstance(d, Document):
                 raise TypeError(f"documents[{i}] is a {type(d).__name__}, not a Document")
-        (result,) = self._blender.rank_and_fuse([query], [[d.page_content for d in docs]], fuse=False)
-        order = result.ranking.order if result.ranking is not None else (0,)
-        keep = order if self.top_n is None else order[: self.top_n]
+        ranked = rank_one(
+            load_ranker(self.ranker), query, [d.page_content for d in docs], top_k=self.top_n, strategy=self.strategy
+        )
         return [
-            docs[i].model_copy(
-                update={"metadata": {**docs[i].metadata, "relevance_score": float(result.scores[i])}}
+            docs[c.index].model_copy(
+                update={"metadata": {**docs[c.index].metadata, "relevance_score": c.score}}
             )
-            for i in keep
+            for c in ranked
         ]
 
     @override

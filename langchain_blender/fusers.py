@@ -12,7 +12,10 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
 
+from blender_core.base.usage import UsageSink, sum_usage
 from blender_core.fusion.base import BaseFuser, fusion_messages
+
+from .messages import message_usage
 
 
 def model_name(model: Any) -> str:
@@ -32,7 +35,8 @@ class ChatModelFuser(BaseFuser):
     one better answer (``blender_core.fusion.fusion_messages``).
 
     Extra keyword arguments of :meth:`fuse` / :meth:`stream` go to the model call; ``config`` is its
-    ``RunnableConfig`` (callbacks, tags), so a fuser call is traced as a child run of the caller.
+    ``RunnableConfig`` (callbacks, tags), so a fuser call is traced as a child run of the caller. The
+    model's reported usage goes to ``usage_sink``.
 
     Example:
         >>> from langchain_core.language_models import GenericFakeChatModel
@@ -57,11 +61,12 @@ class ChatModelFuser(BaseFuser):
         candidates: Sequence[Sequence[str]],
         *,
         config: RunnableConfig | None = None,
+        usage_sink: UsageSink | None = None,
         **kwargs: Any,
     ) -> list[str]:
         inputs = [self.messages(i, c) for i, c in zip(instructions, candidates, strict=True)]
         with _context(config) as ctx:
-            return [m.text for m in ctx.run(self.model.batch, inputs, config, **kwargs)]
+            return _texts(ctx.run(self.model.batch, inputs, config, **kwargs), usage_sink)
 
     async def afuse(
         self,
@@ -69,11 +74,14 @@ class ChatModelFuser(BaseFuser):
         candidates: Sequence[Sequence[str]],
         *,
         config: RunnableConfig | None = None,
+        usage_sink: UsageSink | None = None,
         **kwargs: Any,
     ) -> list[str]:
         inputs = [self.messages(i, c) for i, c in zip(instructions, candidates, strict=True)]
         with _context(config) as ctx:
-            return [m.text for m in await coro_with_context(self.model.abatch(inputs, config, **kwargs), ctx)]
+            return _texts(
+                await coro_with_context(self.model.abatch(inputs, config, **kwargs), ctx), usage_sink
+            )
 
     def stream(
         self,
@@ -81,13 +89,17 @@ class ChatModelFuser(BaseFuser):
         candidates: Sequence[str],
         *,
         config: RunnableConfig | None = None,
+        usage_sink: UsageSink | None = None,
         **kwargs: Any,
     ) -> Iterator[str]:
+        usages = []
         with _context(config) as ctx:
             chunks = self.model.stream(self.messages(instruction, candidates), config, **kwargs)
             while (chunk := ctx.run(next, chunks, None)) is not None:
+                usages.append(message_usage(chunk))
                 if chunk.text:
                     yield chunk.text
+        _report(usage_sink, usages)
 
     async def astream(
         self,
@@ -95,8 +107,10 @@ class ChatModelFuser(BaseFuser):
         candidates: Sequence[str],
         *,
         config: RunnableConfig | None = None,
+        usage_sink: UsageSink | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[str]:
+        usages = []
         with _context(config) as ctx:
             chunks = self.model.astream(self.messages(instruction, candidates), config, **kwargs)
 
@@ -105,12 +119,14 @@ class ChatModelFuser(BaseFuser):
 
             try:
                 while (chunk := await coro_with_context(step(), ctx)) is not None:
+                    usages.append(message_usage(chunk))
                     if chunk.text:
                         yield chunk.text
             finally:
                 aclose = getattr(chunks, "aclose", None)
                 if aclose is not None:
                     await aclose()
+        _report(usage_sink, usages)
 
 
 @contextlib.contextmanager
@@ -123,3 +139,16 @@ def _context(config: RunnableConfig | None) -> Iterator[contextvars.Context]:
         return
     with set_config_context(config) as ctx:
         yield ctx
+
+
+def _texts(messages: list[BaseMessage], usage_sink: UsageSink | None) -> list[str]:
+    """The answers' texts; each reported usage goes to the sink."""
+    for m in messages:
+        _report(usage_sink, [message_usage(m)])
+    return [m.text for m in messages]
+
+
+def _report(usage_sink: UsageSink | None, usages: list[dict[str, int] | None]) -> None:
+    """One call's usage (streamed chunks carry parts of it: their sum) into the sink, if it reported any."""
+    if usage_sink is not None and any(usages):
+        usage_sink.append(sum_usage(usages))

@@ -10,7 +10,6 @@ import contextvars
 import dataclasses
 import functools
 from collections.abc import Awaitable, Callable
-from pathlib import Path
 
 try:
     from langchain.agents.middleware.types import AgentMiddleware, ModelRequest, ModelResponse
@@ -24,18 +23,11 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
-from blender_core.ensemble.engine import (
-    BackendAnswer,
-    Ensemble,
-    EnsembleOutcome,
-    acall_backends,
-    call_backends,
-)
-from blender_core.ensemble.pipeline import Blender
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ensemble import BackendAnswer, Ensemble, EnsembleConfig, EnsembleOutcome, name_backends
+from blender_core.ranking.registry import RankerSpec
 
 from .fusers import model_name
-from .selection import as_blender, message_answer, prompt_text
+from .messages import message_answer, prompt_text
 
 #: Tags on the candidate model calls: their tokens stay out of LangGraph's ``stream_mode="messages"``
 #: (only the kept response reaches the agent's state, and the stream, at the end of the model node).
@@ -81,7 +73,7 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         self,
         first_model: str | BaseChatModel,
         *additional_models: str | BaseChatModel,
-        ranker: PairRanker | Blender | str | Path | None = None,
+        ranker: RankerSpec = None,
         strategy: str = "full",
         include_primary: bool = True,
         timeout: float | None = None,
@@ -90,7 +82,7 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
     ) -> None:
         """Args:
         first_model, additional_models: the other models (instances, or ``"provider:model"`` strings).
-        ranker: a PairRanker, a path / hub id, or None for the built-in default (loaded on first use).
+        ranker: a ranker, a folder / hub id / built-in name (loaded on first use), or None for the default.
         strategy: ranking strategy.
         include_primary: whether the agent's own model is one of the candidates.
         timeout: seconds each model call may take (None: no limit).
@@ -98,29 +90,26 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         max_concurrency: at most this many model calls at once (None: all).
         """
         super().__init__()
-        self.models: dict[str, BaseChatModel] = {}
+        instances = []
         for model in (first_model, *additional_models):
             instance = init_chat_model(model) if isinstance(model, str) else model
             if not isinstance(instance, BaseChatModel):
                 raise TypeError(
                     f"models must be chat models or 'provider:model' strings, got {type(model).__name__}"
                 )
-            base = name = model_name(instance)
-            n = 1
-            while name in self.models or name == "primary":
-                n += 1
-                name = f"{base}#{n}"
-            self.models[name] = _tagged(instance)
+            instances.append(instance)
+        # "primary" is the agent's own model: named first, so another model of that name becomes primary#2
+        named = name_backends([("primary", None), *((model_name(m), _tagged(m)) for m in instances)])
+        named.pop("primary")
+        self.models: dict[str, BaseChatModel] = {k: v for k, v in named.items() if v is not None}
         self.include_primary = include_primary
         if not include_primary and len(self.models) < 2:
             raise ValueError("with include_primary=False, pass at least two models to choose from")
-        if isinstance(ranker, (PairRanker, Blender)):
-            blender = as_blender(ranker, strategy)
-        else:  # a name or path is loaded by the core Blender on first use
-            blender = Blender(ranker, None, top_k=1, strategy=strategy)
-        self.ensemble = Ensemble(
-            blender, timeout=timeout, min_successes=min_successes, max_concurrency=max_concurrency
+        config = EnsembleConfig(
+            strategy=strategy, timeout=timeout, min_successes=min_successes, max_concurrency=max_concurrency
         )
+        self.ensemble = Ensemble(ranker, None, config)
+        self.ensemble.check_backend_count(len(self.models) + include_primary)
 
     def _requests(self, request: ModelRequest) -> dict[str, ModelRequest]:
         requests = {"primary": request.override(model=_tagged(request.model))} if self.include_primary else {}
@@ -137,9 +126,7 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
 
     @staticmethod
     def _kept(outcome: EnsembleOutcome) -> ModelResponse | AIMessage:
-        best = outcome.best.answer
-        assert best is not None
-        response = best.payload
+        response = outcome.best_answer.payload
         message = _last_ai(response)
         annotated = message.model_copy(
             update={"response_metadata": {**message.response_metadata, "blender": outcome.metadata()}}
@@ -167,12 +154,10 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             name: functools.partial(call, req, contextvars.copy_context())
             for name, req in self._requests(request).items()
         }
-        records = call_backends(
-            calls, timeout=self.ensemble.timeout, max_concurrency=self.ensemble.max_concurrency
-        )
+        records = self.ensemble.call(calls)
         if bubbled:
             raise bubbled[0]
-        return self._kept(self.ensemble.select(self._prompt(request), records, fuse=False))
+        return self._kept(self.ensemble.select(self._prompt(request), records))
 
     async def awrap_model_call(
         self, request: ModelRequest, handler: Callable[[ModelRequest], Awaitable[ModelResponse]]
@@ -189,12 +174,10 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
             return message_answer(_last_ai(response), payload=response)
 
         calls = {name: functools.partial(call, req) for name, req in self._requests(request).items()}
-        records = await acall_backends(
-            calls, timeout=self.ensemble.timeout, max_concurrency=self.ensemble.max_concurrency
-        )
+        records = await self.ensemble.acall(calls)
         if bubbled:
             raise bubbled[0]
-        return self._kept(await self.ensemble.aselect(self._prompt(request), records, fuse=False))
+        return self._kept(await self.ensemble.aselect(self._prompt(request), records))
 
 
 __all__ = ["CANDIDATE_TAGS", "BestOfModelsMiddleware"]

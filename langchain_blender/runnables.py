@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any, Literal
 
 from langchain_core.messages import BaseMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from typing_extensions import override
 
-from blender_core.ensemble.pipeline import Blender
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.base.validation import check_choice
+from blender_core.ranking.interface import Ranker
+from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
+from blender_core.ranking.strategies import STRATEGIES
 
-from .selection import as_blender
 from .tool_calls import ranking_text
 
 _PROMPT_KEYS = ("prompt", "input")
@@ -47,7 +47,7 @@ def _parse(value: Any) -> tuple[str, list[Any]]:
 
 
 class PairRankerRunnable(Runnable[dict[str, Any], Any]):
-    """Rank ``{"prompt" | "input": str, "candidates": [str | message, ...]}`` with the PairRanker.
+    """Rank ``{"prompt" | "input": str, "candidates": [str | message, ...]}`` with a ranker (PairRM by default).
 
     With ``output="ranking"`` (default) it returns ``{"best": <candidate>, "best_index", "order", "ranks",
     "scores", "ranked": [<candidates best first>]}``; with ``output="best"`` the best candidate itself (a
@@ -61,25 +61,29 @@ class PairRankerRunnable(Runnable[dict[str, Any], Any]):
 
     def __init__(
         self,
-        ranker: PairRanker | Blender | str | Path | None = None,
+        ranker: RankerSpec = None,
         *,
         strategy: str = "full",
         output: Literal["ranking", "best"] = "ranking",
         name: str = "PairRanker",
     ) -> None:
+        """Args:
+        ranker: a ranker, a folder / hub id / built-in name (loaded on first use), or None for the default.
+        strategy: ranking strategy (``full``, ``knockout``, ``bubble``, ``sort``).
+        output: ``ranking`` (the whole account) or ``best`` (the best candidate itself).
+        name: the run name in traces.
+        """
         if output not in ("ranking", "best"):
             raise ValueError(f"output must be 'ranking' or 'best', got {output!r}")
-        self._ranker = ranker
-        self._blender: Blender | None = ranker if isinstance(ranker, Blender) else None
-        self.strategy = strategy
+        self._ranker = check_ranker_spec(ranker)
+        self.strategy = check_choice(strategy, STRATEGIES, "strategy")
         self.output = output
         self.name = name
 
     @property
-    def blender(self) -> Blender:
-        if self._blender is None:
-            self._blender = as_blender(self._ranker, self.strategy)
-        return self._blender
+    def ranker(self) -> Ranker:
+        """The ranker, loaded on first use."""
+        return load_ranker(self._ranker)
 
     def _rank_many(self, inputs: list[dict[str, Any]]) -> list[Any]:
         parsed = [_parse(v) for v in inputs]
@@ -87,13 +91,11 @@ class PairRankerRunnable(Runnable[dict[str, Any], Any]):
             [_text(c, f"candidates[{i}] of input {k}") for i, c in enumerate(cands)]
             for k, (_, cands) in enumerate(parsed)
         ]
-        results = self.blender.rank_and_fuse(
-            [p for p, _ in parsed], texts, fuse=False, strategy=self.strategy
-        )
+        rankings = self.ranker.rank([p for p, _ in parsed], texts, strategy=self.strategy)
         out = []
-        for (_, cands), r in zip(parsed, results, strict=True):
-            order = list(r.ranking.order) if r.ranking is not None else [0]
-            ranks = [int(x) for x in r.ranking.ranks] if r.ranking is not None else [1]
+        for (_, cands), r in zip(parsed, rankings, strict=True):
+            order = list(r.order)
+            ranks = [int(x) for x in r.ranks]
             best = cands[r.best]
             if self.output == "best":
                 out.append(best)

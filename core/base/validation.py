@@ -10,13 +10,17 @@ import numpy as np
 
 def check_text(value: Any, what: str) -> str:
     if not isinstance(value, str):
-        raise TypeError(f"{what} is a {type(value).__name__}, not a str; pass text (for a chat message, its .content)")
+        raise TypeError(
+            f"{what} is a {type(value).__name__}, not a str; pass text (for a chat message, its .content)"
+        )
     return value
 
 
 def check_texts(values: Any, what: str) -> list[str]:
     if isinstance(values, str) or not isinstance(values, (Sequence, np.ndarray)):
-        raise TypeError(f"{what} must be a list of str, got {type(values).__name__}; for one text pass [text]")
+        raise TypeError(
+            f"{what} must be a list of str, got {type(values).__name__}; for one text pass [text]"
+        )
     return [check_text(v, f"{what}[{k}]") for k, v in enumerate(values)]
 
 
@@ -28,9 +32,13 @@ def check_prompts(prompts: Any, fn: str) -> list[str]:
     return [check_text(p, f"{fn}(): prompt {k}") for k, p in enumerate(prompts)]
 
 
-def check_candidate_lists(prompts: list[str], candidates: Any, fn: str, min_candidates: int) -> list[list[str]]:
+def check_candidate_lists(
+    prompts: list[str], candidates: Any, fn: str, min_candidates: int
+) -> list[list[str]]:
     if isinstance(candidates, str) or not isinstance(candidates, Sequence):
-        raise TypeError(f"{fn}() takes one list of candidate texts per prompt, got {type(candidates).__name__}")
+        raise TypeError(
+            f"{fn}() takes one list of candidate texts per prompt, got {type(candidates).__name__}"
+        )
     if len(candidates) != len(prompts):
         raise ValueError(
             f"{fn}() got {len(prompts)} prompts but {len(candidates)} candidate lists; pass one list of "
@@ -79,3 +87,10 @@ def positive_int(value: int, what: str, _alt: str = "") -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 1:
         raise ValueError(f"{what} must be a positive int{_alt}, got {value!r}")
     return value
+
+
+def check_top_n(top_n: int | None) -> int | None:
+    """How many reranked items to keep: a positive int, or None for all of them."""
+    if top_n is not None and (isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1):
+        raise ValueError(f"top_n must be >= 1 or None (keep all), got {top_n!r}")
+    return top_n

@@ -6,3 +6,33 @@ translate their messages to and from this engine.
 
 May import: blender_core.base, blender_core.ranking, blender_core.fusion.
 """
+
+from __future__ import annotations
+
+from blender_core.base.usage import USAGE_KEYS, UsageSink, sum_usage
+from blender_core.ensemble.backends import acall_backends, call_backends, name_backends
+from blender_core.ensemble.engine import Ensemble, EnsembleConfig
+from blender_core.ensemble.outcome import Delta, EnsembleOutcome
+from blender_core.ensemble.pipeline import BlendPipeline, BlendResult, FusionError
+from blender_core.ensemble.prompts import render_prompt
+from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
+
+__all__ = [
+    "USAGE_KEYS",
+    "BackendAnswer",
+    "BlendPipeline",
+    "BlendResult",
+    "CandidateRecord",
+    "Delta",
+    "Ensemble",
+    "EnsembleConfig",
+    "EnsembleError",
+    "EnsembleOutcome",
+    "FusionError",
+    "UsageSink",
+    "acall_backends",
+    "call_backends",
+    "name_backends",
+    "render_prompt",
+    "sum_usage",
+]

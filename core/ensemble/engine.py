@@ -1,327 +1,328 @@
-"""The ensemble logic both framework adapters share: call backends concurrently, drop failures, rank, fuse.
+"""The ensemble engine: ask every backend, keep those that answered, rank them, fuse the top K.
 
-The adapters turn their framework's models into callables returning a :class:`BackendAnswer`; everything
-else (concurrency, per-backend timeouts, ``min_successes``, ranking, fusion, metadata, usage sums) is here.
+One engine serves every front end (the LangChain and LlamaIndex adapters, the agent middleware): they
+turn their framework's models into calls returning a :class:`BackendAnswer` and turn the engine's
+:class:`Delta` pieces and :class:`EnsembleOutcome` back into their own messages. Everything else is here,
+once: concurrent calls (threads or asyncio), per-backend timeouts, ``min_successes``, ranking, fusion
+streamed with a time limit on its first token and a fallback to the top-ranked answer, timings, the
+account of every candidate and the summed usage.
+
+Example:
+    >>> engine = Ensemble("builtin:pairrm-minilm-l6", fuser, EnsembleConfig(top_k=2, timeout=30))  # doctest: +SKIP
+    >>> outcome = engine.run("2+2?", {"a": call_a, "b": call_b, "c": call_c})  # doctest: +SKIP
+    >>> outcome.text, outcome.metadata()["chosen"]  # doctest: +SKIP
+    ('4', ['b', 'a'])
 """
 
 from __future__ import annotations
 
-import asyncio
+import logging
+import math
 import time
-from collections.abc import Awaitable, Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor, wait
-from dataclasses import dataclass, field, replace
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from dataclasses import dataclass, fields, replace
+from typing import Any, TypeAlias
 
-from blender_core.ensemble.pipeline import Blender, BlendResult
+from blender_core.base.usage import UsageSink, sum_usage
+from blender_core.base.validation import check_choice
+from blender_core.ensemble.backends import acall_backends, call_backends
+from blender_core.ensemble.outcome import Delta, EnsembleOutcome
+from blender_core.ensemble.pipeline import BlendPipeline, FusionError, check_top_k
+from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
+from blender_core.ensemble.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.registry import RankerSpec
+from blender_core.ranking.strategies import STRATEGIES
 
-USAGE_KEYS = ("input_tokens", "output_tokens", "total_tokens")
+#: backend name -> a call that returns its answer (sync), or a coroutine function (async)
+logger = logging.getLogger(__name__)
 
-
-@dataclass(frozen=True)
-class BackendAnswer:
-    """What one backend answered.
-
-    Attributes:
-        text: the answer text.
-        rank_text: the text the ranker reads (e.g. a canonical form of tool calls); defaults to ``text``.
-        usage: token usage with keys among ``input_tokens``, ``output_tokens``, ``total_tokens``.
-        payload: the framework's own message object, returned as is if this answer is chosen.
-    """
-
-    text: str
-    rank_text: str | None = None
-    usage: Mapping[str, int] | None = None
-    payload: Any = None
-
-    @property
-    def ranked_text(self) -> str:
-        return self.text if self.rank_text is None else self.rank_text
+Calls: TypeAlias = Mapping[str, Callable[[], BackendAnswer]]
+AsyncCalls: TypeAlias = Mapping[str, Callable[[], Awaitable[BackendAnswer]]]
+#: what a stream yields: pieces of the answer, then the finished outcome
+Event: TypeAlias = Delta | EnsembleOutcome
 
 
 @dataclass(frozen=True)
-class CandidateRecord:
-    """One backend's outcome: an answer, or the error that dropped it; latency in seconds."""
+class EnsembleConfig:
+    """How the engine asks, ranks and fuses (the adapters expose these as their own fields)."""
 
-    backend: str
-    answer: BackendAnswer | None
-    latency_s: float
-    error: str | None = None
+    # The paper fuses the top 3 ranked answers.
+    top_k: int = 3
+    # All pairs: the best order for the few backends an ensemble has; knockout / sort for many.
+    strategy: str = "full"
+    # Seconds each backend may take, and the fuser until its first token (None: no limit).
+    timeout: float | None = None
+    # Fewer answers than this fail the call; one answer is enough to reply by default.
+    min_successes: int = 1
+    # At most this many backend calls at once (None: all at once).
+    max_concurrency: int | None = None
+    # A failing fuser should not fail the call: answer with the top-ranked candidate and say why.
+    fallback_on_fuser_error: bool = True
 
-    @property
-    def ok(self) -> bool:
-        return self.answer is not None
-
-
-class EnsembleError(RuntimeError):
-    """Fewer backends answered than ``min_successes``; ``records`` says what each one did."""
-
-    def __init__(self, records: Sequence[CandidateRecord], min_successes: int) -> None:
-        self.records = tuple(records)
-        ok = sum(r.ok for r in records)
-        detail = "; ".join(f"{r.backend}: {r.error or 'ok'}" for r in records)
-        super().__init__(
-            f"only {ok} of {len(records)} backends answered, fewer than min_successes={min_successes} ({detail}). "
-            "Check the failing backends, raise their timeout, or lower min_successes"
-        )
-
-
-def _error_text(exc: BaseException, timeout: float | None) -> str:
-    if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
-        return f"TimeoutError: no answer within {timeout} s"
-    return f"{type(exc).__name__}: {exc}"
-
-
-def _answer(value: Any, backend: str) -> BackendAnswer:
-    if not isinstance(value, BackendAnswer):
-        raise TypeError(f"backend {backend!r} returned {type(value).__name__}, expected a BackendAnswer")
-    return value
-
-
-async def acall_backends(
-    calls: Mapping[str, Callable[[], Awaitable[BackendAnswer]]],
-    *,
-    timeout: float | None = None,
-    max_concurrency: int | None = None,
-) -> list[CandidateRecord]:
-    """Await every backend concurrently (at most ``max_concurrency`` at once), each within ``timeout`` s.
-
-    A backend that raises or times out becomes a record with ``error`` set; nothing is raised here.
-    """
-    gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-
-    async def one(name: str, call: Callable[[], Awaitable[BackendAnswer]]) -> CandidateRecord:
-        if gate is not None:
-            await gate.acquire()
-        start = time.perf_counter()
-        try:
-            answer = _answer(await asyncio.wait_for(call(), timeout), name)
-            return CandidateRecord(name, answer, time.perf_counter() - start)
-        except Exception as exc:
-            return CandidateRecord(name, None, time.perf_counter() - start, _error_text(exc, timeout))
-        finally:
-            if gate is not None:
-                gate.release()
-
-    return list(await asyncio.gather(*(one(n, c) for n, c in calls.items())))
-
-
-def call_backends(
-    calls: Mapping[str, Callable[[], BackendAnswer]],
-    *,
-    timeout: float | None = None,
-    max_concurrency: int | None = None,
-) -> list[CandidateRecord]:
-    """The sync twin of :func:`acall_backends`: backends run concurrently in threads.
-
-    A thread cannot be killed, so a backend past its timeout is recorded as timed out and left to finish
-    in the background; the call returns without waiting for it.
-    """
-    if not calls:
-        return []
-    names = list(calls)
-    pool = ThreadPoolExecutor(max_workers=max_concurrency or len(names), thread_name_prefix="blender-backend")
-    starts: dict[str, float] = {}
-    ends: dict[str, float] = {}
-
-    def run(name: str) -> BackendAnswer:
-        starts[name] = time.perf_counter()
-        try:
-            return _answer(calls[name](), name)
-        finally:
-            ends[name] = time.perf_counter()
-
-    submitted = time.perf_counter()
-    futures = {name: pool.submit(run, name) for name in names}
-    # With a bounded pool, a backend's clock starts when it starts running, so queueing is not timed.
-    deadline_wait = None if timeout is None else timeout * -(-len(names) // (max_concurrency or len(names)))
-    wait(futures.values(), timeout=deadline_wait)
-    pool.shutdown(wait=False, cancel_futures=True)
-    records = []
-    for name, fut in futures.items():
-        start = starts.get(name, submitted)
-        if fut.done() and not fut.cancelled() and (timeout is None or ends[name] - start <= timeout):
-            exc = fut.exception()
-            latency = ends[name] - start
-            if exc is None:
-                records.append(CandidateRecord(name, fut.result(), latency))
-            else:
-                records.append(CandidateRecord(name, None, latency, _error_text(exc, timeout)))
-        else:
-            records.append(
-                CandidateRecord(name, None, time.perf_counter() - start, _error_text(TimeoutError(), timeout))
+    def __post_init__(self) -> None:
+        check_top_k(self.top_k)
+        check_choice(self.strategy, STRATEGIES, "strategy")
+        if self.timeout is not None and (
+            isinstance(self.timeout, bool)
+            or not isinstance(self.timeout, (int, float))
+            or not math.isfinite(self.timeout)
+            or self.timeout <= 0
+        ):
+            raise ValueError(
+                f"timeout must be a positive, finite number of seconds or None, got {self.timeout!r}"
             )
-    return records
+        if (
+            isinstance(self.min_successes, bool)
+            or not isinstance(self.min_successes, int)
+            or self.min_successes < 1
+        ):
+            raise ValueError(f"min_successes must be an int >= 1, got {self.min_successes!r}")
+        if self.max_concurrency is not None and (
+            isinstance(self.max_concurrency, bool)
+            or not isinstance(self.max_concurrency, int)
+            or self.max_concurrency < 1
+        ):
+            raise ValueError(f"max_concurrency must be an int >= 1 or None, got {self.max_concurrency!r}")
 
-
-def sum_usage(usages: Sequence[Mapping[str, int] | None]) -> dict[str, int]:
-    """Add token usages key by key (missing keys count 0); total = input + output when not given."""
-    total = dict.fromkeys(USAGE_KEYS, 0)
-    for u in usages:
-        if not u:
-            continue
-        for key in USAGE_KEYS:
-            total[key] += int(u.get(key, 0) or 0)
-        if not u.get("total_tokens"):
-            total["total_tokens"] += int(u.get("input_tokens", 0) or 0) + int(u.get("output_tokens", 0) or 0)
-    return total
-
-
-@dataclass(frozen=True)
-class EnsembleOutcome:
-    """The result of one ensemble call.
-
-    Attributes:
-        records: every backend's record, in backend order (failures included).
-        blend: ranking/fusion of the successful answers (indices refer to ``successes``).
-        successes: the records that answered, in backend order.
-        text: the final answer (fused, or the best answer's text).
-        fuser_usage: token usage of the fuser, if it reported any.
-    """
-
-    records: tuple[CandidateRecord, ...]
-    blend: BlendResult
-    successes: tuple[CandidateRecord, ...]
-    text: str
-    fuser_usage: Mapping[str, int] | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
-
-    @property
-    def best(self) -> CandidateRecord:
-        """The top-ranked successful backend's record."""
-        return self.successes[self.blend.best]
-
-    @property
-    def chosen_backends(self) -> tuple[str, ...]:
-        return tuple(self.successes[i].backend for i in self.blend.chosen)
-
-    @property
-    def usage(self) -> dict[str, int]:
-        """Summed usage of the backends and the fuser."""
-        return sum_usage([*(r.answer.usage for r in self.successes if r.answer), self.fuser_usage])
-
-    def metadata(self) -> dict[str, Any]:
-        """A JSON-serialisable account: every candidate (backend, score, rank, latency, error), the choice,
-        the fuser and per-backend usage."""
-        position = {r.backend: i for i, r in enumerate(self.successes)}
-        ranks = self.blend.ranking.ranks if self.blend.ranking is not None else [1]
-        candidates = []
-        for r in self.records:
-            i = position.get(r.backend)
-            candidates.append(
-                {
-                    "backend": r.backend,
-                    "text": r.answer.text if r.answer else None,
-                    "score": float(self.blend.scores[i]) if i is not None else None,
-                    "rank": int(ranks[i]) if i is not None else None,
-                    "latency_s": round(r.latency_s, 4),
-                    "error": r.error,
-                    "usage": dict(r.answer.usage) if r.answer and r.answer.usage else None,
-                }
-            )
-        return {
-            "candidates": candidates,
-            "chosen": list(self.chosen_backends),
-            "best": self.best.backend,
-            "fused": self.blend.fused,
-            "fuser": self.blend.fuser,
-            "fuser_error": self.blend.fuser_error,
-            "strategy": self.blend.ranking.strategy if self.blend.ranking is not None else None,
-            "timings": dict(self.blend.timings),
-            "usage_by_backend": {
-                r.backend: dict(r.answer.usage) for r in self.successes if r.answer and r.answer.usage
-            },
-        }
+    @classmethod
+    def from_settings(cls, owner: Any) -> EnsembleConfig:
+        """The config of an object that carries some of these settings as attributes (an adapter's fields);
+        the others keep their defaults."""
+        return cls(**{f.name: getattr(owner, f.name) for f in fields(cls) if hasattr(owner, f.name)})
 
 
 class Ensemble:
-    """Call several backends for one prompt, keep those that answered, rank them and fuse the top-K.
+    """Call several backends for one prompt, keep those that answered, rank them and fuse the top K.
 
     Args:
-        blender: the ranker/fuser pipeline (its ``top_k`` and ``strategy`` apply).
-        timeout: seconds each backend may take (``None``: no limit).
-        min_successes: fewer answers than this is an :class:`EnsembleError`.
-        max_concurrency: at most this many backend calls at once (``None``: all).
+        ranker: a ranker, a folder / hub id / built-in name (loaded on first use), or None for the default.
+        fuser: a fuser, or None to answer with the top-ranked backend.
+        config: the settings (default :class:`EnsembleConfig`); or give them as keyword arguments.
     """
 
     def __init__(
         self,
-        blender: Blender,
-        *,
-        timeout: float | None = None,
-        min_successes: int = 1,
-        max_concurrency: int | None = None,
+        ranker: RankerSpec = None,
+        fuser: BaseFuser | None = None,
+        config: EnsembleConfig | None = None,
+        **settings: Any,
     ) -> None:
-        if min_successes < 1:
-            raise ValueError(f"min_successes must be >= 1, got {min_successes}")
-        if timeout is not None and timeout <= 0:
-            raise ValueError(f"timeout must be positive seconds or None, got {timeout}")
-        if max_concurrency is not None and max_concurrency < 1:
-            raise ValueError(f"max_concurrency must be >= 1 or None, got {max_concurrency}")
-        self.blender = blender
-        self.timeout = timeout
-        self.min_successes = min_successes
-        self.max_concurrency = max_concurrency
+        if config is not None and settings:
+            raise TypeError(f"Ensemble() got both a config and settings {sorted(settings)}; pass one of them")
+        self.config = config if config is not None else EnsembleConfig(**settings)
+        c = self.config
+        self.pipeline = BlendPipeline(
+            ranker,
+            fuser,
+            top_k=c.top_k,
+            strategy=c.strategy,
+            fallback_on_fuser_error=c.fallback_on_fuser_error,
+        )
 
-    def _check(self, records: list[CandidateRecord]) -> tuple[CandidateRecord, ...]:
+    @property
+    def fuser(self) -> BaseFuser | None:
+        return self.pipeline.fuser
+
+    def check_backend_count(self, n_backends: int) -> None:
+        """Raise when ``min_successes`` can never be met by ``n_backends`` backends."""
+        if self.config.min_successes > n_backends:
+            raise ValueError(
+                f"min_successes={self.config.min_successes} but only {n_backends} backends; "
+                "lower min_successes or add backends"
+            )
+
+    # ------------------------------------------------------------------ backends
+    def call(self, calls: Calls) -> list[CandidateRecord]:
+        """Call every backend concurrently (threads), each within the timeout; failures become records."""
+        return call_backends(calls, timeout=self.config.timeout, max_concurrency=self.config.max_concurrency)
+
+    async def acall(self, calls: AsyncCalls) -> list[CandidateRecord]:
+        """Await every backend concurrently, each within the timeout; failures become records."""
+        return await acall_backends(
+            calls, timeout=self.config.timeout, max_concurrency=self.config.max_concurrency
+        )
+
+    # ------------------------------------------------------------------ ranking
+    def _successes(self, records: list[CandidateRecord]) -> tuple[CandidateRecord, ...]:
         successes = tuple(r for r in records if r.ok)
-        if len(successes) < self.min_successes:
-            raise EnsembleError(records, self.min_successes)
+        if len(successes) < self.config.min_successes:
+            raise EnsembleError(records, self.config.min_successes)
         return successes
 
-    def _texts(self, successes: tuple[CandidateRecord, ...]) -> list[str]:
-        return [r.answer.ranked_text for r in successes if r.answer is not None]
+    def select(self, prompt: str, records: list[CandidateRecord]) -> EnsembleOutcome:
+        """Rank the answers of ``records`` (the best one answers; the top K are chosen for fusion).
 
-    def _finish(
-        self, records: list[CandidateRecord], successes: tuple[CandidateRecord, ...], blend: BlendResult
-    ) -> EnsembleOutcome:
-        if not blend.fused:  # the chosen answer's own text (not its ranking form) is the answer
-            best = successes[blend.best].answer
-            assert best is not None
-            blend = replace(blend, text=best.text)
-        return EnsembleOutcome(tuple(records), blend, successes, blend.text)
+        Raises:
+            EnsembleError: fewer answers than ``min_successes``.
+        """
+        successes = self._successes(records)
+        texts = [r.answer.ranked_text for r in successes if r.answer is not None]
+        (blend,) = self.pipeline.rank([prompt], [texts])
+        return EnsembleOutcome(tuple(records), blend, successes)
 
-    def select(
-        self, prompt: str, records: list[CandidateRecord], *, fuse: bool = True, **generate_kwargs: Any
+    async def aselect(self, prompt: str, records: list[CandidateRecord]) -> EnsembleOutcome:
+        """Async :meth:`select`: the ranker runs in a worker thread."""
+        successes = self._successes(records)
+        texts = [r.answer.ranked_text for r in successes if r.answer is not None]
+        (blend,) = await self.pipeline.arank([prompt], [texts])
+        return EnsembleOutcome(tuple(records), blend, successes)
+
+    # ------------------------------------------------------------------ fusion
+    def fuses(self, outcome: EnsembleOutcome) -> bool:
+        """Whether the answer is fused: there is a fuser and every answer may be fused (no tool calls)."""
+        return self.fuser is not None and all(r.answer.fusible for r in outcome.successes if r.answer)
+
+    def _fallback(self, outcome: EnsembleOutcome) -> Callable[[], list[Delta]] | None:
+        if not self.config.fallback_on_fuser_error:
+            return None
+        return lambda: [Delta(outcome.best_answer.text, outcome.best_answer)]
+
+    def _fusion_error(self, exc: BaseException) -> FusionError:
+        name = self.fuser.name if self.fuser is not None else "fuser"
+        return FusionError(f"the fuser {name!r} failed: {type(exc).__name__}: {exc}")
+
+    def _ended(
+        self, outcome: EnsembleOutcome, text: str, report: StreamReport, sink: UsageSink
     ) -> EnsembleOutcome:
-        """Rank (and fuse) already collected records; raises :class:`EnsembleError` below min_successes."""
-        successes = self._check(records)
-        (blend,) = self.blender.rank_and_fuse(
-            [prompt], [self._texts(successes)], fuse=fuse, **generate_kwargs
+        """The outcome once the fuser's stream ended, or fell back to the top-ranked answer."""
+        timings = {**outcome.blend.timings, "fuse_s": report.elapsed_s}
+        if report.first_item_s is not None:
+            timings["fuse_first_token_s"] = report.first_item_s
+        usage = sum_usage(sink) if sink else None
+        name = self.fuser.name if self.fuser is not None else None
+        if report.fell_back:
+            ended = outcome.answered_by_best(fuser=name, fuser_error=report.error, timings=timings)
+        else:
+            ended = replace(
+                outcome, blend=replace(outcome.blend, text=text, fused=True, fuser=name, timings=timings)
+            )
+        return replace(ended, fuser_usage=usage)
+
+    def finish(
+        self, prompt: str, outcome: EnsembleOutcome, *, fuse_kwargs: Mapping[str, Any] | None = None
+    ) -> Iterator[Event]:
+        """Stream the final answer of a selected outcome: :class:`Delta` pieces, then the ended outcome.
+
+        With fusion the fuser's pieces stream; its first must come within the timeout, and a failure
+        before it streams the top-ranked answer instead (or raises :class:`FusionError` with the fallback
+        off). After the first piece there is no way back: later errors are raised. Without fusion the
+        chosen answer comes as one piece. ``fuse_kwargs`` go to the fuser (e.g. a callback config).
+        """
+        if not self.fuses(outcome):
+            ended = outcome.answered_by_best()
+            yield Delta(ended.text, ended.best_answer)
+            yield ended
+            return
+        sink: UsageSink = []
+        report = StreamReport()
+        kwargs = dict(fuse_kwargs or {})
+        pieces = guarded_stream(
+            lambda: (
+                Delta(p) for p in self.pipeline.stream_fuse(prompt, outcome.blend, usage_sink=sink, **kwargs)
+            ),
+            timeout=self.config.timeout,
+            fallback=self._fallback(outcome),
+            report=report,
         )
-        return self._finish(records, successes, blend)
+        text = ""
+        try:
+            for piece in pieces:
+                text += piece.text
+                yield piece
+        except Exception as exc:
+            if report.first_item_s is None:  # failed before any output, with the fallback off
+                raise self._fusion_error(exc) from exc
+            raise
+        yield self._ended(outcome, text, report, sink)
 
-    async def aselect(
-        self, prompt: str, records: list[CandidateRecord], *, fuse: bool = True, **generate_kwargs: Any
-    ) -> EnsembleOutcome:
-        """Async :meth:`select`: ranking in a worker thread, fusion through the fuser's async path."""
-        successes = self._check(records)
-        (blend,) = await self.blender.arank_and_fuse(
-            [prompt], [self._texts(successes)], fuse=fuse, **generate_kwargs
+    async def afinish(
+        self, prompt: str, outcome: EnsembleOutcome, *, fuse_kwargs: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Event]:
+        """Async :meth:`finish`, from the fuser's ``astream``."""
+        if not self.fuses(outcome):
+            ended = outcome.answered_by_best()
+            yield Delta(ended.text, ended.best_answer)
+            yield ended
+            return
+        sink: UsageSink = []
+        report = StreamReport()
+        kwargs = dict(fuse_kwargs or {})
+
+        async def fused() -> AsyncIterator[Delta]:
+            async for p in self.pipeline.astream_fuse(prompt, outcome.blend, usage_sink=sink, **kwargs):
+                yield Delta(p)
+
+        text = ""
+        try:
+            async for piece in aguarded_stream(
+                fused, timeout=self.config.timeout, fallback=self._fallback(outcome), report=report
+            ):
+                text += piece.text
+                yield piece
+        except Exception as exc:
+            if report.first_item_s is None:
+                raise self._fusion_error(exc) from exc
+            raise
+        yield self._ended(outcome, text, report, sink)
+
+    def _after_error(self, outcome: EnsembleOutcome, exc: Exception, start: float) -> EnsembleOutcome:
+        """Not streamed, nothing was shown yet: a fuser that failed mid-answer falls back too."""
+        if isinstance(exc, FusionError):
+            raise exc
+        if not self.config.fallback_on_fuser_error:
+            raise self._fusion_error(exc) from exc
+        name = self.fuser.name if self.fuser is not None else None
+        timings = {**outcome.blend.timings, "fuse_s": time.perf_counter() - start}
+        return outcome.answered_by_best(
+            fuser=name, fuser_error=f"{type(exc).__name__}: {exc}", timings=timings
         )
-        return self._finish(records, successes, blend)
+
+    # ------------------------------------------------------------------ whole calls
+    def stream(
+        self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
+    ) -> Iterator[Event]:
+        """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`."""
+        yield from self.finish(prompt, self.select(prompt, self.call(calls)), fuse_kwargs=fuse_kwargs)
+
+    async def astream(
+        self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
+    ) -> AsyncIterator[Event]:
+        """Async :meth:`stream`."""
+        outcome = await self.aselect(prompt, await self.acall(calls))
+        async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs):
+            yield event
 
     def run(
-        self, prompt: str, calls: Mapping[str, Callable[[], BackendAnswer]], *, fuse: bool = True
+        self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> EnsembleOutcome:
-        """Sync: call the backends concurrently (threads), then rank and fuse."""
-        records = call_backends(calls, timeout=self.timeout, max_concurrency=self.max_concurrency)
-        return self.select(prompt, records, fuse=fuse)
+        """Call, rank and fuse; the finished outcome (a fuser failing at any point falls back, unless the
+        fallback is off)."""
+        outcome = self.select(prompt, self.call(calls))
+        start = time.perf_counter()
+        try:
+            *_, last = self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs)
+        except Exception as exc:
+            return self._after_error(outcome, exc, start)
+        assert isinstance(last, EnsembleOutcome)
+        return last
 
     async def arun(
-        self, prompt: str, calls: Mapping[str, Callable[[], Awaitable[BackendAnswer]]], *, fuse: bool = True
+        self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> EnsembleOutcome:
-        """Async: await the backends concurrently, then rank and fuse off the event loop."""
-        records = await acall_backends(calls, timeout=self.timeout, max_concurrency=self.max_concurrency)
-        return await self.aselect(prompt, records, fuse=fuse)
+        """Async :meth:`run`."""
+        outcome = await self.aselect(prompt, await self.acall(calls))
+        start = time.perf_counter()
+        try:
+            *_, last = [event async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs)]
+        except Exception as exc:
+            return self._after_error(outcome, exc, start)
+        assert isinstance(last, EnsembleOutcome)
+        return last
 
 
-def render_prompt(turns: Sequence[tuple[str, str]]) -> str:
-    """The text the ranker reads as "instruction" for a chat: a lone user turn (with any system text
-    before it) as is; a longer chat as ``ROLE: text`` lines."""
-    system = [t for r, t in turns if r == "system" and t]
-    rest = [(r, t) for r, t in turns if r != "system"]
-    if len(rest) == 1 and rest[0][0] == "user":
-        return "\n".join([*system, rest[0][1]])
-    lines = [f"SYSTEM: {t}" for t in system] + [f"{r.upper()}: {t}" for r, t in rest]
-    return "\n".join(lines)
+def _logged(records: list[CandidateRecord]) -> list[CandidateRecord]:
+    for r in records:
+        if r.error is not None:
+            logger.warning("backend %r dropped after %.2f s: %s", r.backend, r.latency_s, r.error)
+    return records

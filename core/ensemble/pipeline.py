@@ -1,4 +1,8 @@
-"""The core Blender: rank candidates with a PairRanker, then fuse the top-K with a fuser (or pick the best)."""
+"""BlendPipeline: rank ready candidate lists with a ranker, then fuse the top K with a fuser (or pick the best).
+
+The batch form of the ensemble, for candidates already in hand (offline evaluation, preference data); the
+engine (:mod:`blender_core.ensemble.engine`) uses it once the backends have answered.
+"""
 
 from __future__ import annotations
 
@@ -6,14 +10,14 @@ import asyncio
 import logging
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
-from dataclasses import dataclass, field
-from pathlib import Path
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blender_core.base.results import Ranking
 from blender_core.base.validation import check_candidate_lists, check_choice, check_prompts
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.interface import Ranker
+from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
 from blender_core.ranking.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -25,22 +29,23 @@ class FusionError(RuntimeError):
 
 @dataclass(frozen=True)
 class BlendResult:
-    """What :class:`Blender` made of one prompt's candidates.
+    """What the pipeline made of one prompt's candidates.
 
     Attributes:
         candidates: the candidate texts, as given.
-        ranking: the ranking (``None`` when there was a single candidate: nothing to rank).
-        scores: one score per candidate (0.0 for a lone candidate).
-        chosen: indices handed to the fuser (top-K), or ``(best,)`` without fusion.
+        ranking: their ranking (a lone candidate has a trivial one).
+        scores: one score per candidate.
+        chosen: the indices the answer draws on: the top K handed to the fuser when fused, else the best.
         text: the fused answer, or the best candidate.
         fused: whether ``text`` came from the fuser.
         fuser: the fuser's name, if one was used.
         fuser_error: why fusion failed when it fell back to the best candidate.
-        timings: seconds spent ranking (``rank_s``) and fusing (``fuse_s``).
+        timings: seconds spent ranking (``rank_s``) and fusing (``fuse_s``, and ``fuse_first_token_s``
+            when streamed).
     """
 
     candidates: tuple[str, ...]
-    ranking: Ranking | None
+    ranking: Ranking
     scores: tuple[float, ...]
     chosen: tuple[int, ...]
     text: str
@@ -52,22 +57,36 @@ class BlendResult:
     @property
     def best(self) -> int:
         """Index of the top-ranked candidate."""
-        return self.ranking.best if self.ranking is not None else 0
+        return self.ranking.best
 
 
-class Blender:
-    """Compose a ranker and an optional fuser: ``rank_and_fuse`` and ``best_of_n``.
+def check_top_k(top_k: Any) -> int:
+    if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+        raise ValueError(f"top_k must be a positive int (candidates handed to the fuser), got {top_k!r}")
+    return top_k
+
+
+def top_k_of(candidates: Sequence[str], ranking: Ranking, k: int) -> tuple[int, ...]:
+    """The ``k`` best non-empty candidates, best first (an empty answer has nothing to fuse); the best
+    one alone when all are empty."""
+    return tuple(i for i in ranking.order if candidates[i].strip())[:k] or (ranking.best,)
+
+
+class BlendPipeline:
+    """Compose a ranker and an optional fuser: :meth:`rank`, :meth:`rank_and_fuse` and :meth:`best_of_n`.
+
+    ``top_k`` lives here, and only here: the fuser merges exactly the candidates the pipeline chose.
 
     Example:
-        >>> blender = Blender(ranker="builtin:pairrm-minilm-l6", top_k=3)  # doctest: +SKIP
-        >>> r = blender.best_of_n(["What is 2+2?"], [["4", "5", "four (4)"]])[0]  # doctest: +SKIP
-        >>> r.text  # doctest: +SKIP
-        'four (4)'
+        >>> pipeline = BlendPipeline("builtin:pairrm-minilm-l6", fuser, top_k=3)  # doctest: +SKIP
+        >>> r = pipeline.rank_and_fuse(["What is 2+2?"], [["4", "5", "four (4)"]])[0]  # doctest: +SKIP
+        >>> r.text, r.chosen  # doctest: +SKIP
+        ('4 (four)', (2, 0, 1))
     """
 
     def __init__(
         self,
-        ranker: PairRanker | str | Path | None = None,
+        ranker: RankerSpec = None,
         fuser: BaseFuser | None = None,
         *,
         top_k: int = 3,
@@ -75,111 +94,105 @@ class Blender:
         fallback_on_fuser_error: bool = True,
     ) -> None:
         """Args:
-        ranker: a PairRanker, a path / hub id / built-in name, or None for the built-in default ranker.
+        ranker: a ranker, a folder / hub id / built-in name (loaded on first use by ``load_ranker``), or
+            None for the default ranker.
         fuser: a fuser; None returns the top-ranked candidate.
         top_k: candidates handed to the fuser (the paper's K = 3); more than available means all.
         strategy: ranking strategy (see :mod:`blender_core.ranking.strategies`).
         fallback_on_fuser_error: when the fuser raises, return the top-ranked candidate and record the
             error (True), or raise :class:`FusionError` (False).
         """
-        if top_k < 1:
-            raise ValueError(f"top_k must be >= 1, got {top_k}")
-        check_choice(strategy, STRATEGIES, "strategy")
-        self._ranker = ranker
+        self._ranker_spec = check_ranker_spec(ranker)
+        if fuser is not None and not isinstance(fuser, BaseFuser):
+            raise TypeError(
+                f"fuser must be a blender_core fuser (BaseFuser) or None, got {type(fuser).__name__}"
+            )
         self.fuser = fuser
-        self.top_k = top_k
-        self.strategy = strategy
+        self.top_k = check_top_k(top_k)
+        self.strategy = check_choice(strategy, STRATEGIES, "strategy")
         self.fallback_on_fuser_error = fallback_on_fuser_error
 
     @property
-    def ranker(self) -> PairRanker:
-        """The ranker, loaded on first use (the built-in default when none was given)."""
-        if not isinstance(self._ranker, PairRanker):
-            from blender_core.ranking.builtin import DEFAULT_RANKER
+    def ranker(self) -> Ranker:
+        """The ranker, loaded on first use (the default ranker when none was given)."""
+        return load_ranker(self._ranker_spec)
 
-            self._ranker = PairRanker.from_pretrained(
-                self._ranker if self._ranker is not None else DEFAULT_RANKER
-            )
-        return self._ranker
+    @property
+    def ranker_spec(self) -> RankerSpec:
+        """The ranker as given (an object, a name or None)."""
+        return self._ranker_spec
 
-    def _rank(
-        self, prompts: list[str], cands: list[list[str]], strategy: str
-    ) -> tuple[list[Ranking | None], float]:
+    # ------------------------------------------------------------------ ranking
+    def rank(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        top_k: int | None = None,
+        strategy: str | None = None,
+    ) -> list[BlendResult]:
+        """Rank each prompt's candidates and choose the top K for fusion, without fusing.
+
+        ``text`` is the best candidate, ``chosen`` the top K (what :meth:`stream_fuse` will merge) when
+        there is a fuser, else the best alone.
+        """
+        p = check_prompts(prompts, "rank")
+        cands = check_candidate_lists(p, candidates, "rank", 1)
+        k = self.top_k if top_k is None else check_top_k(top_k)
+        strat = check_choice(strategy or self.strategy, STRATEGIES, "strategy")
         start = time.perf_counter()
-        multi = [k for k, c in enumerate(cands) if len(c) > 1]
-        rankings: list[Ranking | None] = [None] * len(prompts)
-        if multi:
-            done = self.ranker.rank([prompts[k] for k in multi], [cands[k] for k in multi], strategy=strategy)
-            for k, r in zip(multi, done, strict=True):
-                rankings[k] = r
-        return rankings, time.perf_counter() - start
+        rankings = self.ranker.rank(p, cands, strategy=strat)
+        rank_s = time.perf_counter() - start
+        out = []
+        for c, r in zip(cands, rankings, strict=True):
+            chosen = top_k_of(c, r, k) if self.fuser is not None else (r.best,)
+            scores = tuple(float(s) for s in r.scores)
+            out.append(BlendResult(tuple(c), r, scores, chosen, c[r.best], timings={"rank_s": rank_s}))
+        return out
+
+    async def arank(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        top_k: int | None = None,
+        strategy: str | None = None,
+    ) -> list[BlendResult]:
+        """Async :meth:`rank`: the ranker runs in a worker thread, so the event loop is never blocked."""
+        return await asyncio.to_thread(self.rank, prompts, candidates, top_k=top_k, strategy=strategy)
 
     def best_of_n(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, strategy: str = "knockout"
     ) -> list[BlendResult]:
-        """Pick the best candidate per prompt (no fusion); ``knockout`` costs 2(n-1) passes."""
+        """Pick the best candidate per prompt (no fusion); ``knockout`` costs 2(n-1) comparisons."""
         p = check_prompts(prompts, "best_of_n")
         cands = check_candidate_lists(p, candidates, "best_of_n", 1)
-        check_choice(strategy, STRATEGIES, "strategy")
-        rankings, rank_s = self._rank(p, cands, strategy)
-        out = []
-        for c, r in zip(cands, rankings, strict=True):
-            best = r.best if r is not None else 0
-            scores = tuple(float(s) for s in r.scores) if r is not None else (0.0,)
-            out.append(BlendResult(tuple(c), r, scores, (best,), c[best], timings={"rank_s": rank_s}))
-        return out
+        return [
+            _only_best(r)
+            for r in self.rank(p, cands, strategy=check_choice(strategy, STRATEGIES, "strategy"))
+        ]
 
-    def _prepare(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        top_k: int | None,
-        strategy: str | None,
-    ) -> tuple[list[str], list[list[str]], list[Ranking | None], list[tuple[int, ...]], float]:
-        """Validate, rank, and choose the top-K per prompt."""
-        p = check_prompts(prompts, "rank_and_fuse")
-        cands = check_candidate_lists(p, candidates, "rank_and_fuse", 1)
-        k = self.top_k if top_k is None else top_k
-        if k < 1:
-            raise ValueError(f"top_k must be >= 1, got {k}")
-        strat = check_choice(strategy or self.strategy, STRATEGIES, "strategy")
-        rankings, rank_s = self._rank(p, cands, strat)
-        chosen = [tuple(r.order[:k]) if r is not None else (0,) for r in rankings]
-        return p, cands, rankings, chosen, rank_s
-
-    def _fusion_failed(self, fuser: BaseFuser, exc: Exception) -> str:
+    # ------------------------------------------------------------------ fusion
+    def _fusion_failed(self, exc: Exception) -> str:
+        name = self.fuser.name if self.fuser is not None else "fuser"
         if not self.fallback_on_fuser_error:
-            raise FusionError(f"the fuser {fuser.name!r} failed: {type(exc).__name__}: {exc}") from exc
+            raise FusionError(f"the fuser {name!r} failed: {type(exc).__name__}: {exc}") from exc
         error = f"{type(exc).__name__}: {exc}"
-        logger.warning("fuser %r failed (%s); falling back to the top-ranked candidates", fuser.name, error)
+        logger.warning("fuser %r failed (%s); falling back to the top-ranked candidates", name, error)
         return error
 
-    def _results(
-        self,
-        cands: list[list[str]],
-        rankings: list[Ranking | None],
-        chosen: list[tuple[int, ...]],
-        fuser: BaseFuser | None,
-        fused: list[str] | None,
-        error: str | None,
-        timings: dict[str, float],
+    def _fused(
+        self, ranked: list[BlendResult], fused: list[str] | None, error: str | None, fuse_s: float
     ) -> list[BlendResult]:
+        fuser = self.fuser
+        assert fuser is not None
         out = []
-        for j, (c, r, idx) in enumerate(zip(cands, rankings, chosen, strict=True)):
-            scores = tuple(float(s) for s in r.scores) if r is not None else (0.0,)
-            out.append(
-                BlendResult(
-                    tuple(c),
-                    r,
-                    scores,
-                    idx if self.fuser is not None else idx[:1],
-                    fused[j] if fused is not None else c[idx[0]],
-                    fused=fused is not None,
-                    fuser=fuser.name if fuser is not None else None,
-                    fuser_error=error,
-                    timings=dict(timings),
-                )
-            )
+        for j, r in enumerate(ranked):
+            timings = {**r.timings, "fuse_s": fuse_s}
+            if fused is None:
+                out.append(_only_best(r, fuser=fuser.name, fuser_error=error, timings=timings))
+            else:
+                out.append(replace(r, text=fused[j], fused=True, fuser=fuser.name, timings=timings))
         return out
 
     def rank_and_fuse(
@@ -189,29 +202,26 @@ class Blender:
         *,
         top_k: int | None = None,
         strategy: str | None = None,
-        fuse: bool = True,
         **generate_kwargs: Any,
     ) -> list[BlendResult]:
-        """Rank each prompt's candidates and fuse the top-K (without a fuser: return the best).
+        """Rank each prompt's candidates and fuse the top K (without a fuser: return the best).
 
-        With ``fuse=False`` the top-K are chosen but not fused (``text`` is the best candidate): the first
-        half of a streamed answer, whose second half is :meth:`stream_fuse`. A fuser that raises falls back
-        to the best candidate (``fuser_error`` says why) unless ``fallback_on_fuser_error`` is off.
+        A fuser that raises falls back to the best candidate (``fuser_error`` says why) unless
+        ``fallback_on_fuser_error`` is off. ``generate_kwargs`` go to the fuser.
         """
-        p, cands, rankings, chosen, rank_s = self._prepare(prompts, candidates, top_k, strategy)
-        fuser = self.fuser if fuse else None
-        fused: list[str] | None = None
-        error: str | None = None
+        ranked = self.rank(prompts, candidates, top_k=top_k, strategy=strategy)
+        if self.fuser is None:
+            return ranked
         start = time.perf_counter()
-        if fuser is not None:
-            try:
-                fused = fuser.fuse(
-                    p, [[c[i] for i in idx] for c, idx in zip(cands, chosen, strict=True)], **generate_kwargs
-                )
-            except Exception as exc:
-                error = self._fusion_failed(fuser, exc)
-        timings = {"rank_s": rank_s, "fuse_s": time.perf_counter() - start if fuser is not None else 0.0}
-        return self._results(cands, rankings, chosen, fuser, fused, error, timings)
+        fused: list[str] | None = None
+        error = None
+        try:
+            fused = self.fuser.fuse(
+                list(prompts), [[r.candidates[i] for i in r.chosen] for r in ranked], **generate_kwargs
+            )
+        except Exception as exc:
+            error = self._fusion_failed(exc)
+        return self._fused(ranked, fused, error, time.perf_counter() - start)
 
     async def arank_and_fuse(
         self,
@@ -220,29 +230,25 @@ class Blender:
         *,
         top_k: int | None = None,
         strategy: str | None = None,
-        fuse: bool = True,
         **generate_kwargs: Any,
     ) -> list[BlendResult]:
         """Async :meth:`rank_and_fuse`: ranking in a worker thread, fusion through the fuser's ``afuse``."""
-        p, cands, rankings, chosen, rank_s = await asyncio.to_thread(
-            self._prepare, prompts, candidates, top_k, strategy
-        )
-        fuser = self.fuser if fuse else None
-        fused: list[str] | None = None
-        error: str | None = None
+        ranked = await self.arank(prompts, candidates, top_k=top_k, strategy=strategy)
+        if self.fuser is None:
+            return ranked
         start = time.perf_counter()
-        if fuser is not None:
-            try:
-                fused = await fuser.afuse(
-                    p, [[c[i] for i in idx] for c, idx in zip(cands, chosen, strict=True)], **generate_kwargs
-                )
-            except Exception as exc:
-                error = self._fusion_failed(fuser, exc)
-        timings = {"rank_s": rank_s, "fuse_s": time.perf_counter() - start if fuser is not None else 0.0}
-        return self._results(cands, rankings, chosen, fuser, fused, error, timings)
+        fused: list[str] | None = None
+        error = None
+        try:
+            fused = await self.fuser.afuse(
+                list(prompts), [[r.candidates[i] for i in r.chosen] for r in ranked], **generate_kwargs
+            )
+        except Exception as exc:
+            error = self._fusion_failed(exc)
+        return self._fused(ranked, fused, error, time.perf_counter() - start)
 
     def stream_fuse(self, prompt: str, result: BlendResult, **generate_kwargs: Any) -> Iterator[str]:
-        """Stream the fusion of an already ranked result's chosen candidates (or yield the best one)."""
+        """Stream the fusion of a ranked result's chosen candidates (without a fuser: yield the best one)."""
         if self.fuser is None:
             yield result.candidates[result.best]
             return
@@ -259,3 +265,8 @@ class Blender:
             prompt, [result.candidates[i] for i in result.chosen], **generate_kwargs
         ):
             yield piece
+
+
+def _only_best(result: BlendResult, **changes: Any) -> BlendResult:
+    """The result answering with its best candidate (not fused): ``chosen`` is that candidate alone."""
+    return replace(result, chosen=(result.best,), text=result.candidates[result.best], fused=False, **changes)

@@ -9,6 +9,7 @@ from typing import Any
 
 import torch
 
+from blender_core.base.usage import UsageSink, report_usage
 from blender_core.base.validation import check_candidate_lists, check_prompts, check_text
 
 logger = logging.getLogger(__name__)
@@ -82,6 +83,33 @@ def merge_generate_kwargs(defaults: dict[str, Any], *overrides: dict[str, Any] |
     return {k: v for k, v in out.items() if v is not None}
 
 
+def generated_lengths(new_ids: torch.Tensor, eos_ids: set[int]) -> list[int]:
+    """Tokens each row generated: up to and including its first end-of-sequence token, else all of them."""
+    out = []
+    for row in new_ids.tolist():
+        end = next((i for i, t in enumerate(row) if t in eos_ids), None)
+        out.append(len(row) if end is None else end + 1)
+    return out
+
+
+def eos_ids(model: Any, tokenizer: Any) -> set[int]:
+    """The end-of-sequence ids generation stops at (the model's generation config, else the tokenizer's)."""
+    ids = getattr(getattr(model, "generation_config", None), "eos_token_id", None)
+    if ids is None:
+        ids = tokenizer.eos_token_id
+    return set(ids) if isinstance(ids, (list, tuple)) else ({int(ids)} if ids is not None else set())
+
+
+def report_batch_usage(
+    sink: UsageSink | None, attention_mask: torch.Tensor, new_ids: torch.Tensor, eos: set[int]
+) -> None:
+    """One usage entry per row of a ``generate`` call: its prompt tokens and the tokens it generated."""
+    if sink is None:
+        return
+    for n_in, n_out in zip(attention_mask.sum(dim=1).tolist(), generated_lengths(new_ids, eos), strict=True):
+        report_usage(sink, int(n_in), int(n_out))
+
+
 def stream_generate(
     model: Any,
     tokenizer: Any,
@@ -89,18 +117,25 @@ def stream_generate(
     gen_kwargs: dict[str, Any],
     *,
     skip_prompt: bool,
+    usage_sink: UsageSink | None = None,
 ) -> Iterator[str]:
     """Run ``model.generate`` in a thread and yield the decoded text as it comes (``TextIteratorStreamer``).
 
     An error in the generation thread is re-raised here. When the consumer stops early (closes the
-    generator), generation is stopped at the next token instead of running to the end.
+    generator), generation is stopped at the next token instead of running to the end. The tokens read
+    and generated go to ``usage_sink`` when the stream ends.
     """
     from transformers import StoppingCriteria, StoppingCriteriaList, TextIteratorStreamer
 
     cancel = threading.Event()
+    # the sequence the stopping criteria see: the prompt and the answer (causal), or the decoder's ids
+    # after its start token (seq2seq); its last length counts the generated tokens
+    start = inputs["input_ids"].shape[1] if skip_prompt else 1
+    seen = [start]
 
     class _Cancelled(StoppingCriteria):
         def __call__(self, input_ids: torch.Tensor, scores: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+            seen[0] = int(input_ids.shape[1])
             return torch.full(
                 (input_ids.shape[0],), cancel.is_set(), dtype=torch.bool, device=input_ids.device
             )
@@ -128,3 +163,4 @@ def stream_generate(
         thread.join()
     if errors:
         raise errors[0]
+    report_usage(usage_sink, int(inputs["attention_mask"].sum()), seen[0] - start)

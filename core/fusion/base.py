@@ -8,6 +8,8 @@ from abc import ABC, abstractmethod
 from collections.abc import AsyncIterator, Iterator, Sequence
 from typing import Any
 
+from blender_core.base.usage import UsageSink
+
 # The fusion prompt of the LLM fusers (causal LMs and chat models); the seq2seq fuser uses the
 # published gen_fuser_3b text format instead (see blender_core.fusion.seq2seq).
 FUSION_SYSTEM_PROMPT = (
@@ -27,7 +29,10 @@ def fusion_messages(instruction: str, candidates: Sequence[str]) -> list[dict[st
 class BaseFuser(ABC):
     """A fuser. Subclasses implement :meth:`fuse` and may override :meth:`stream` and the async variants.
 
-    Inputs are never mutated. ``instructions[k]`` is the full instruction text (instruction + input).
+    Inputs are never mutated. ``instructions[k]`` is the full instruction text (instruction + input); the
+    candidates come ranked and already chosen (the pipeline's ``top_k``). Every method takes
+    ``usage_sink``: a list the fuser appends the token usage of its model calls to (keys of
+    :data:`blender_core.base.usage.USAGE_KEYS`), which the engine adds to the ensemble's usage.
     """
 
     #: a short name recorded in results and metadata
@@ -35,22 +40,46 @@ class BaseFuser(ABC):
 
     @abstractmethod
     def fuse(
-        self, instructions: Sequence[str], candidates: Sequence[Sequence[str]], **generate_kwargs: Any
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        usage_sink: UsageSink | None = None,
+        **generate_kwargs: Any,
     ) -> list[str]:
         """One fused answer per instruction from its candidates (already ranked, best first)."""
 
-    def stream(self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any) -> Iterator[str]:
+    def stream(
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        *,
+        usage_sink: UsageSink | None = None,
+        **generate_kwargs: Any,
+    ) -> Iterator[str]:
         """Yield the fused answer in pieces; the default yields the whole answer at once."""
-        yield self.fuse([instruction], [candidates], **generate_kwargs)[0]
+        yield self.fuse([instruction], [candidates], usage_sink=usage_sink, **generate_kwargs)[0]
 
     async def afuse(
-        self, instructions: Sequence[str], candidates: Sequence[Sequence[str]], **generate_kwargs: Any
+        self,
+        instructions: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        usage_sink: UsageSink | None = None,
+        **generate_kwargs: Any,
     ) -> list[str]:
         """Async :meth:`fuse`; the default runs it in a worker thread so the event loop is not blocked."""
-        return await asyncio.to_thread(self.fuse, instructions, candidates, **generate_kwargs)
+        return await asyncio.to_thread(
+            self.fuse, instructions, candidates, usage_sink=usage_sink, **generate_kwargs
+        )
 
     async def astream(
-        self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        *,
+        usage_sink: UsageSink | None = None,
+        **generate_kwargs: Any,
     ) -> AsyncIterator[str]:
         """Async :meth:`stream`; the default drives the sync generator in a worker thread."""
         loop = asyncio.get_running_loop()
@@ -58,7 +87,7 @@ class BaseFuser(ABC):
 
         def produce() -> None:
             try:
-                for piece in self.stream(instruction, candidates, **generate_kwargs):
+                for piece in self.stream(instruction, candidates, usage_sink=usage_sink, **generate_kwargs):
                     loop.call_soon_threadsafe(queue.put_nowait, ("piece", piece))
             except BaseException as exc:  # handed over to the consumer, re-raised there
                 loop.call_soon_threadsafe(queue.put_nowait, ("error", exc))

@@ -12,10 +12,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.devices import resolve_device, resolve_dtype
+from blender_core.base.usage import UsageSink
 from blender_core.base.validation import check_positive, positive_int
 from blender_core.fusion._common import (
     check_fuse_args,
+    eos_ids,
     merge_generate_kwargs,
+    report_batch_usage,
     select_candidates,
     stream_generate,
     truncate_candidate,
@@ -213,6 +216,7 @@ class LLMFuser(BaseFuser):
         candidates: Sequence[Sequence[str]],
         *,
         batch_size: int | None = None,
+        usage_sink: UsageSink | None = None,
         **generate_kwargs: Any,
     ) -> list[str]:
         """Fuse the candidates of each instruction into one answer.
@@ -221,6 +225,7 @@ class LLMFuser(BaseFuser):
             instructions: the full instruction text of each example.
             candidates: per instruction, its candidates ranked best first (at least one non-empty).
             batch_size: overrides the fuser's batch size for this call.
+            usage_sink: gets one usage entry per instruction (prompt tokens, generated tokens).
             generate_kwargs: passed to ``model.generate`` over the defaults (greedy, 256 new tokens).
 
         Returns:
@@ -239,16 +244,31 @@ class LLMFuser(BaseFuser):
             output_ids = self.model.generate(**batch, **gen_kwargs)  # (batch, prompt + new)
             new_ids = output_ids[:, batch["input_ids"].shape[1] :]  # (batch, new)
             out.extend(self.tokenizer.batch_decode(new_ids, skip_special_tokens=True))
+            report_batch_usage(
+                usage_sink, batch["attention_mask"], new_ids, eos_ids(self.model, self.tokenizer)
+            )
         return out
 
-    def stream(self, instruction: str, candidates: Sequence[str], **generate_kwargs: Any) -> Iterator[str]:
+    def stream(
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        *,
+        usage_sink: UsageSink | None = None,
+        **generate_kwargs: Any,
+    ) -> Iterator[str]:
         """Yield the fused answer in pieces as the model generates it (their concatenation is what
         :meth:`fuse` returns for the same arguments)."""
         text = self.prompts([instruction], [candidates])[0]
         gen_kwargs = self._generate_kwargs(generate_kwargs)
         if gen_kwargs.get("num_beams", 1) > 1:  # streamers do not support beam search
-            yield from super().stream(instruction, candidates, **generate_kwargs)
+            yield from super().stream(instruction, candidates, usage_sink=usage_sink, **generate_kwargs)
             return
         yield from stream_generate(
-            self.model, self.tokenizer, self._encode([text]), gen_kwargs, skip_prompt=True
+            self.model,
+            self.tokenizer,
+            self._encode([text]),
+            gen_kwargs,
+            skip_prompt=True,
+            usage_sink=usage_sink,
         )

@@ -12,10 +12,13 @@ from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.devices import resolve_device, resolve_dtype
+from blender_core.base.usage import UsageSink
 from blender_core.base.validation import check_positive, positive_int
 from blender_core.fusion._common import (
     check_fuse_args,
+    eos_ids,
     merge_generate_kwargs,
+    report_batch_usage,
     select_candidates,
     stream_generate,
     truncate_candidate,
@@ -210,6 +213,7 @@ class GenFuser(BaseFuser):
         *,
         inputs: Sequence[str] | None = None,
         batch_size: int | None = None,
+        usage_sink: UsageSink | None = None,
         **generate_kwargs: Any,
     ) -> list[str]:
         """Fuse the candidates of each instruction into one answer.
@@ -219,6 +223,7 @@ class GenFuser(BaseFuser):
             candidates: per instruction, its candidates ranked best first (at least one non-empty).
             inputs: the optional "Input: " text per instruction (the reference's ``inputs``); default "".
             batch_size: overrides the fuser's batch size for this call.
+            usage_sink: gets one usage entry per instruction (input tokens, generated tokens).
             generate_kwargs: passed to ``model.generate`` over the defaults (num_beams 4, max_new_tokens 128).
 
         Returns:
@@ -236,10 +241,20 @@ class GenFuser(BaseFuser):
             batch = self._encode(texts[start : start + bs])
             output_ids = self.model.generate(**batch, **gen_kwargs)  # (batch, new_len)
             out.extend(self.tokenizer.batch_decode(output_ids, skip_special_tokens=True))
+            # the first decoder id is the start token, not generated
+            report_batch_usage(
+                usage_sink, batch["attention_mask"], output_ids[:, 1:], eos_ids(self.model, self.tokenizer)
+            )
         return out
 
     def stream(
-        self, instruction: str, candidates: Sequence[str], *, input: str = "", **generate_kwargs: Any
+        self,
+        instruction: str,
+        candidates: Sequence[str],
+        *,
+        input: str = "",
+        usage_sink: UsageSink | None = None,
+        **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the fused answer in pieces as it is generated.
 
@@ -248,9 +263,16 @@ class GenFuser(BaseFuser):
         """
         gen_kwargs = self._generate_kwargs(generate_kwargs)
         if gen_kwargs.get("num_beams", 1) > 1:
-            yield from super().stream(instruction, candidates, inputs=[input], **generate_kwargs)
+            yield from super().stream(
+                instruction, candidates, inputs=[input], usage_sink=usage_sink, **generate_kwargs
+            )
             return
         text = self.build_inputs([instruction], [candidates], [input])[0]
         yield from stream_generate(
-            self.model, self.tokenizer, self._encode([text]), gen_kwargs, skip_prompt=False
+            self.model,
+            self.tokenizer,
+            self._encode([text]),
+            gen_kwargs,
+            skip_prompt=False,
+            usage_sink=usage_sink,
         )

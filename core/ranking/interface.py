@@ -1,8 +1,9 @@
 """The ranker interface: what the pipeline, the engine, the adapters and the CLI need of any ranker.
 
-A ranker ranks each prompt's candidates (``rank``: a batch of prompts, one :class:`Ranking` each) and one
-prompt's candidates (``rank_one``: the candidates best first, with their scores). :class:`BaseRanker` gives
-``rank_one`` and ``best_of_n`` on top of ``rank``, so an implementation writes ``rank`` only. The PairRM
+A ranker ranks each prompt's candidates: ``rank`` takes a batch of prompts and returns one
+:class:`Ranking` each. That is the whole protocol; :func:`rank_one` ranks one prompt's candidates with any
+ranker (the candidates best first, with their scores), and :class:`BaseRanker` gives ``rank_one`` and
+``best_of_n`` as methods, so an implementation writes ``rank`` only. The PairRM
 :class:`~blender_core.ranking.pair_ranker.PairRanker` is the first implementation.
 
 Example:
@@ -24,7 +25,7 @@ from blender_core.base.validation import check_candidate_lists, check_prompts, c
 
 @runtime_checkable
 class Ranker(Protocol):
-    """Anything that ranks candidate answers to prompts.
+    """Anything that ranks candidate answers to prompts: a ``rank`` method.
 
     A single candidate is a valid, trivial ranking (score 0, rank 1); no candidate at all is an error.
     Scores are higher-is-better; what they mean depends on the ranker and its strategy.
@@ -41,11 +42,29 @@ class Ranker(Protocol):
         """One :class:`Ranking` per prompt of its candidates (their number may differ per prompt)."""
         ...
 
-    def rank_one(
-        self, prompt: str, candidates: Sequence[str], *, top_k: int | None = None, strategy: str = "full"
-    ) -> list[RankedCandidate]:
-        """One prompt's candidates, best first (the first ``top_k`` of them), with their scores and ranks."""
-        ...
+
+def rank_one(
+    ranker: Ranker,
+    prompt: str,
+    candidates: Sequence[str],
+    *,
+    top_k: int | None = None,
+    strategy: str = "full",
+    **rank_kwargs: Any,
+) -> list[RankedCandidate]:
+    """Rank one prompt's candidates with ``ranker``: the candidates best first (the first ``top_k``), each
+    with its index, text, score and rank.
+
+    Example:
+        >>> [c.index for c in rank_one(ranker, "2+2?", ["5", "4", "four"], top_k=2)]  # doctest: +SKIP
+        [1, 2]
+    """
+    text = check_text(prompt, "rank_one(): prompt")
+    (cands,) = check_candidate_lists([text], [candidates], "rank_one", 1)
+    check_top_k(top_k)
+    (ranking,) = ranker.rank([text], [cands], strategy=strategy, **rank_kwargs)
+    ranked = ranking.candidates(cands)
+    return ranked if top_k is None else ranked[:top_k]
 
 
 class BaseRanker(ABC):
@@ -74,18 +93,8 @@ class BaseRanker(ABC):
         strategy: str = "full",
         **rank_kwargs: Any,
     ) -> list[RankedCandidate]:
-        """Rank one prompt's candidates; the candidates best first, each with its index, text, score and rank.
-
-        Example:
-            >>> [c.index for c in ranker.rank_one("2+2?", ["5", "4", "four"], top_k=2)]  # doctest: +SKIP
-            [1, 2]
-        """
-        text = check_text(prompt, "rank_one(): prompt")
-        (cands,) = check_candidate_lists([text], [candidates], "rank_one", 1)
-        check_top_k(top_k)
-        (ranking,) = self.rank([text], [cands], strategy=strategy, **rank_kwargs)
-        ranked = ranking.candidates(cands)
-        return ranked if top_k is None else ranked[:top_k]
+        """Rank one prompt's candidates: see :func:`rank_one`."""
+        return rank_one(self, prompt, candidates, top_k=top_k, strategy=strategy, **rank_kwargs)
 
     def best_of_n(
         self,
@@ -105,4 +114,3 @@ def ranker_name(ranker: Any) -> str:
     """A short name for a ranker object (its ``name``, else its class name)."""
     name = getattr(ranker, "name", None)
     return name if isinstance(name, str) and name else type(ranker).__name__
-

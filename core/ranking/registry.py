@@ -22,6 +22,9 @@ from blender_core.ranking.builtin import DEFAULT_RANKER
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.pair_ranker import PairRanker
 
+#: how many items the rerankers (the LangChain compressor, the LlamaIndex postprocessor) keep by default
+DEFAULT_TOP_N = 3
+
 #: what ``load_ranker`` accepts
 RankerSpec: TypeAlias = Ranker | str | Path | None
 
@@ -38,7 +41,7 @@ def check_ranker_spec(spec: Any) -> RankerSpec:
     if spec is None or isinstance(spec, (str, Path)) or isinstance(spec, Ranker):
         return spec
     raise TypeError(
-        f"ranker must be a ranker object (with rank() and rank_one(), e.g. a PairRanker), a folder, a hub id, "
+        f"ranker must be a ranker object (with rank(), e.g. a PairRanker), a folder, a hub id, "
         f"a built-in name such as {DEFAULT_RANKER!r}, or None for the default; got {type(spec).__name__}"
     )
 
@@ -68,7 +71,9 @@ def load_ranker(spec: RankerSpec = None, **options: Any) -> Ranker:
     check_ranker_spec(spec)
     if spec is not None and not isinstance(spec, (str, Path)):
         if options:
-            raise TypeError(f"load_ranker() got loading options {sorted(options)} with a ranker object; it is already loaded")
+            raise TypeError(
+                f"load_ranker() got loading options {sorted(options)} with a ranker object; it is already loaded"
+            )
         return spec
     name = DEFAULT_RANKER if spec is None else str(spec)
     key = (name, *sorted((k, repr(v)) for k, v in options.items()))
@@ -89,3 +94,9 @@ def clear_ranker_cache() -> None:
     with _guard:
         _cache.clear()
         _locks.clear()
+
+
+def cached_specs() -> list[str]:
+    """The names of the rankers loaded so far (a loaded spec is listed once per set of options)."""
+    with _guard:
+        return [key[0] for key in _cache]

@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -196,6 +198,35 @@ def test_core_tests_need_no_framework() -> None:
             if target.split(".")[0] in banned:
                 offenders.append(f"{path.relative_to(ROOT)} imports {target}")
     assert offenders == []
+
+
+_BLOCKED_RUN = """
+import importlib.abc, sys
+class Blocked(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path, target=None):
+        if name.split(".")[0] in BANNED:
+            raise ModuleNotFoundError(f"{name} is not installed (blocked by the test)")
+sys.meta_path.insert(0, Blocked())
+import pytest
+code = pytest.main(["-q", "-p", "no:cacheprovider", "-p", "no:langsmith_plugin", *sys.argv[1:]])
+leaked = sorted(m for m in sys.modules if m.split(".")[0] in BANNED)
+print("LEAKED", leaked)
+sys.exit(code or bool(leaked))
+"""
+
+
+def test_engine_and_pipeline_tests_pass_without_any_framework() -> None:
+    """The engine's and the pipeline's own tests, run with LangChain, LlamaIndex and both adapters made
+    unimportable, as on a machine where no framework extra is installed."""
+    banned = {*FRAMEWORKS, "langchain_blender", "llamaindex_blender", "langchain_tests", "langsmith"}
+    code = f"BANNED = {sorted(banned)!r}\n" + _BLOCKED_RUN
+    targets = ["tests/core/ensemble", "tests/core/ranking/test_interface.py"]
+    proc = subprocess.run(
+        [sys.executable, "-c", code, *targets], cwd=ROOT, capture_output=True, text=True, timeout=300, check=False
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "LEAKED []" in proc.stdout
+    assert " passed" in proc.stdout
 
 
 # ---------------------------------------------------------------------------- the checker itself

@@ -14,7 +14,7 @@ from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.tools import tool
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 
-from blender_core.ensemble.engine import EnsembleError
+from blender_core.ensemble import EnsembleError
 from blender_core.ranking.pair_ranker import PairRanker
 from langchain_blender import BlenderLLM, ChatModelFuser
 from langchain_blender.selection import prompt_text
@@ -446,9 +446,11 @@ def test_list_backends_are_named_after_their_models(tiny_ranker: PairRanker) -> 
         ({"backends": ["not a model"]}, "not a LangChain chat model"),
         ({"min_successes": 4}, "min_successes=4 but only 3 backends"),
         ({"strategy": "random"}, "unknown strategy 'random'"),
-        ({"ranker": 42}, "ranker must be a PairRanker"),
+        ({"ranker": 42}, "ranker must be a ranker object"),
         ({"fuser": "gpt"}, "fuser must be None"),
-        ({"timeout": -1.0}, "timeout must be positive"),
+        ({"timeout": -1.0}, "timeout must be a positive, finite number"),
+        ({"timeout": float("nan")}, "timeout must be a positive, finite number"),
+        ({"top_k": 0}, "top_k must be a positive int"),
     ],
 )
 def test_invalid_settings_are_rejected(tiny_ranker: PairRanker, kwargs: dict[str, Any], match: str) -> None:

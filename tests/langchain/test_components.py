@@ -198,7 +198,7 @@ def test_middleware_keeps_the_best_response_in_an_agent_loop(tiny_ranker: PairRa
 async def test_middleware_async_and_all_failing(tiny_ranker: PairRanker) -> None:
     from langchain.agents import create_agent
 
-    from blender_core.ensemble.engine import EnsembleError
+    from blender_core.ensemble import EnsembleError
     from langchain_blender import BestOfModelsMiddleware
 
     models = [ScriptedChatModel(reply=t, model_name=f"m{i}") for i, t in enumerate(TEXTS[:3])]

@@ -28,8 +28,7 @@ from llama_index.core.instrumentation.events.llm import LLMChatEndEvent, LLMChat
 from llama_index.core.llms import CustomLLM, MockLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
-from blender_core.ensemble.engine import EnsembleError, render_prompt
-from blender_core.ensemble.pipeline import FusionError
+from blender_core.ensemble import EnsembleError, FusionError, render_prompt
 from blender_core.ranking.pair_ranker import PairRanker
 from llamaindex_blender import BlenderLLM, LlamaIndexFuser
 
@@ -84,6 +83,8 @@ class FakeLLM(CustomLLM):
     def stream_chat(self, messages: Any, **kwargs: Any) -> ChatResponseGen:
         def gen() -> ChatResponseGen:
             time.sleep(self.delay)  # the time to the first token
+            if self.error:  # a failing model fails however it is called
+                raise RuntimeError(self.error)
             text = ""
             pieces = self._pieces()
             for k, piece in enumerate(pieces):
@@ -193,7 +194,7 @@ def test_metadata_is_the_most_restrictive_of_the_backends(tiny_ranker: PairRanke
 
 def test_a_list_of_backends_gets_unique_names(tiny_ranker: PairRanker) -> None:
     llm = BlenderLLM([FakeLLM(name="m"), FakeLLM(name="m"), FakeLLM(name="n")], ranker=tiny_ranker)
-    assert list(llm.backends) == ["m", "m-2", "n"]
+    assert list(llm.backends) == ["m", "m#2", "n"]  # one naming for every adapter
 
 
 def test_bad_settings_are_refused(tiny_ranker: PairRanker) -> None:
@@ -201,7 +202,7 @@ def test_bad_settings_are_refused(tiny_ranker: PairRanker) -> None:
         BlenderLLM([], ranker=tiny_ranker)
     with pytest.raises(ValueError, match="min_successes=4 but only 3 backends"):
         BlenderLLM(fakes(), ranker=tiny_ranker, min_successes=4)
-    with pytest.raises(ValueError, match="timeout must be positive"):
+    with pytest.raises(ValueError, match="timeout must be a positive, finite number of seconds"):
         BlenderLLM(fakes(), ranker=tiny_ranker, timeout=0)
     with pytest.raises(ValueError, match="unknown strategy"):
         BlenderLLM(fakes(), ranker=tiny_ranker, strategy="best")

@@ -20,6 +20,7 @@ from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRan
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
+from blender_core.ranking import registry
 from blender_core.ranking.pair_ranker import PairRanker
 from llamaindex_blender import PairRankerRerank
 
@@ -139,22 +140,25 @@ def test_bad_settings_are_refused() -> None:
         PairRankerRerank(top_n=0)
     with pytest.raises(ValueError, match="unknown strategy 'best'"):
         PairRankerRerank(strategy="best")
-    with pytest.raises(ValueError, match="ranker must be a PairRanker"):
+    with pytest.raises(TypeError, match="ranker must be a ranker object"):
         PairRankerRerank(ranker=42)
 
 
 def test_ranker_from_a_path_is_loaded_lazily(tiny_reference_ckpt: Path, tiny_ranker: PairRanker) -> None:
+    registry.clear_ranker_cache()
     rerank = PairRankerRerank(ranker=str(tiny_reference_ckpt), top_n=None)
-    assert rerank._loaded is None
+    assert registry.cached_specs() == []
     out = rerank.postprocess_nodes(make_nodes(), query_str=QUERY)
-    assert isinstance(rerank._loaded, PairRanker)
+    assert registry.cached_specs() == [str(tiny_reference_ckpt)]
+    assert isinstance(rerank.load_ranker(), PairRanker)
     assert [n.node.node_id for n in out] == [f"n{i}" for i in expected(tiny_ranker)[0]]
 
 
 def test_default_ranker_is_not_loaded_at_construction() -> None:
+    registry.clear_ranker_cache()
     rerank = PairRankerRerank(top_n=2)
     assert rerank.model_name == "builtin:pairrm-minilm-l6"
-    assert rerank._loaded is None
+    assert registry.cached_specs() == []
 
 
 def test_callback_and_instrumentation_events(tiny_ranker: PairRanker, collected: list[Any]) -> None:

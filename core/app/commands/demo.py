@@ -146,13 +146,13 @@ def register(app: typer.Typer) -> None:
         load_model_s = time.perf_counter() - start
         typer.echo(f"  chat model {model_id} loaded in {load_model_s:.1f} s")
         start = time.perf_counter()
-        pair_ranker, ranker_name = ranker_from_option(ranker, device=str(model.device))
+        loaded_ranker, ranker_name = ranker_from_option(ranker, device=str(model.device))
         load_ranker_s = time.perf_counter() - start
         typer.echo(f"  ranker {ranker_name} loaded in {load_ranker_s:.1f} s")
         llm = build_ensemble(
             model,
             tokenizer,
-            ranker=pair_ranker,
+            ranker=loaded_ranker,
             fuse=not no_fuse,
             max_new_tokens=max_new_tokens,
             max_concurrency=concurrency,

@@ -73,7 +73,7 @@ def test_ensemble_ranks_the_backends_and_fuses_the_top_three(
     assert "".join(streamed) == answer.answer
     # the fused answer is what the fuser makes of the ranked candidates (greedy, so reproducible)
     texts = [c.text or "" for c in answer.candidates]
-    assert answer.answer == llm.blender.fuser.fuse([PROMPT], [texts])[0]  # type: ignore[union-attr]
+    assert answer.answer == llm.engine.fuser.fuse([PROMPT], [texts])[0]  # type: ignore[union-attr]
     # the ranker's own scores for these answers
     (direct,) = ranker.rank([PROMPT], [texts])
     assert scores == pytest.approx(direct.scores.tolist(), abs=1e-5)

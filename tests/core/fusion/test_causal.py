@@ -73,6 +73,20 @@ async def test_astream_and_afuse(fuser: LLMFuser) -> None:
     assert await fuser.afuse(INSTRUCTIONS[1:2], CANDIDATES[1:2], **SHORT) == expected
 
 
+def test_token_usage_is_reported_the_same_by_fuse_and_stream(fuser: LLMFuser) -> None:
+    """Prompt tokens as the model read them, generated tokens up to and including the end of sequence."""
+    batch, streamed = [], []
+    answers = fuser.fuse(INSTRUCTIONS, CANDIDATES, usage_sink=batch, max_new_tokens=12)
+    prompts = fuser.prompts(INSTRUCTIONS, CANDIDATES)
+    expected_in = [len(fuser.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in prompts]
+    assert [u["input_tokens"] for u in batch] == expected_in
+    assert all(1 <= u["output_tokens"] <= 12 for u in batch)
+    assert all(u["total_tokens"] == u["input_tokens"] + u["output_tokens"] for u in batch)
+    for k in range(len(INSTRUCTIONS)):
+        assert "".join(fuser.stream(INSTRUCTIONS[k], CANDIDATES[k], usage_sink=streamed, max_new_tokens=12)) == answers[k]
+    assert streamed == batch
+
+
 def test_closing_a_stream_stops_generation(fuser: LLMFuser) -> None:
     stream = fuser.stream(INSTRUCTIONS[0], CANDIDATES[0], max_new_tokens=5000, min_new_tokens=5000)
     assert next(stream)

@@ -92,6 +92,22 @@ def test_total_cap_truncates_right(fuser: GenFuser) -> None:
     )
 
 
+def test_token_usage_of_fuse_and_stream(fuser: GenFuser) -> None:
+    greedy = {"num_beams": 1, "max_new_tokens": 10}
+    batch, streamed = [], []
+    instructions, candidates = ["q one", "q two"], [["alpha", "beta"], ["gamma"]]
+    answers = fuser.fuse(instructions, candidates, usage_sink=batch, **greedy)
+    texts = fuser.build_inputs(instructions, candidates)
+    assert [u["input_tokens"] for u in batch] == [len(fuser.tokenizer(t, add_special_tokens=False)["input_ids"]) for t in texts]
+    assert all(1 <= u["output_tokens"] <= 10 for u in batch)
+    for k in range(2):
+        assert "".join(fuser.stream(instructions[k], candidates[k], usage_sink=streamed, **greedy)) == answers[k]
+    assert streamed == batch
+    beams: list[dict[str, int]] = []
+    fuser.fuse(instructions[:1], candidates[:1], usage_sink=beams, max_new_tokens=10)  # beam search counts too
+    assert beams[0]["input_tokens"] == batch[0]["input_tokens"]
+
+
 def test_the_fuser_fuses_every_candidate_it_is_given(fuser: GenFuser) -> None:
     """Choosing the top K is the pipeline's job (tests/core/ensemble/test_pipeline.py): all five go in."""
     five = ["c0", "c1", "c2", "c3", "c4"]

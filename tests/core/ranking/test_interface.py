@@ -3,38 +3,14 @@ from rank() alone gets rank_one and best_of_n."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
-import numpy as np
 import pytest
 
-from blender_core.base.results import Ranking
-from blender_core.ranking import BaseRanker, PairRanker, Ranker
-from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
+from blender_core.ranking import PairRanker, Ranker
+from blender_core.ranking.interface import rank_one
+from tests.helpers.core_fakes import LengthRanker
 
 PROMPT = "write a poem about the sea"
 CANDS = ["a good poem", "bad", "the answer is yes", "poem poem poem", "a poem about the sea waves"]
-
-
-class LengthRanker(BaseRanker):
-    """The longer answer wins: a ranker written from rank() alone."""
-
-    name = "length"
-
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        out = []
-        for cands in candidates:
-            scores = np.array([float(len(c)) for c in cands])
-            order = order_from_scores(scores)
-            out.append(Ranking(scores, ranks_from_scores(scores), order, order[0], strategy))
-        return out
 
 
 def test_pair_ranker_is_a_ranker(tiny_ranker: PairRanker) -> None:
@@ -62,6 +38,7 @@ def test_rank_one_from_rank_alone() -> None:
         "the answer is yes",
     ]
     assert ranker.best_of_n([PROMPT, "x"], [CANDS, ["one"]]) == [4, 0]
+    assert rank_one(ranker, PROMPT, CANDS) == ranker.rank_one(PROMPT, CANDS)  # the free function, any Ranker
 
 
 @pytest.mark.parametrize(

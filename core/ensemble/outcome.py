@@ -1,0 +1,103 @@
+"""The result of one ensemble call, and its JSON account of every candidate."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, replace
+from typing import Any
+
+from blender_core.base.usage import sum_usage
+from blender_core.ensemble.pipeline import BlendResult
+from blender_core.ensemble.records import BackendAnswer, CandidateRecord
+
+
+@dataclass(frozen=True)
+class Delta:
+    """A piece of the final answer as it streams: fused text, or (``answer`` set) the chosen backend's
+    whole answer, which the adapter returns as its own message (tool calls included)."""
+
+    text: str
+    answer: BackendAnswer | None = None
+
+
+@dataclass(frozen=True)
+class EnsembleOutcome:
+    """The result of one ensemble call.
+
+    Attributes:
+        records: every backend's record, in backend order (failures included).
+        blend: ranking (and fusion) of the successful answers; its indices refer to ``successes``.
+        successes: the records that answered, in backend order.
+        fuser_usage: token usage the fuser reported, if any.
+    """
+
+    records: tuple[CandidateRecord, ...]
+    blend: BlendResult
+    successes: tuple[CandidateRecord, ...]
+    fuser_usage: Mapping[str, int] | None = None
+
+    @property
+    def best(self) -> CandidateRecord:
+        """The top-ranked successful backend's record."""
+        return self.successes[self.blend.best]
+
+    @property
+    def best_answer(self) -> BackendAnswer:
+        answer = self.best.answer
+        assert answer is not None  # successes all answered
+        return answer
+
+    @property
+    def text(self) -> str:
+        """The final answer: the fused text, or the chosen backend's own text (not its ranking form)."""
+        return self.blend.text if self.blend.fused else self.best_answer.text
+
+    @property
+    def chosen_backends(self) -> tuple[str, ...]:
+        """The backends the answer draws on: the fused ones, or the best alone."""
+        return tuple(self.successes[i].backend for i in self.blend.chosen)
+
+    @property
+    def usage(self) -> dict[str, int]:
+        """Summed usage of the backends and the fuser."""
+        return sum_usage([*(r.answer.usage for r in self.successes if r.answer), self.fuser_usage])
+
+    def answered_by_best(self, **changes: Any) -> EnsembleOutcome:
+        """This outcome answering with its best candidate, unfused (``changes`` go to the BlendResult)."""
+        b = self.blend
+        blend = replace(b, chosen=(b.best,), text=b.candidates[b.best], fused=False, **changes)
+        return replace(self, blend=blend)
+
+    def metadata(self) -> dict[str, Any]:
+        """A JSON-serialisable account: every candidate (backend, text, score, rank, latency, error, usage),
+        the choice, the fuser, the timings and the usage per backend and of the fuser."""
+        position = {r.backend: i for i, r in enumerate(self.successes)}
+        ranks = self.blend.ranking.ranks
+        candidates = []
+        for r in self.records:
+            i = position.get(r.backend)
+            candidates.append(
+                {
+                    "backend": r.backend,
+                    "text": r.answer.text if r.answer else None,
+                    "score": float(self.blend.scores[i]) if i is not None else None,
+                    "rank": int(ranks[i]) if i is not None else None,
+                    "latency_s": round(r.latency_s, 4),
+                    "error": r.error,
+                    "usage": dict(r.answer.usage) if r.answer and r.answer.usage else None,
+                }
+            )
+        return {
+            "candidates": candidates,
+            "chosen": list(self.chosen_backends),
+            "best": self.best.backend,
+            "fused": self.blend.fused,
+            "fuser": self.blend.fuser,
+            "fuser_error": self.blend.fuser_error,
+            "fuser_usage": dict(self.fuser_usage) if self.fuser_usage else None,
+            "strategy": self.blend.ranking.strategy,
+            "timings": dict(self.blend.timings),
+            "usage_by_backend": {
+                r.backend: dict(r.answer.usage) for r in self.successes if r.answer and r.answer.usage
+            },
+        }
