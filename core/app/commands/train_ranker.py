@@ -102,16 +102,16 @@ def register(app: typer.Typer) -> None:
                 write_jsonl(out / "dev" / f"{name}.heldout.jsonl.gz", [r for r in recs if id(r) in held])
         typer.echo(f"training records: {len(train_records)}; dev records: {len(dev_records)}")
 
-        if encoder is not None:
-            model, tokenizer = build_pairrm_from_encoder(
-                encoder, source_maxlength=source_maxlength, candidate_maxlength=candidate_maxlength,
-                drop_out=config.drop_out,
-            )
-        else:
+        if init_from is not None:  # exactly one of --encoder / --init-from, checked above
             from blender_core.ranking.pair_ranker import PairRanker
 
             ranker = PairRanker.from_pretrained(init_from, device="cpu", dtype=None)
             model, tokenizer = ranker.model, ranker.tokenizer
+        elif encoder is not None:
+            model, tokenizer = build_pairrm_from_encoder(
+                encoder, source_maxlength=source_maxlength, candidate_maxlength=candidate_maxlength,
+                drop_out=config.drop_out,
+            )
         trainer = RankerTrainer(model, tokenizer, config, encoder_name=encoder)
         result = trainer.train(train_records, dev_records or None, out, resume=resume)
         typer.echo(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))

@@ -1,27 +1,34 @@
-"""Fine-tune a seq2seq (GenFuser format) or causal (chat prompt) fuser with accelerate."""
+"""Fine-tune a seq2seq (GenFuser format) or causal (chat prompt) fuser on the shared loop (``training.base``).
+
+What a run writes to ``out_dir``: ``best/`` (the lowest dev loss; the final weights without dev data) and
+``last/``, each a plain transformers checkpoint (LoRA merged) plus ``adapter/`` with LoRA;
+``fuser_train_config.json``, ``log.jsonl`` (the loss of every step, the dev loss, at step 0 too),
+``result.json``.
+"""
 
 from __future__ import annotations
 
 import copy
 import json
 import logging
-import math
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, cast
 
 import torch
-from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
+from blender_core.training.base import TRAIN_HINT, BaseTrainer
 from blender_core.training.fuser.config import FuserTrainConfig
 from blender_core.training.fuser.encoding import Collator, EncodedDataset, encode_causal, encode_seq2seq
 from blender_core.training.fuser.examples import FuserExample
+from blender_core.training.optim import lr_multiplier
+from blender_core.training.run import Run
+
+__all__ = ["FuserTrainResult", "FuserTrainer", "dev_loss", "load_base_model", "lr_multiplier", "resolve_kind"]
 
 logger = logging.getLogger(__name__)
-_TRAIN_HINT = 'pip install "blender-llm[train]"'
 
 
 @dataclass(frozen=True)
@@ -42,38 +49,11 @@ class FuserTrainResult:
     stopped_by: str
 
 
-def lr_multiplier(progress: float, warmup_ratio: float) -> float:
-    """Linear warm-up to 1 over the first ``warmup_ratio`` of training, then linear decay to 0."""
-    if warmup_ratio > 0 and progress < warmup_ratio:
-        return max(progress / warmup_ratio, 1e-3)
-    return max(0.0, (1.0 - progress) / (1.0 - warmup_ratio))
-
-
 def resolve_kind(model: PreTrainedModel, kind: str) -> str:
     """``seq2seq`` for encoder-decoder models, ``causal`` otherwise (unless ``kind`` says)."""
     if kind != "auto":
         return kind
     return "seq2seq" if getattr(model.config, "is_encoder_decoder", False) else "causal"
-
-
-def _mixed_precision(setting: str, kind: str) -> str:
-    if setting != "auto":
-        return setting
-    if torch.cuda.is_available():
-        if torch.cuda.is_bf16_supported():
-            return "bf16"
-        return "fp16" if kind == "causal" else "no"  # T5 overflows in fp16
-    return "no"
-
-
-def _param_groups(model: torch.nn.Module, weight_decay: float) -> list[dict[str, Any]]:
-    """AdamW groups: no decay for biases and norms."""
-    decay: list[torch.nn.Parameter] = []
-    no_decay: list[torch.nn.Parameter] = []
-    for name, p in model.named_parameters():
-        if p.requires_grad:
-            (no_decay if p.ndim < 2 or "norm" in name.lower() else decay).append(p)
-    return [{"params": decay, "weight_decay": weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
 
 
 @torch.no_grad()
@@ -95,7 +75,7 @@ def dev_loss(model: Any, loader: Any, device: torch.device) -> float:
     return total / max(count, 1)
 
 
-class FuserTrainer:
+class FuserTrainer(BaseTrainer[FuserTrainConfig, FuserTrainResult]):
     """Fine-tune a fuser on :class:`~blender_core.training.fuser.examples.FuserExample` s.
 
     Seq2seq models read the published GenFuser input (labels: the target, ending in ``</s>``); causal
@@ -107,6 +87,15 @@ class FuserTrainer:
         >>> trainer = FuserTrainer(model, tokenizer, FuserTrainConfig(max_steps=100))  # doctest: +SKIP
         >>> result = trainer.train(train_examples, dev_examples, "runs/fuser")  # doctest: +SKIP
     """
+
+    config_file = "fuser_train_config.json"
+    metric_name = "dev_loss"
+    higher_is_better = False
+    eval_at_start = True
+    # The mean loss of every step in log.jsonl; the EMA on the bar decays by 0.9.
+    log_every = 1
+    log_ema = False
+    ema_weight = 0.1
 
     def __init__(
         self, model: PreTrainedModel, tokenizer: PreTrainedTokenizerBase, config: FuserTrainConfig
@@ -121,11 +110,71 @@ class FuserTrainer:
         self.tokenizer = tokenizer
         pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
         self.pad_id = int(cast(int, pad)) if pad is not None else 0
+        # The current run's dev batches and their example count (set by train).
+        self._dev_loader: torch.utils.data.DataLoader | None = None
+        self._dev_count = 0
 
     def encode(self, examples: Sequence[FuserExample]) -> EncodedDataset:
         """Token ids and labels of ``examples`` for this fuser's kind."""
         enc = encode_seq2seq if self.kind == "seq2seq" else encode_causal
         return EncodedDataset([enc(self.tokenizer, ex, self.config) for ex in examples])
+
+    def train(
+        self,
+        train_examples: Sequence[FuserExample],
+        dev_examples: Sequence[FuserExample] | None,
+        out_dir: str | Path,
+    ) -> FuserTrainResult:
+        """Run training; the best dev loss goes to ``out_dir/best``, the final weights to ``out_dir/last``."""
+        c = self.config
+        if not train_examples:
+            raise ValueError("train() got no training examples")
+        collate = Collator(self.pad_id)
+        loader = torch.utils.data.DataLoader(
+            self.encode(train_examples),
+            batch_size=c.batch_size,
+            shuffle=True,
+            collate_fn=collate,
+            generator=torch.Generator().manual_seed(c.seed),
+        )
+        dev = list(dev_examples or [])[: c.dev_max_examples]
+        self._dev_loader = (
+            torch.utils.data.DataLoader(self.encode(dev), batch_size=c.batch_size, collate_fn=collate)
+            if dev
+            else None
+        )
+        self._dev_count = len(dev)
+        return self._fit(out_dir, loader)
+
+    # ------------------------------------------------------------------ hooks
+    @property
+    def _bar_desc(self) -> str:
+        return f"train fuser ({self.kind})"
+
+    @property
+    def _fp16_ok(self) -> bool:
+        return self.kind == "causal"  # T5 overflows in fp16
+
+    def _config_record(self) -> dict[str, Any]:
+        c = self.config
+        return {**c.to_dict(), "resolved_kind": self.kind, "learning_rate": c.learning_rate_or_default}
+
+    def _total_steps(self, steps_per_pass: int) -> int:
+        """All epochs; with max_steps, that many (epochs repeat as needed) unless max_minutes is set too."""
+        c = self.config
+        total = steps_per_pass * c.epochs
+        if c.max_steps:
+            total = min(total, c.max_steps) if c.max_minutes else c.max_steps
+        return total
+
+    def _batches(self, run: Run) -> Iterator[Any]:
+        """Epoch after epoch over the loader (reshuffled each time), until max_steps when it is set."""
+        epoch = 0
+        while True:
+            yield from run.loader
+            epoch += 1
+            if not self.config.max_steps and epoch >= self.config.epochs:
+                return
 
     def _prepare_model(self) -> Any:
         c = self.config
@@ -136,7 +185,7 @@ class FuserTrainer:
             try:
                 from peft import LoraConfig, TaskType, get_peft_model
             except ImportError as exc:
-                raise ImportError(f"LoRA needs peft; install it with: {_TRAIN_HINT}") from exc
+                raise ImportError(f"LoRA needs peft; install it with: {TRAIN_HINT}") from exc
             targets: Any = "all-linear" if c.lora_targets == ("all-linear",) else list(c.lora_targets)
             task = TaskType.SEQ_2_SEQ_LM if self.kind == "seq2seq" else TaskType.CAUSAL_LM
             lora = LoraConfig(
@@ -150,7 +199,17 @@ class FuserTrainer:
         model.train()
         return model
 
-    def _save(self, model: Any, folder: Path, metrics: dict[str, Any]) -> None:
+    def _loss(self, model: Any, batch: dict[str, torch.Tensor]) -> tuple[torch.Tensor, int]:
+        return model(**batch).loss, int(batch["input_ids"].shape[0])
+
+    def _evaluate(self, run: Run) -> float | None:
+        if self._dev_loader is None:
+            return None
+        loss = dev_loss(run.unwrapped, self._dev_loader, run.device)
+        logger.info("step %d: dev loss %.4f on %d examples", run.state.step, loss, self._dev_count)
+        return loss
+
+    def _save_model(self, model: Any, folder: Path, metrics: dict[str, Any]) -> None:
         """A plain transformers checkpoint (LoRA merged into a copy) + tokenizer; the adapter too with LoRA."""
         folder.mkdir(parents=True, exist_ok=True)
         if hasattr(model, "merge_and_unload"):  # a peft model: keep training the original
@@ -162,195 +221,21 @@ class FuserTrainer:
         self.tokenizer.save_pretrained(folder)
         (folder / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
 
-    def train(
-        self,
-        train_examples: Sequence[FuserExample],
-        dev_examples: Sequence[FuserExample] | None,
-        out_dir: str | Path,
-    ) -> FuserTrainResult:
-        """Run training; the best dev loss goes to ``out_dir/best``, the final weights to ``out_dir/last``."""
-        try:
-            import accelerate
-        except ImportError as exc:
-            raise ImportError(f"training needs accelerate; install it with: {_TRAIN_HINT}") from exc
-        c = self.config
-        if not train_examples:
-            raise ValueError("train() got no training examples")
-        out = Path(out_dir)
-        accelerator = accelerate.Accelerator(
-            mixed_precision=_mixed_precision(c.mixed_precision, self.kind),
-            gradient_accumulation_steps=c.grad_accum,
-        )
-        accelerate.utils.set_seed(c.seed)
-        main = accelerator.is_main_process
-        if main:
-            out.mkdir(parents=True, exist_ok=True)
-            (out / "fuser_train_config.json").write_text(
-                json.dumps(
-                    {**c.to_dict(), "resolved_kind": self.kind, "learning_rate": c.learning_rate_or_default},
-                    indent=2,
-                )
-                + "\n"
-            )
-        collate = Collator(self.pad_id)
-        loader = torch.utils.data.DataLoader(
-            self.encode(train_examples),
-            batch_size=c.batch_size,
-            shuffle=True,
-            collate_fn=collate,
-            generator=torch.Generator().manual_seed(c.seed),
-        )
-        dev = list(dev_examples or [])[: c.dev_max_examples]
-        dev_loader = (
-            torch.utils.data.DataLoader(self.encode(dev), batch_size=c.batch_size, collate_fn=collate)
-            if dev
-            else None
-        )
-        model = self._prepare_model()
-        optimizer = torch.optim.AdamW(_param_groups(model, c.weight_decay), lr=c.learning_rate_or_default)
-        progress_holder = [0.0]
-        scheduler = torch.optim.lr_scheduler.LambdaLR(
-            optimizer, lambda _: lr_multiplier(progress_holder[0], c.warmup_ratio)
-        )
-        model, optimizer, loader = accelerator.prepare(model, optimizer, loader)
-        steps_per_epoch = math.ceil(len(loader) / c.grad_accum)
-        total_steps = steps_per_epoch * c.epochs
-        if c.max_steps:
-            total_steps = min(total_steps, c.max_steps) if c.max_minutes else c.max_steps
-        budget_s = c.max_minutes * 60.0
-        unwrapped = accelerator.unwrap_model(model)
-        log_path = out / "log.jsonl"
-        start = time.monotonic()
-        state: dict[str, Any] = {
-            "step": 0,
-            "seen": 0,
-            "best": None,
-            "best_step": None,
-            "first": None,
-            "last": None,
-        }
-        stopped_by = "epochs"
-
-        def evaluate_and_save(final: bool) -> None:
-            metrics: dict[str, Any] = {"step": state["step"], "elapsed_s": round(time.monotonic() - start, 1)}
-            if main and dev_loader is not None:
-                with accelerator.autocast():
-                    loss = dev_loss(unwrapped, dev_loader, accelerator.device)
-                metrics["dev_loss"] = loss
-                logger.info("step %d: dev loss %.4f on %d examples", state["step"], loss, len(dev))
-                _append(log_path, metrics)
-                if state["best"] is None or loss < state["best"]:
-                    state["best"], state["best_step"] = loss, state["step"]
-                    self._save(unwrapped, out / "best", metrics)
-            elif main and final:
-                self._save(unwrapped, out / "best", metrics)
-            accelerator.wait_for_everyone()
-
-        bar = tqdm(
-            total=total_steps,
-            desc=f"train fuser ({self.kind})",
-            unit="step",
-            disable=not (c.progress and main),
-            dynamic_ncols=True,
-        )
-        initial_dev: float | None = None
-        if main and dev_loader is not None:  # the starting point, to judge the run by (logged as step 0)
-            with accelerator.autocast():
-                initial_dev = dev_loss(unwrapped, dev_loader, accelerator.device)
-            _append(log_path, {"step": 0, "elapsed_s": 0.0, "dev_loss": initial_dev})
-        loss_ema: float | None = None
-        window: list[float] = []
-        optimizer.zero_grad()
-        done = False
-        epoch = 0
-        while not done:
-            for batch in loader:
-                with accelerator.accumulate(model):
-                    loss = model(**batch).loss
-                    accelerator.backward(loss)
-                    if accelerator.sync_gradients and c.max_grad_norm > 0:
-                        accelerator.clip_grad_norm_(model.parameters(), c.max_grad_norm)
-                    optimizer.step()
-                    optimizer.zero_grad()
-                state["seen"] += int(batch["input_ids"].shape[0]) * accelerator.num_processes
-                value = float(loss.detach())
-                window.append(value)
-                loss_ema = value if loss_ema is None else 0.9 * loss_ema + 0.1 * value
-                if not accelerator.sync_gradients:
-                    continue
-                step_loss = sum(window) / len(window)
-                window.clear()
-                state["step"] += 1
-                if state["first"] is None:
-                    state["first"] = step_loss
-                state["last"] = step_loss
-                now = time.monotonic() - start
-                progress = state["step"] / total_steps
-                if budget_s:
-                    progress = max(progress, now / budget_s)
-                progress_holder[0] = min(progress, 1.0)
-                scheduler.step()
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss_ema:.4f}", lr=f"{scheduler.get_last_lr()[0]:.2e}")
-                if main:
-                    _append(
-                        log_path,
-                        {
-                            "step": state["step"],
-                            "loss": round(step_loss, 5),
-                            "lr": scheduler.get_last_lr()[0],
-                            "elapsed_s": round(now, 1),
-                        },
-                    )
-                if state["step"] >= total_steps:
-                    stopped_by = "max_steps" if c.max_steps and state["step"] >= c.max_steps else "epochs"
-                    done = True
-                    break
-                if budget_s and now >= budget_s:
-                    stopped_by, done = "max_minutes", True
-                    break
-                if c.eval_every and state["step"] % c.eval_every == 0:
-                    evaluate_and_save(final=False)
-            epoch += 1
-            if not c.max_steps and epoch >= c.epochs:
-                done = True
-        bar.close()
-        evaluate_and_save(final=True)
-        if main:
-            self._save(
-                unwrapped,
-                out / "last",
-                {"step": state["step"], "elapsed_s": round(time.monotonic() - start, 1)},
-            )
-        result = FuserTrainResult(
+    def _result(self, run: Run, stopped_by: str) -> FuserTrainResult:
+        return FuserTrainResult(
             kind=self.kind,
-            steps=int(state["step"]),
-            examples_seen=int(state["seen"]),
-            seconds=round(time.monotonic() - start, 1),
-            first_loss=state["first"],
-            last_loss=state["last"],
-            initial_dev_loss=initial_dev,
-            best_dev_loss=state["best"],
-            best_step=state["best_step"],
-            best_dir=out / "best",
-            last_dir=out / "last",
+            steps=run.state.step,
+            examples_seen=run.state.seen,
+            seconds=round(run.elapsed(), 1),
+            first_loss=run.first_loss,
+            last_loss=run.last_loss,
+            initial_dev_loss=run.initial_metric,
+            best_dev_loss=run.state.best,
+            best_step=run.state.best_step,
+            best_dir=run.out / "best",
+            last_dir=run.out / "last",
             stopped_by=stopped_by,
         )
-        if main:
-            (out / "result.json").write_text(
-                json.dumps(
-                    {**result.__dict__, "best_dir": str(result.best_dir), "last_dir": str(result.last_dir)},
-                    indent=2,
-                )
-                + "\n"
-            )
-        accelerator.wait_for_everyone()
-        return result
-
-
-def _append(path: Path, row: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(row) + "\n")
 
 
 def load_base_model(

@@ -133,3 +133,15 @@ def test_resume_continues_where_the_run_stopped(tiny_encoder: Path, data: tuple,
     state = json.loads((tmp_path / "state" / "trainer_state.json").read_text())
     assert state["step"] == 5
     assert state["batches"] == 5
+
+
+def test_loss_rows_every_ten_steps(tiny_encoder: Path, data: tuple, tmp_path: Path) -> None:
+    train, _ = data
+    model, tok = build_pairrm_from_encoder(tiny_encoder, **LIMITS)
+    config = TrainConfig(max_steps=20, eval_every=0, save_every=0, batch_size=2, progress=False, **LIMITS)
+    result = RankerTrainer(model, tok, config).train(train, None, tmp_path)
+    assert result.comparisons == 40
+    rows = [json.loads(line) for line in (tmp_path / "log.jsonl").read_text().splitlines()]
+    assert [row["step"] for row in rows] == [10, 20]
+    assert all(set(row) == {"step", "loss", "lr", "elapsed_s"} for row in rows)
+    assert rows[1]["lr"] == 0.0  # the schedule ends at the last step
