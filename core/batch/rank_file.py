@@ -17,9 +17,12 @@ ranked as a set of two candidates (``a`` is candidate 0, ``b`` candidate 1; its 
 line that is not valid JSON, matches no format, or has fewer than two candidates is reported as
 ``line N: <reason>`` and skipped; it never stops the run.
 
+It needs only the :class:`~blender_core.ranking.Ranker` interface (``rank``), so any ranker works; batch
+size, device and the like are loading options of the ranker (``load_ranker(spec, batch_size=...)``).
+
 Example:
-    >>> from blender_core import PairRanker
-    >>> ranker = PairRanker.from_pretrained("llm-blender/PairRM")  # doctest: +SKIP
+    >>> from blender_core.ranking import load_ranker
+    >>> ranker = load_ranker("llm-blender/PairRM", batch_size=64)  # doctest: +SKIP
     >>> report = rank_file(ranker, "sets.jsonl", "ranked.jsonl")  # doctest: +SKIP
     >>> report.written, report.skipped, len(report.errors)  # doctest: +SKIP
     (998, 0, 2)
@@ -41,7 +44,7 @@ from tqdm.auto import tqdm
 
 from blender_core.base.validation import check_choice
 from blender_core.data.records import CandidateSet, Pair, open_text, parse_record
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.interface import Ranker
 from blender_core.ranking.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -202,13 +205,12 @@ def _record(item: _Item, scores: list[float], ranks: list[int], best: int) -> di
 
 
 def rank_file(
-    ranker: PairRanker,
+    ranker: Ranker,
     input_path: str | Path,
     out_path: str | Path,
     *,
     strategy: str = "full",
     chunk_size: int = 32,
-    batch_size: int | None = None,
     score_key: str | None = None,
     errors_path: str | Path | None = None,
     show_progress: bool = True,
@@ -217,13 +219,13 @@ def rank_file(
     """Rank every candidate set of ``input_path`` and append the results to ``out_path`` (resumable).
 
     Args:
-        ranker: any loaded :class:`~blender_core.ranking.PairRanker`.
+        ranker: any :class:`~blender_core.ranking.Ranker` (e.g. from ``load_ranker``; its batch size is a
+            loading option).
         input_path: JSON lines (``.gz`` too) in any format of :mod:`blender_core.data`.
         out_path: the output JSON lines file (plain text); records already in it are skipped.
         strategy: ``full`` (n(n-1) comparisons, scores for every candidate), ``bubble``, ``knockout``
             (2(n-1), for the best one) or ``sort``.
         chunk_size: records ranked together (and written, then flushed, together).
-        batch_size: comparisons per forward pass (default: the ranker's).
         score_key: MixInstruct only: which score of the candidates' ``scores`` mapping the data uses
             (parsing needs it; ranking ignores the scores).
         errors_path: when given, each skipped line of this run is also written there as
@@ -281,7 +283,7 @@ def rank_file(
                 err_sink.flush()
 
         def flush() -> None:
-            results = _rank_chunk(ranker, [item for item, _ in chunk], strategy, batch_size)
+            results = _rank_chunk(ranker, [item for item, _ in chunk], strategy)
             for (item, raw), result in zip(chunk, results, strict=True):
                 if isinstance(result, str):
                     skip(item.line, result, raw)
@@ -320,20 +322,13 @@ def rank_file(
     )
 
 
-def _rank_chunk(
-    ranker: PairRanker, items: list[_Item], strategy: str, batch_size: int | None
-) -> list[tuple[list[float], list[int], int] | str]:
+def _rank_chunk(ranker: Ranker, items: list[_Item], strategy: str) -> list[tuple[list[float], list[int], int] | str]:
     """Rank a chunk in one call; when that fails, rank its records one by one so only bad ones are lost."""
     try:
-        rankings = ranker.rank(
-            [it.prompt for it in items],
-            [list(it.texts) for it in items],
-            strategy=strategy,
-            batch_size=batch_size,
-        )
+        rankings = ranker.rank([it.prompt for it in items], [list(it.texts) for it in items], strategy=strategy)
     except (ValueError, TypeError, RuntimeError) as exc:
         if len(items) == 1:
             return [f"ranking failed: {exc}"]
         logger.warning("ranking a chunk of %d records failed (%s); ranking them one by one", len(items), exc)
-        return [r for it in items for r in _rank_chunk(ranker, [it], strategy, batch_size)]
+        return [r for it in items for r in _rank_chunk(ranker, [it], strategy)]
     return [([float(s) for s in r.scores], [int(k) for k in r.ranks], int(r.best)) for r in rankings]

@@ -11,8 +11,8 @@ BERTScore F1 (a local MiniLM encoder, no baseline rescaling), ROUGE-L F and toke
   selection, not a system).
 
 Example:
-    >>> token_f1("The cat sat.", "a cat sat down")
-    0.5714285714285714
+    >>> round(token_f1("The cat sat.", "a cat sat down"), 4)  # 4/7
+    0.5714
 """
 
 from __future__ import annotations
@@ -25,15 +25,16 @@ import re
 import statistics
 import time
 from collections import Counter
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from blender_core.data.alpacaeval import EvalRecord
+from blender_core.data.alpacaeval import EvalRecord, RankFn
 from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.interface import Ranker
 
 logger = logging.getLogger(__name__)
 
@@ -42,7 +43,6 @@ SYSTEMS = ("fused", "ranker_top1", "best_single", "oracle_pref_top1")
 _EVAL_HINT = 'pip install "blender-llm[eval]"'
 
 # Orders (best first) of each instruction's candidates.
-RankFn = Callable[[list[str], list[list[str]]], list[list[int]]]
 
 
 # ----------------------------------------------------------------------------------------- metrics
@@ -136,12 +136,17 @@ def best_single_model(records: Sequence[EvalRecord]) -> tuple[str, float]:
 
 
 # ----------------------------------------------------------------------------------------- rankers
-def pairranker_rank_fn(ranker: Any, *, strategy: str = "full", batch_size: int | None = None) -> RankFn:
-    """Orders from a :class:`~blender_core.ranking.PairRanker` (``rank(...).order``)."""
+def ranker_rank_fn(ranker: Ranker, *, strategy: str = "full") -> RankFn:
+    """Orders from any :class:`~blender_core.ranking.Ranker` (``rank(..., strategy=strategy)[k].order``).
+
+    Example:
+        >>> rank_fn = ranker_rank_fn(load_ranker(), strategy="knockout")  # doctest: +SKIP
+        >>> rank_fn(["2+2?"], [["5", "4"]])  # doctest: +SKIP
+        [[1, 0]]
+    """
 
     def rank(instructions: list[str], candidates: list[list[str]]) -> list[list[int]]:
-        rankings = ranker.rank(instructions, candidates, strategy=strategy, batch_size=batch_size)
-        return [list(r.order) for r in rankings]
+        return [list(r.order) for r in ranker.rank(instructions, candidates, strategy=strategy)]
 
     return rank
 

@@ -1,15 +1,24 @@
 """Measure a ranker on labelled data: pair accuracy and best-of-n selection, beside simple baselines.
 
-- **Pairs** (label 0 = a better, 1 = b better, 2 = tie): the ranker's verdict is the sign of the
-  both-orders margin ``M[a, b] - M[b, a]`` (the two orders averaged, which cancels position bias).
+Any :class:`~blender_core.ranking.Ranker` can be measured; both measures use its ``rank`` alone.
+
+- **Pairs** (label 0 = a better, 1 = b better, 2 = tie): each pair is ranked as a set of two candidates
+  ``[a, b]`` with the ``full`` strategy, all pairs in one call. The verdict is the sign of the margin: for a
+  pairwise ranker that returns its comparison matrix (PairRM), the both-orders margin ``M[a, b] - M[b, a]``
+  (the two orders averaged, which cancels position bias), and the single-order metrics
+  (``accuracy_one_order``, ``order_consistency``) come from ``M[a, b]`` and ``M[b, a]``; for a ranker without
+  a matrix (a reward model, a judge), ``score_a - score_b``, and the single-order metrics are None.
   ``accuracy`` is over non-tie pairs (a zero margin counts one half); ties are reported apart. The
   baseline ``longer_wins`` says the answer with more characters is better (equal lengths: one half);
   the accuracy is also split by whether the label prefers the longer or the shorter answer.
 - **Candidate sets** with a score per answer (``pref`` in [1, 2]): the ranker picks one answer per
-  prompt (knockout tournament by default: 2(n-1) passes), and the selection win rate is
-  ``mean(pref - 1) x 100`` of the picks, beside: ``best_single`` (for each prompt, the model with the
-  best mean score on the *other* prompts), ``random`` (the expected value of a uniform pick),
-  ``longest`` and ``oracle`` (the best answer).
+  prompt (``Ranking.best`` of the knockout tournament by default: 2(n-1) passes for PairRM), and the
+  selection win rate is ``mean(pref - 1) x 100`` of the picks, beside: ``best_single`` (for each prompt,
+  the model with the best mean score on the *other* prompts), ``random`` (the expected value of a uniform
+  pick), ``longest`` and ``oracle`` (the best answer).
+
+Batch size, device and the like are loading options of the ranker (``load_ranker(spec, batch_size=...)``),
+not arguments here.
 """
 
 from __future__ import annotations
@@ -19,10 +28,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 import numpy as np
-from tqdm.auto import tqdm
 
+from blender_core.base.results import Ranking
 from blender_core.data.records import CandidateSet, Pair
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.interface import Ranker
 
 
 @dataclass(frozen=True)
@@ -44,7 +53,8 @@ class PairSetResult:
     n_nontie: int
     accuracy: float | None
     longer_wins: float | None
-    # Accuracy of the single order (a in slot 1) alone, and how often the two orders agree.
+    # Accuracy of the single order (a in slot 1) alone, and how often the two orders agree (None for a
+    # ranker that gives no comparison matrix).
     accuracy_one_order: float | None
     order_consistency: float | None
     ties: TieStats
@@ -93,8 +103,17 @@ def longer_wins(pairs: Sequence[Pair]) -> float | None:
 
 def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.ndarray) -> PairSetResult:
     """Metrics from the two single-order logits of each pair (``M[a, b]`` and ``M[b, a]``)."""
+    ab, ba = np.asarray(logits_ab, dtype=float), np.asarray(logits_ba, dtype=float)
+    return margin_metrics(pairs, ab - ba, single_orders=(ab, ba))
+
+
+def margin_metrics(
+    pairs: Sequence[Pair], margins: np.ndarray, *, single_orders: tuple[np.ndarray, np.ndarray] | None = None
+) -> PairSetResult:
+    """Metrics from each pair's margin (> 0: ``a`` is better); the single-order ones need ``single_orders``,
+    the logits ``M[a, b]`` and ``M[b, a]`` (else they are None)."""
     labels = np.array([p.label for p in pairs], dtype=int)
-    margin = np.asarray(logits_ab, dtype=float) - np.asarray(logits_ba, dtype=float)
+    margin = np.asarray(margins, dtype=float)
     nontie = labels != 2
     tie = ~nontie
     hits = _verdict_hits(margin, labels)  # meaningful on the non-tie pairs only
@@ -103,10 +122,12 @@ def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.nda
         return float(hits[mask].mean()) if mask.any() else None
 
     acc1 = cons = None
-    if nontie.any():
-        acc1 = float(_verdict_hits(np.asarray(logits_ab, dtype=float)[nontie], labels[nontie]).mean())
-    if len(pairs):
-        cons = float((np.sign(logits_ab) == -np.sign(logits_ba)).mean())
+    if single_orders is not None:
+        logits_ab, logits_ba = single_orders
+        if nontie.any():
+            acc1 = float(_verdict_hits(logits_ab[nontie], labels[nontie]).mean())
+        if len(pairs):
+            cons = float((np.sign(logits_ab) == -np.sign(logits_ba)).mean())
     # +1 where the labelled-better answer is the longer, -1 the shorter, 0 equal lengths or a tie
     better_longer = np.array([np.sign(len(p.a) - len(p.b)) * (1 if p.label == 0 else -1) for p in pairs])
     better_longer = np.where(nontie, better_longer, 0)
@@ -125,27 +146,49 @@ def pair_metrics(pairs: Sequence[Pair], logits_ab: np.ndarray, logits_ba: np.nda
     )
 
 
+def _pair_verdicts(rankings: Sequence[Ranking]) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Each pair's margin, and its two single-order logits when every ranking has a comparison matrix."""
+    matrices = [r.matrix for r in rankings if r.matrix is not None]
+    if matrices and len(matrices) == len(rankings):
+        ab = np.array([m[0, 1] for m in matrices], dtype=float)
+        ba = np.array([m[1, 0] for m in matrices], dtype=float)
+        return ab - ba, (ab, ba)
+    return np.array([r.scores[0] - r.scores[1] for r in rankings], dtype=float), None
+
+
 def evaluate_pairs(
-    ranker: PairRanker,
+    ranker: Ranker,
     pairs: Sequence[Pair],
     *,
     name: str,
-    batch_size: int | None = None,
     show_progress: bool = True,
 ) -> dict[str, PairSetResult]:
-    """Score every pair in both orders; results for the whole set (``name``) and per ``source`` when a
-    set mixes several (``name/source``)."""
-    reqs = [(p.prompt, p.a, p.b) for p in pairs]
-    swapped = [(p.prompt, p.b, p.a) for p in pairs]
-    with tqdm(total=2 * len(pairs), desc=f"pairs {name}", unit="cmp", disable=not show_progress) as bar:
-        values = ranker.logits(reqs + swapped, batch_size=batch_size, progress=bar)
-    ab, ba = values[: len(pairs)], values[len(pairs) :]
-    out = {name: pair_metrics(pairs, ab, ba)}
+    """Rank every pair as the two candidates ``[a, b]`` (``full`` strategy, one batched call); results for
+    the whole set (``name``) and per ``source`` when a set mixes several (``name/source``).
+
+    With a pairwise ranker that returns the comparison matrix (PairRM), the margin is ``M[a, b] - M[b, a]``
+    and every metric is filled; with any other ranker the margin is ``score_a - score_b`` and
+    ``accuracy_one_order`` / ``order_consistency`` are None.
+
+    Example:
+        >>> results = evaluate_pairs(load_ranker(), pairs, name="dev", show_progress=False)  # doctest: +SKIP
+        >>> results["dev"].accuracy  # doctest: +SKIP
+        0.71
+    """
+    rankings = ranker.rank(
+        [p.prompt for p in pairs], [[p.a, p.b] for p in pairs], strategy="full", show_progress=show_progress
+    )
+    margins, orders = _pair_verdicts(rankings)
+
+    def metrics(idx: list[int]) -> PairSetResult:
+        one = None if orders is None else (orders[0][idx], orders[1][idx])
+        return margin_metrics([pairs[k] for k in idx], margins[idx], single_orders=one)
+
+    out = {name: metrics(list(range(len(pairs))))}
     sources = sorted({p.source for p in pairs})
     if len(sources) > 1:
         for src in sources:
-            idx = [k for k, p in enumerate(pairs) if p.source == src]
-            out[f"{name}/{src}"] = pair_metrics([pairs[k] for k in idx], ab[idx], ba[idx])
+            out[f"{name}/{src}"] = metrics([k for k, p in enumerate(pairs) if p.source == src])
     return out
 
 
@@ -198,19 +241,19 @@ def selection_metrics(sets: Sequence[CandidateSet], chosen: Sequence[int], strat
 
 
 def evaluate_selection(
-    ranker: PairRanker,
+    ranker: Ranker,
     sets: Sequence[CandidateSet],
     *,
     strategy: str = "knockout",
-    batch_size: int | None = None,
     show_progress: bool = True,
 ) -> SelectionResult:
-    """Pick one answer per set with the ranker (``strategy``) and compare its win rate with the baselines."""
+    """Pick one answer per set (``Ranking.best`` of ``ranker.rank(..., strategy=strategy)``) and compare its
+    win rate with the baselines."""
     usable = [s for s in sets if s.scores is not None and len(s.texts) >= 1]
     if not usable:
         raise ValueError("no candidate set with scores to evaluate selection on")
-    chosen = ranker.best_of_n(
-        [s.prompt for s in usable], [list(s.texts) for s in usable], strategy=strategy, batch_size=batch_size,
+    rankings = ranker.rank(
+        [s.prompt for s in usable], [list(s.texts) for s in usable], strategy=strategy,
         show_progress=show_progress,
-    )
-    return selection_metrics(usable, chosen, strategy)
+    )  # fmt: skip
+    return selection_metrics(usable, [r.best for r in rankings], strategy)

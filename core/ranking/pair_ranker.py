@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import random
-from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
@@ -27,6 +25,7 @@ from blender_core.base.validation import (
 )
 from blender_core.ranking import strategies
 from blender_core.ranking.aggregation import AGGREGATIONS, order_from_scores, ranks_from_scores
+from blender_core.ranking.batching import LogitCache, drive_strategies, pair_logits
 from blender_core.ranking.builtin import is_builtin, load_builtin
 from blender_core.ranking.compact import is_compact_folder, load_compact
 from blender_core.ranking.conversations import conversations_to_pairs
@@ -38,6 +37,25 @@ from blender_core.ranking.modeling_pairrm import PairRMModel
 logger = logging.getLogger(__name__)
 
 REF_MODES = ("longest", "shortest", "median_length", "first", "last")
+_PICK_REFERENCE: dict[str, Callable[[Sequence[str]], str]] = {
+    "longest": lambda c: max(c, key=len),
+    "shortest": lambda c: min(c, key=len),
+    "median_length": lambda c: sorted(c, key=len)[len(c) // 2],
+    "first": lambda c: c[0],
+    "last": lambda c: c[-1],
+}
+
+
+def reference_answer(candidates: Sequence[str], ref_mode: str) -> str:
+    """The candidate that ``ref_mode`` (one of :data:`REF_MODES`) makes the reference of ``rank_with_ref``.
+
+    Lengths are in characters; ties go to the first; the median is the upper one for an even number.
+
+    Example:
+        >>> reference_answer(["a good poem", "bad", "the answer is yes"], "median_length")
+        'a good poem'
+    """
+    return _PICK_REFERENCE[check_choice(ref_mode, REF_MODES, "ref_mode")](candidates)
 
 
 class PairRanker(BaseRanker):
@@ -85,9 +103,8 @@ class PairRanker(BaseRanker):
         self.tokenizer = tokenizer
         self.encoder = PairEncoder(tokenizer, model.config)  # type: ignore[arg-type]  # a PairRMConfig
         self.batch_size = batch_size
-        self.cache_size = cache_size
         self.exact_batches = self.device.type == "cpu" if exact_batches is None else exact_batches
-        self._cache: OrderedDict[bytes, float] = OrderedDict()
+        self._cache = LogitCache(cache_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "PairRanker")
 
@@ -141,14 +158,11 @@ class PairRanker(BaseRanker):
         self.tokenizer.save_pretrained(path)
 
     # ---------------------------------------------------------------- engine
-    def _cache_key(self, source: str, a: str, b: str) -> bytes:
-        h = hashlib.blake2b(digest_size=16)
-        for part in (source, a, b):
-            h.update(part.encode("utf-8", "surrogatepass"))
-            h.update(b"\x00")
-        return h.digest()
+    @property
+    def cache_size(self) -> int:
+        """How many comparison logits the ranker remembers across calls (0 = off)."""
+        return self._cache.size
 
-    @torch.inference_mode()
     def logits(
         self,
         requests: Sequence[tuple[str, str, str]],
@@ -156,108 +170,44 @@ class PairRanker(BaseRanker):
         batch_size: int | None = None,
         progress: tqdm | None = None,
     ) -> np.ndarray:
-        """Logits of (source, candidate 1, candidate 2) comparisons: > 0 means candidate 1 is better."""
-        out = np.zeros(len(requests), dtype=np.float64)
-        if not requests:
-            return out
-        batch_size = batch_size or self.batch_size
-        todo: dict[tuple[str, str, str], list[int]] = {}
-        keys: dict[tuple[str, str, str], bytes] = {}
-        for k, req in enumerate(requests):
-            if self.cache_size:
-                key = keys.setdefault(req, self._cache_key(*req))
-                if key in self._cache:
-                    out[k] = self._cache[key]
-                    self._cache.move_to_end(key)
-                    continue
-            todo.setdefault(req, []).append(k)
-        if progress is not None:
-            progress.update(len(requests) - sum(len(v) for v in todo.values()))
-        if not todo:
-            return out
+        """Logits of (source, candidate 1, candidate 2) comparisons: > 0 means candidate 1 is better.
 
-        uniq = list(todo)
-        src_texts = list(dict.fromkeys(r[0] for r in uniq))
-        cand_texts = list(dict.fromkeys(t for r in uniq for t in r[1:]))
-        src_ids = dict(zip(src_texts, self.encoder.encode_sources(src_texts), strict=True))
-        cand_ids = dict(zip(cand_texts, self.encoder.encode_candidates(cand_texts), strict=True))
-        seqs = [self.encoder.build(src_ids[s], cand_ids[a], cand_ids[b]) for s, a, b in uniq]
+        Every comparison of the call is batched together (see :mod:`blender_core.ranking.batching`);
+        ``batch_size`` overrides the ranker's for this call; ``progress`` advances by one per comparison.
+        """
+        return pair_logits(
+            self.model,
+            self.encoder,
+            requests,
+            batch_size=batch_size or self.batch_size,
+            exact=self.exact_batches,
+            pad_id=self.pad_id,
+            device=self.device,
+            cache=self._cache,
+            progress=progress,
+        )
 
-        values = np.zeros(len(seqs))
-        lengths = [len(s) for s in seqs]
-        # Batches of up to batch_size sequences, longest first. On CPU only sequences of one length share a
-        # batch: no padding runs (attention is quadratic in the padded length; measured 1.7x to 3.7x faster
-        # than padded batches of 32 there), and a logit does not depend on what else the call holds (padding
-        # moves fp32 rounding, which random or poorly conditioned models amplify past 1e-4). On GPU, padded
-        # batches keep the device busy.
-        exact = self.exact_batches
-        batches: list[list[int]] = []
-        for i in sorted(range(len(seqs)), key=lambda i: -lengths[i]):
-            last = batches[-1] if batches else None
-            if last and len(last) < batch_size and (not exact or lengths[last[0]] == lengths[i]):
-                last.append(i)
-            else:
-                batches.append([i])
-        for idx in batches:
-            width = lengths[idx[0]]
-            ids = torch.full((len(idx), width), self.pad_id, dtype=torch.long)
-            mask = torch.zeros((len(idx), width), dtype=torch.long)
-            for row, i in enumerate(idx):
-                ids[row, : len(seqs[i])] = torch.tensor(seqs[i])
-                mask[row, : len(seqs[i])] = 1
-            logits = self.model(input_ids=ids.to(self.device), attention_mask=mask.to(self.device)).logits
-            values[idx] = logits.float().cpu().numpy()
-            if progress is not None:
-                progress.update(sum(len(todo[uniq[i]]) for i in idx))
-
-        for req, value in zip(uniq, values, strict=True):
-            out[todo[req]] = value
-            if self.cache_size:
-                self._cache[keys[req]] = float(value)
-        while len(self._cache) > self.cache_size:
-            self._cache.popitem(last=False)
-        return out
-
-    def _run(
+    def run_strategies(
         self,
         prompts: list[str],
         candidates: list[list[str]],
         gens: list[strategies.StrategyGen],
         *,
-        batch_size: int | None,
-        show_progress: bool,
-        desc: str,
-        total: int | None,
+        batch_size: int | None = None,
+        show_progress: bool = False,
+        desc: str = "",
+        total: int | None = None,
     ) -> tuple[list[strategies.StrategyResult], list[int]]:
-        """Drive one strategy generator per prompt, batching each round's comparisons across prompts."""
-        results: list[strategies.StrategyResult | None] = [None] * len(gens)
-        n_forward = [0] * len(gens)
-        pending: dict[int, list[strategies.Pair]] = {}
-        for k, gen in enumerate(gens):
-            try:
-                pending[k] = next(gen)
-            except StopIteration as stop:  # nothing to compare (a single candidate)
-                results[k] = stop.value
+        """Drive one strategy generator per prompt (see :mod:`blender_core.ranking.strategies`), batching each
+        round's comparisons across prompts; each prompt's result and its number of comparisons.
+
+        The building block of :meth:`rank` and :meth:`score_matrix`, public for callers that drive a
+        strategy of their own (the llm-blender drop-in's seeded bubble pass).
+        """
         with tqdm(total=total, desc=desc, disable=not show_progress, unit="cmp") as bar:
-            while pending:
-                reqs = [
-                    (prompts[k], candidates[k][i], candidates[k][j])
-                    for k, pairs in pending.items()
-                    for i, j in pairs
-                ]
-                values = self.logits(reqs, batch_size=batch_size, progress=bar)
-                pos, nxt = 0, {}
-                for k, pairs in pending.items():
-                    answer = {p: float(values[pos + t]) for t, p in enumerate(pairs)}
-                    pos += len(pairs)
-                    n_forward[k] += len(pairs)
-                    try:
-                        nxt[k] = gens[k].send(answer)
-                    except StopIteration as stop:
-                        results[k] = stop.value
-                pending = nxt
-        assert all(r is not None for r in results)
-        return results, n_forward  # type: ignore[return-value]
+            return drive_strategies(
+                lambda reqs: self.logits(reqs, batch_size=batch_size, progress=bar), prompts, candidates, gens
+            )
 
     # ---------------------------------------------------------------- API
     def compare(
@@ -291,7 +241,7 @@ class PairRanker(BaseRanker):
         cands = check_candidate_lists(
             [check_text(prompt, "score_matrix(): prompt")], [candidates], "score_matrix", 1
         )[0]
-        (result,), _ = self._run(
+        (result,), _ = self.run_strategies(
             [prompt],
             [cands],
             [strategies.full(len(cands))],
@@ -344,7 +294,7 @@ class PairRanker(BaseRanker):
             if strategy != "sort"
             else None
         )
-        results, n_forward = self._run(
+        results, n_forward = self.run_strategies(
             p,
             cands,
             [make[strategy](n) for n in sizes],
@@ -386,14 +336,7 @@ class PairRanker(BaseRanker):
         cands = check_candidate_lists(p, candidates, "rank_with_ref", 1)
         if ref_candidates is None:
             check_choice(ref_mode, REF_MODES, "ref_mode")
-            pick: dict[str, Callable[[list[str]], str]] = {
-                "longest": lambda c: max(c, key=len),
-                "shortest": lambda c: min(c, key=len),
-                "median_length": lambda c: sorted(c, key=len)[len(c) // 2],
-                "first": lambda c: c[0],
-                "last": lambda c: c[-1],
-            }
-            refs = [pick[ref_mode](c) for c in cands]
+            refs = [reference_answer(c, ref_mode) for c in cands]
         else:
             refs = check_texts(ref_candidates, "rank_with_ref(): ref_candidates")
             check_same_length("rank_with_ref", prompts=p, ref_candidates=refs)
@@ -433,4 +376,3 @@ class PairRanker(BaseRanker):
         """
         sources, texts_a, texts_b = conversations_to_pairs(conversations_a, conversations_b)
         return self.compare(sources, texts_a, texts_b, both_orders=both_orders, batch_size=batch_size)
-

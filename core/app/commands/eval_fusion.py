@@ -22,22 +22,14 @@ RANKER_NOTES = {
 def make_rank_fn(spec: str, *, device: str | None, records: Any = None) -> tuple[Any, str]:
     """A rank function for ``spec`` (a ranker name / folder / hub id, ``pref`` or ``longest``) and a note."""
     from blender_core.app.commands._ranker import ranker_from_option
-    from blender_core.evaluation.fusion import longest_rank_fn, pairranker_rank_fn
+    from blender_core.data.alpacaeval import pref_rank_fn
+    from blender_core.evaluation.fusion import longest_rank_fn, ranker_rank_fn
 
     if spec == "longest":
         return longest_rank_fn, RANKER_NOTES["longest"]
     if spec == "pref":
-        by_text = {r.instruction: r for r in records}
-
-        def pref_rank(instructions: list[str], candidates: list[list[str]]) -> list[list[int]]:
-            orders = []
-            for instruction in instructions:
-                prefs = by_text[instruction].prefs
-                orders.append(sorted(range(len(prefs)), key=lambda j: (-prefs[j], j)))
-            return orders
-
-        return pref_rank, RANKER_NOTES["pref"]
-    return pairranker_rank_fn(ranker_from_option(spec, device=device)[0]), ""
+        return pref_rank_fn(records), RANKER_NOTES["pref"]
+    return ranker_rank_fn(ranker_from_option(spec, device=device)[0]), ""
 
 
 def register(app: typer.Typer) -> None:

@@ -26,7 +26,7 @@ def register(app: typer.Typer) -> None:
         model: Annotated[str | None, typer.Option("--model", "-m", help="Ranker folder, hub id or built-in name (default: the built-in ranker).")] = None,
         score_key: Annotated[str | None, typer.Option(help="MixInstruct candidate sets: the score that ranks them.")] = None,
         strategy: Annotated[str, typer.Option(help="Selection strategy: knockout | bubble | sort | full.")] = "knockout",
-        batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass.")] = 32,
+        batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass (a loading option of the ranker).")] = 32,
         device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
         num_threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
         no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,

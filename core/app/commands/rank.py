@@ -41,7 +41,9 @@ def register(app: typer.Typer) -> None:
                 help="full (n(n-1) comparisons, every score) | knockout | bubble (2(n-1), for the best) | sort"
             ),
         ] = "full",
-        batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass.")] = 32,
+        batch_size: Annotated[
+            int, typer.Option(help="Comparisons per forward pass (a loading option of the ranker).")
+        ] = 32,
         chunk_size: Annotated[
             int, typer.Option(help="Records ranked together, then written and flushed.")
         ] = 32,
@@ -103,7 +105,6 @@ def register(app: typer.Typer) -> None:
                 out,
                 strategy=strategy,
                 chunk_size=chunk_size,
-                batch_size=batch_size,
                 score_key=score_key,
                 errors_path=errors,
                 show_progress=not no_progress,

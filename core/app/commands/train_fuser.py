@@ -21,9 +21,9 @@ def register(app: typer.Typer) -> None:
         base: Annotated[str, typer.Option("--base", "-b", help="The fuser to fine-tune: a model folder / hub id (T5 family: seq2seq in the GenFuser format; else causal with the chat prompt), or smollm2.")],
         data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="AlpacaEval pool file(s) (../shared/data/alpacaeval/*.dev.jsonl.gz): candidates to rank, `reference` as target. Repeat for several.")] = None,
         examples: Annotated[Path | None, typer.Option("--examples", help="Pre-built examples (OUT/examples.*.jsonl.gz of an earlier run) instead of --data.")] = None,
-        rank_by: Annotated[str, typer.Option("--rank-by", help="ranker (a PairRanker, see --ranker) | pref (the data's judge preferences; cheap) | longest.")] = "ranker",
-        ranker: Annotated[str, typer.Option("--ranker", help="PairRanker name or folder for --rank-by ranker.")] = "builtin:pairrm-minilm-l6",
-        rank_strategy: Annotated[str, typer.Option(help="PairRanker strategy: full (reference) | sort | knockout.")] = "full",
+        rank_by: Annotated[str, typer.Option("--rank-by", help="ranker (see --ranker) | pref (the data's judge preferences; cheap) | longest.")] = "ranker",
+        ranker: Annotated[str, typer.Option("--ranker", help="Ranker name, folder or hub id for --rank-by ranker.")] = "builtin:pairrm-minilm-l6",
+        rank_strategy: Annotated[str, typer.Option(help="Ranking strategy: full (reference) | sort | knockout.")] = "full",
         kind: Annotated[str, typer.Option(help="auto | seq2seq | causal.")] = "auto",
         top_k: Annotated[int, typer.Option("--top-k")] = 3,
         candidate_maxlength: Annotated[int, typer.Option(help="Tokens per candidate (published: 128).")] = 128,
@@ -107,9 +107,9 @@ def register(app: typer.Typer) -> None:
                 rank_fn = longest_rank_fn
             elif rank_by == "ranker":
                 from blender_core.app.commands._ranker import ranker_from_option
-                from blender_core.evaluation.fusion import pairranker_rank_fn
+                from blender_core.evaluation.fusion import ranker_rank_fn
 
-                rank_fn = pairranker_rank_fn(ranker_from_option(ranker, device=device)[0], strategy=rank_strategy)
+                rank_fn = ranker_rank_fn(ranker_from_option(ranker, device=device)[0], strategy=rank_strategy)
             all_examples = examples_from_alpacaeval(data or [], rank_fn, top_k=top_k, progress=not no_progress)
         train, dev = split_examples(all_examples, dev_fraction, seed)
         write_examples(out / "examples.train.jsonl.gz", train)

@@ -11,17 +11,19 @@ from typing import Any
 import pytest
 
 from blender_core import local_models
-from blender_core.data.alpacaeval import EvalRecord, load_alpacaeval
+from blender_core.data.alpacaeval import EvalRecord, load_alpacaeval, pref_rank_fn
 from blender_core.evaluation.fusion import (
     best_single_model,
     evaluate_fusion,
     format_markdown,
     longest_rank_fn,
+    ranker_rank_fn,
     rouge_l,
     token_f1,
     write_report,
 )
 from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.pair_ranker import PairRanker
 
 
 def test_token_f1_hand_computed() -> None:
@@ -61,6 +63,16 @@ def _records() -> list[EvalRecord]:
 def test_best_single_model() -> None:
     assert best_single_model(_records()) == ("mid", pytest.approx(1.5))
     assert best_single_model(_records()[:1])[0] == "long"
+
+
+def test_rank_fns_order_best_first(tiny_ranker: PairRanker) -> None:
+    records = _records()
+    instructions, candidates = [r.instruction for r in records[:2]], [list(r.outputs) for r in records[:2]]
+    for strategy in ("full", "knockout"):
+        orders = ranker_rank_fn(tiny_ranker, strategy=strategy)(instructions, candidates)
+        assert orders == [list(r.order) for r in tiny_ranker.rank(instructions, candidates, strategy=strategy)]
+    assert pref_rank_fn(records)(instructions, candidates) == [[1, 2, 0], [2, 1, 0]]
+    assert longest_rank_fn(instructions, candidates) == [[1, 2, 0], [1, 2, 0]]
 
 
 class _EchoFuser(BaseFuser):

@@ -14,11 +14,13 @@ from blender_core.evaluation.ranker import (
     evaluate_pairs,
     evaluate_selection,
     longer_wins,
+    margin_metrics,
     pair_metrics,
     selection_metrics,
 )
 from blender_core.evaluation.report import build_report, write_report
 from blender_core.ranking.pair_ranker import PairRanker
+from tests.helpers.core_fakes import LengthRanker
 
 PAIRS = [
     Pair("p1", "aaaa", "b", 0, source="s1"),
@@ -82,6 +84,51 @@ def test_evaluate_with_a_tiny_ranker_matches_compare(tiny_ranker: PairRanker, tm
     sel = evaluate_selection(tiny_ranker, SETS, show_progress=False)
     chosen = tiny_ranker.best_of_n([s.prompt for s in SETS], [list(s.texts) for s in SETS])
     assert sel == selection_metrics(SETS, chosen)
+
+
+def test_pair_accuracy_of_pairranker_is_that_of_its_two_single_order_logits(tiny_ranker: PairRanker) -> None:
+    """Through ``rank`` (the interface) the numbers are exactly those of the logits M[a, b] and M[b, a].
+
+    One comparison per forward pass, so that no logit depends on which others share its batch (fp32 rounding).
+    """
+    ranker = PairRanker(tiny_ranker.model, tiny_ranker.tokenizer, device="cpu", batch_size=1)
+    pairs = [*PAIRS, Pair("p5", "the answer is yes", "no", 1, source="s1"), Pair("p6", "same", "same", 0, source="s2")]
+    results = evaluate_pairs(ranker, pairs, name="mini", show_progress=False)
+    ab = ranker.logits([(p.prompt, p.a, p.b) for p in pairs])
+    ba = ranker.logits([(p.prompt, p.b, p.a) for p in pairs])
+    assert results["mini"] == pair_metrics(pairs, ab, ba)
+    s2 = [k for k, p in enumerate(pairs) if p.source == "s2"]
+    assert results["mini/s2"] == pair_metrics([pairs[k] for k in s2], ab[s2], ba[s2])
+    assert results["mini"].accuracy_one_order is not None
+    assert results["mini"].order_consistency is not None
+
+
+def test_a_ranker_without_a_matrix_is_judged_by_its_score_margin() -> None:
+    ranker = LengthRanker()  # scores are lengths in characters; no comparison matrix (as a reward model)
+    pairs = [
+        Pair("p", "longer answer", "short", 0, source="s1"),  # margin 13 - 5 = +8: right
+        Pair("p", "tiny", "a longer one", 0, source="s1"),  # margin -8: wrong
+        Pair("p", "abc", "xyz", 1, source="s2"),  # margin 0: half
+        Pair("p", "x", "yz", 2, source="s2"),  # tie, margin -1
+    ]
+    results = evaluate_pairs(ranker, pairs, name="len", show_progress=False)
+    assert [(len(prompts), strategy) for prompts, _, strategy in ranker.calls] == [(4, "full")]  # one call
+    assert ranker.calls[0][1] == [[p.a, p.b] for p in pairs]
+    r = results["len"]
+    assert r == margin_metrics(pairs, np.array([8.0, -8.0, 0.0, -1.0]))
+    assert r.accuracy == pytest.approx(1.5 / 3)
+    assert (r.accuracy_one_order, r.order_consistency) == (None, None)
+    assert r.ties.mean_abs_margin == pytest.approx(1.0)
+    assert r.ties.pred_a == 0.0
+    assert results["len/s1"].accuracy == pytest.approx(0.5)
+    sel = evaluate_selection(ranker, SETS, strategy="sort", show_progress=False)
+    assert [(len(prompts), strategy) for prompts, _, strategy in ranker.calls[1:]] == [(3, "sort")]
+    assert sel == selection_metrics(SETS, [1, 2, 0], "sort")  # the longest answer of each set
+
+
+def test_no_pairs_give_empty_metrics(tiny_ranker: PairRanker) -> None:
+    r = evaluate_pairs(tiny_ranker, [], name="none", show_progress=False)["none"]
+    assert (r.n, r.accuracy, r.accuracy_one_order, r.order_consistency) == (0, None, None, None)
 
 
 def test_report_files(tmp_path: Path) -> None:

@@ -1,0 +1,200 @@
+"""The batched forward-pass engine of the PairRM ranker: from (source, candidate 1, candidate 2) comparisons
+to logits, with repeated comparisons run once, an optional LRU cache, length-sorted batches and padding
+per batch only (:func:`pair_logits`); and the driver that runs one ranking strategy per prompt, each round's
+comparisons of every prompt in one such call (:func:`drive_strategies`).
+
+:meth:`PairRanker.logits <blender_core.ranking.pair_ranker.PairRanker.logits>` and
+:meth:`PairRanker.run_strategies <blender_core.ranking.pair_ranker.PairRanker.run_strategies>` are their
+public entry points; every verb of the ranker goes through them.
+
+Example:
+    >>> length_batches([5, 9, 5, 7], batch_size=2, exact=False)
+    [[1, 3], [0, 2]]
+    >>> length_batches([5, 9, 5, 7], batch_size=2, exact=True)
+    [[1], [3], [0, 2]]
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from collections.abc import Callable, Sequence
+
+import numpy as np
+import torch
+from tqdm.auto import tqdm
+
+from blender_core.ranking import strategies
+from blender_core.ranking.encoding import PairEncoder
+from blender_core.ranking.modeling_pairrm import PairRMModel
+
+#: one comparison: (source, candidate in slot 1, candidate in slot 2)
+Comparison = tuple[str, str, str]
+
+
+class LogitCache:
+    """Comparison logits remembered across calls, keyed by a hash of the texts; the oldest go first.
+
+    Args:
+        size: how many logits to keep (0 = off: nothing is hashed or stored).
+    """
+
+    def __init__(self, size: int = 0) -> None:
+        self.size = size
+        self._values: OrderedDict[bytes, float] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    @staticmethod
+    def key(source: str, a: str, b: str) -> bytes:
+        """A 16-byte digest of one comparison's three texts."""
+        h = hashlib.blake2b(digest_size=16)
+        for part in (source, a, b):
+            h.update(part.encode("utf-8", "surrogatepass"))
+            h.update(b"\x00")
+        return h.digest()
+
+    def get(self, key: bytes) -> float | None:
+        """The remembered logit (now the most recently used), or None."""
+        if key not in self._values:
+            return None
+        self._values.move_to_end(key)
+        return self._values[key]
+
+    def put(self, key: bytes, value: float) -> None:
+        """Remember a logit (call :meth:`trim` once a batch of puts is done)."""
+        self._values[key] = value
+
+    def trim(self) -> None:
+        """Forget the least recently used logits beyond ``size``."""
+        while len(self._values) > self.size:
+            self._values.popitem(last=False)
+
+
+def length_batches(lengths: Sequence[int], batch_size: int, *, exact: bool) -> list[list[int]]:
+    """Indices of the sequences in batches of up to ``batch_size``, longest first.
+
+    With ``exact``, only sequences of one length share a batch, so nothing is padded: on CPU that runs no
+    padding (attention is quadratic in the padded length; measured 1.7x to 3.7x faster than padded batches
+    of 32 there), and a logit does not depend on what else the call holds (padding moves fp32 rounding,
+    which random or poorly conditioned models amplify past 1e-4). Without it (the GPU default), batches
+    are length-sorted and padded to their longest row, which keeps the device busy.
+    """
+    batches: list[list[int]] = []
+    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
+        last = batches[-1] if batches else None
+        if last and len(last) < batch_size and (not exact or lengths[last[0]] == lengths[i]):
+            last.append(i)
+        else:
+            batches.append([i])
+    return batches
+
+
+def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``input_ids`` and ``attention_mask``, (batch, longest), the rows padded on the right."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for row, seq in enumerate(seqs):
+        ids[row, : len(seq)] = torch.tensor(seq)
+        mask[row, : len(seq)] = 1
+    return ids, mask
+
+
+@torch.inference_mode()
+def pair_logits(
+    model: PairRMModel,
+    encoder: PairEncoder,
+    requests: Sequence[Comparison],
+    *,
+    batch_size: int,
+    exact: bool,
+    pad_id: int,
+    device: torch.device,
+    cache: LogitCache,
+    progress: tqdm | None = None,
+) -> np.ndarray:
+    """Logits of the comparisons, (len(requests),) float64: > 0 means candidate 1 is better.
+
+    Each distinct comparison runs once per call (and not at all when ``cache`` has it); sources and
+    candidates are tokenized once each; the sequences run in :func:`length_batches`. ``progress`` is
+    advanced by one per request, cached ones at once.
+    """
+    out = np.zeros(len(requests), dtype=np.float64)
+    if not requests:
+        return out
+    todo: dict[Comparison, list[int]] = {}
+    keys: dict[Comparison, bytes] = {}
+    for k, req in enumerate(requests):
+        if cache.size:
+            key = keys.setdefault(req, cache.key(*req))
+            hit = cache.get(key)
+            if hit is not None:
+                out[k] = hit
+                continue
+        todo.setdefault(req, []).append(k)
+    if progress is not None:
+        progress.update(len(requests) - sum(len(v) for v in todo.values()))
+    if not todo:
+        return out
+
+    uniq = list(todo)
+    src_texts = list(dict.fromkeys(r[0] for r in uniq))
+    cand_texts = list(dict.fromkeys(t for r in uniq for t in r[1:]))
+    src_ids = dict(zip(src_texts, encoder.encode_sources(src_texts), strict=True))
+    cand_ids = dict(zip(cand_texts, encoder.encode_candidates(cand_texts), strict=True))
+    seqs = [encoder.build(src_ids[s], cand_ids[a], cand_ids[b]) for s, a, b in uniq]
+
+    values = np.zeros(len(seqs))
+    for idx in length_batches([len(s) for s in seqs], batch_size, exact=exact):
+        ids, mask = pad_batch([seqs[i] for i in idx], pad_id)  # (batch, longest)
+        logits = model(input_ids=ids.to(device), attention_mask=mask.to(device)).logits  # (batch,)
+        values[idx] = logits.float().cpu().numpy()
+        if progress is not None:
+            progress.update(sum(len(todo[uniq[i]]) for i in idx))
+
+    for req, value in zip(uniq, values, strict=True):
+        out[todo[req]] = value
+        if cache.size:
+            cache.put(keys[req], float(value))
+    cache.trim()
+    return out
+
+
+def drive_strategies(
+    logits: Callable[[list[Comparison]], np.ndarray],
+    prompts: Sequence[str],
+    candidates: Sequence[Sequence[str]],
+    gens: Sequence[strategies.StrategyGen],
+) -> tuple[list[strategies.StrategyResult], list[int]]:
+    """Run one strategy generator per prompt to its end, each round's comparisons of all prompts in one
+    ``logits`` call; returns each prompt's result and how many comparisons it asked for."""
+    results: list[strategies.StrategyResult | None] = [None] * len(gens)
+    n_forward = [0] * len(gens)
+    pending: dict[int, list[strategies.Pair]] = {}
+    for k, gen in enumerate(gens):
+        try:
+            pending[k] = next(gen)
+        except StopIteration as stop:  # nothing to compare (a single candidate)
+            results[k] = stop.value
+    while pending:
+        values = logits(
+            [
+                (prompts[k], candidates[k][i], candidates[k][j])
+                for k, pairs in pending.items()
+                for i, j in pairs
+            ]
+        )
+        pos, nxt = 0, {}
+        for k, pairs in pending.items():
+            answer = {p: float(values[pos + t]) for t, p in enumerate(pairs)}
+            pos += len(pairs)
+            n_forward[k] += len(pairs)
+            try:
+                nxt[k] = gens[k].send(answer)
+            except StopIteration as stop:
+                results[k] = stop.value
+        pending = nxt
+    assert all(r is not None for r in results)
+    return results, n_forward  # type: ignore[return-value]
