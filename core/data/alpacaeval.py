@@ -2,10 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TypeAlias
 
 from blender_core.data.records import iter_jsonl
+
+#: orders (best first) of each instruction's candidates: how a ranker, a rule or the labels choose
+RankFn: TypeAlias = Callable[[list[str], list[list[str]]], list[list[int]]]
 
 
 @dataclass(frozen=True)
@@ -44,3 +49,18 @@ def load_alpacaeval(path: str | Path) -> list[EvalRecord]:
     if not records:
         raise ValueError(f"{path} holds no records")
     return records
+
+
+def pref_rank_fn(records: Sequence[EvalRecord]) -> RankFn:
+    """Orders by the data's judge preference (``pref``) of the instructions of ``records`` (uses the labels:
+    a reference point, not a ranker)."""
+    by_instruction = {r.instruction: r for r in records}
+
+    def rank(instructions: list[str], candidates: list[list[str]]) -> list[list[int]]:
+        orders = []
+        for instruction in instructions:
+            prefs = by_instruction[instruction].prefs
+            orders.append(sorted(range(len(prefs)), key=lambda j: (-prefs[j], j)))
+        return orders
+
+    return rank

@@ -5,17 +5,16 @@ from __future__ import annotations
 import gzip
 import hashlib
 import json
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from tqdm.auto import tqdm
 
-from blender_core.data.alpacaeval import EvalRecord, load_alpacaeval
+from blender_core.data.alpacaeval import EvalRecord, RankFn, load_alpacaeval, pref_rank_fn
 from blender_core.data.records import iter_jsonl
 
 # Orders (best first) of each instruction's candidates.
-RankFn = Callable[[list[str], list[list[str]]], list[list[int]]]
 
 
 @dataclass(frozen=True)
@@ -26,20 +25,6 @@ class FuserExample:
     candidates: tuple[str, ...]
     target: str
     id: str = ""
-
-
-def pref_rank_fn(records: Sequence[EvalRecord]) -> RankFn:
-    """Orders by the data's judge preference (``pref``), for instructions of ``records``."""
-    by_instruction = {r.instruction: r for r in records}
-
-    def rank(instructions: list[str], candidates: list[list[str]]) -> list[list[int]]:
-        orders = []
-        for instruction in instructions:
-            prefs = by_instruction[instruction].prefs
-            orders.append(sorted(range(len(prefs)), key=lambda j: (-prefs[j], j)))
-        return orders
-
-    return rank
 
 
 def build_examples(
