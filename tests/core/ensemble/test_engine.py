@@ -48,7 +48,8 @@ def test_backends_run_concurrently_and_failures_are_recorded() -> None:
     assert time.perf_counter() - start < 1.0  # not 0.3 + 0.3 + 2.0
     by_name = {r.backend: r for r in records}
     assert [r.backend for r in records] == ["a", "b", "boom", "slow"]
-    assert by_name["a"].ok and by_name["a"].latency_s >= 0.29
+    assert by_name["a"].ok
+    assert by_name["a"].latency_s >= 0.29
     assert by_name["boom"].error == "RuntimeError: down"
     assert by_name["slow"].error == "TimeoutError: no answer within 0.5 s"
 
@@ -158,12 +159,8 @@ def test_a_fuser_that_fails_or_is_late_before_its_first_piece_falls_back(fuser: 
     assert first.answer is not None  # the top-ranked answer, whole
     assert isinstance(last, EnsembleOutcome)
     meta = last.metadata()
-    assert (last.text, meta["fused"], meta["fuser"], meta["fuser_error"], meta["chosen"]) == (
-        "it is four, 2 + 2",
-        False,
-        "scripted",
-        error,
-    ) + (["long"],)
+    assert (last.text, meta["fused"], meta["fuser"], meta["fuser_error"]) == ("it is four, 2 + 2", False, "scripted", error)
+    assert meta["chosen"] == ["long"]
     assert engine(fuser, timeout=0.3).run("q", calls()).metadata()["fuser_error"] == error
 
 
