@@ -90,10 +90,8 @@ def run_ours(
     """
     from blender_core.fusion.seq2seq import GenFuser
 
-    # top_k=None: the reference's fuse() fuses every candidate it is given (top-K is rank_and_fuse's job).
-    fuser = GenFuser.from_pretrained(
-        fuser_dir, device="cpu", dtype="float32", top_k=None, local_files_only=True
-    )
+    # A fuser fuses every candidate it is given, as the reference's fuse() does (top-K is rank_and_fuse's job).
+    fuser = GenFuser.from_pretrained(fuser_dir, device="cpu", dtype="float32", local_files_only=True)
     # The strings come from the drop-in (compat.Blender.fuse, the reference's signature) over that GenFuser.
     from blender_core.compat import Blender
 

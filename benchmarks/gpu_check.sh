@@ -2,7 +2,7 @@
 # GPU checks on a borrowed CUDA machine, from the repository root, in about 5-8 minutes:
 #   1. a venv that reuses the machine's CUDA torch and transformers (--system-site-packages), with this
 #      package installed into it without dependencies (works offline);
-#   2. pytest -m gpu (tests/test_gpu.py: bf16 / fp16 on CUDA vs fp32 on the CPU);
+#   2. pytest -m gpu (tests/core/test_gpu.py: bf16 / fp16 on CUDA vs fp32 on the CPU);
 #   3. benchmarks/ranker_speed.py --gpu: PairRM-size random DeBERTa, comparisons/s of ours (bf16, fp16) and of
 #      llm-blender 0.0.2 (fp16) when its venv can be set up there (it needs transformers<5).
 #
@@ -33,7 +33,7 @@ print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transfor
 
 echo "== pytest -m gpu"
 # addopts are cleared: the default ones deselect gpu and need pytest-socket, which such machines may lack.
-timeout 180 "$VENV/bin/python" -m pytest -o addopts="" --strict-markers -m gpu -q -rs tests/test_gpu.py \
+timeout 180 "$VENV/bin/python" -m pytest -o addopts="" --strict-markers -m gpu -q -rs tests/core/test_gpu.py \
   2>&1 | tee "$OUT/pytest_gpu.log" || status=1
 
 echo "== reference venv $REF_VENV"

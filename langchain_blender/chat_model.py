@@ -8,8 +8,6 @@ callbacks and tracing around them.
 
 from __future__ import annotations
 
-import contextvars
-import functools
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from typing import Any, Literal
 
@@ -25,16 +23,12 @@ from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from langchain_core.runnables.config import set_config_context
-from langchain_core.runnables.utils import coro_with_context
 from pydantic import PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
 from blender_core.ensemble import (
-    BackendAnswer,
     Delta,
     Ensemble,
-    EnsembleConfig,
     EnsembleOutcome,
     name_backends,
 )
@@ -42,9 +36,10 @@ from blender_core.ensemble.fields import RankerField, StrategyField
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import spec_name
 
+from .backends import abackend_calls, backend_calls
 from .callbacks import BACKEND_TAGS, FUSER_TAGS, child_config, children, enter, leave
 from .fusers import ChatModelFuser, model_name
-from .messages import message_answer, prompt_text
+from .messages import prompt_text
 from .tool_calls import as_chunk
 
 AnyCallbackManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
@@ -139,8 +134,7 @@ class BlenderLLM(BaseChatModel):
         if self.max_retries < 0:
             raise ValueError(f"max_retries must be >= 0, got {self.max_retries}")
         fuser = ChatModelFuser(self.fuser) if isinstance(self.fuser, Runnable) else self.fuser
-        self._engine = Ensemble(self.ranker, fuser, EnsembleConfig.from_settings(self))
-        self._engine.check_backend_count(len(self.backends))
+        self._engine = Ensemble.from_settings(self, fuser)
         return self
 
     @property
@@ -287,37 +281,6 @@ class BlenderLLM(BaseChatModel):
             out["stop"] = list(stop)
         return out
 
-    def _with_retry(self, backend: Runnable[Any, Any]) -> Runnable[Any, Any]:
-        return backend.with_retry(stop_after_attempt=self.max_retries + 1) if self.max_retries else backend
-
-    def _calls(
-        self, messages: list[BaseMessage], manager: BaseCallbackManager | None, call_kwargs: dict[str, Any]
-    ) -> dict[str, Callable[[], BackendAnswer]]:
-        def call(name: str, backend: Runnable[Any, Any], ctx: contextvars.Context) -> BackendAnswer:
-            config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
-            invoke = self._with_retry(backend).invoke
-            return _answer(name, ctx.run(_in_config, config, invoke, messages, config, **call_kwargs))
-
-        return {
-            name: functools.partial(call, name, backend, contextvars.copy_context())
-            for name, backend in self.backends.items()
-        }
-
-    def _acalls(
-        self, messages: list[BaseMessage], manager: BaseCallbackManager | None, call_kwargs: dict[str, Any]
-    ) -> dict[str, Callable[[], Any]]:
-        async def call(name: str, backend: Runnable[Any, Any]) -> BackendAnswer:
-            config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
-            with set_config_context(
-                config
-            ) as ctx:  # so a bound backend does not merge in the caller's config
-                message = await coro_with_context(
-                    self._with_retry(backend).ainvoke(messages, config, **call_kwargs), ctx
-                )
-            return _answer(name, message)
-
-        return {name: functools.partial(call, name, backend) for name, backend in self.backends.items()}
-
     def _fuse_kwargs(self, manager: BaseCallbackManager | None) -> dict[str, Any]:
         """A chat-model fuser's call is a child run too."""
         if isinstance(self._engine.fuser, ChatModelFuser):
@@ -371,7 +334,9 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = self._calls(messages, manager, self._call_kwargs(stop, kwargs))
+        calls = backend_calls(
+            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
+        )
         outcome = self._engine.run(prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager))
         return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
 
@@ -384,7 +349,9 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = self._acalls(messages, manager, self._call_kwargs(stop, kwargs))
+        calls = abackend_calls(
+            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
+        )
         outcome = await self._engine.arun(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         )
@@ -399,7 +366,9 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = self._calls(messages, manager, self._call_kwargs(stop, kwargs))
+        calls = backend_calls(
+            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
+        )
         for event in self._engine.stream(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         ):
@@ -417,7 +386,9 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = self._acalls(messages, manager, self._call_kwargs(stop, kwargs))
+        calls = abackend_calls(
+            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
+        )
         async for event in self._engine.astream(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         ):
@@ -425,21 +396,6 @@ class BlenderLLM(BaseChatModel):
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
-
-
-def _answer(name: str, message: Any) -> BackendAnswer:
-    if isinstance(message, str):  # a chain ending in a string parser
-        message = AIMessage(content=message)
-    if not isinstance(message, BaseMessage):
-        raise TypeError(f"backend {name!r} returned {type(message).__name__}, expected an AI message")
-    return message_answer(message)
-
-
-def _in_config(config: RunnableConfig, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-    """Call ``fn`` with ``config`` as the current runnable config (as LangChain does for child runs), so a
-    bound backend does not merge in the config of the caller's context."""
-    with set_config_context(config) as ctx:
-        return ctx.run(fn, *args, **kwargs)
 
 
 __all__ = ["BACKEND_TAGS", "FUSER_TAGS", "BlenderLLM"]

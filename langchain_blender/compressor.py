@@ -51,7 +51,11 @@ class PairRankerCompressor(BaseDocumentCompressor):
             if not isinstance(d, Document):
                 raise TypeError(f"documents[{i}] is a {type(d).__name__}, not a Document")
         ranked = rank_one(
-            load_ranker(self.ranker), query, [d.page_content for d in docs], top_k=self.top_n, strategy=self.strategy
+            load_ranker(self.ranker),
+            query,
+            [d.page_content for d in docs],
+            top_k=self.top_n,
+            strategy=self.strategy,
         )
         return [
             docs[c.index].model_copy(

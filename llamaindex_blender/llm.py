@@ -31,7 +31,6 @@ from blender_core.ensemble import (
     BackendAnswer,
     Delta,
     Ensemble,
-    EnsembleConfig,
     EnsembleOutcome,
     name_backends,
     render_prompt,
@@ -171,8 +170,7 @@ class BlenderLLM(LLM):
 
     @model_validator(mode="after")
     def _build(self) -> BlenderLLM:
-        self._engine = Ensemble(self.ranker, self.fuser, EnsembleConfig.from_settings(self))
-        self._engine.check_backend_count(len(self.backends))
+        self._engine = Ensemble.from_settings(self, self.fuser)
         return self
 
     @property

