@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.devices import resolve_device, resolve_dtype
 from blender_core.base.usage import UsageSink
@@ -17,6 +17,7 @@ from blender_core.base.validation import check_positive, positive_int
 from blender_core.fusion._common import (
     check_fuse_args,
     eos_ids,
+    load_model_and_tokenizer,
     merge_generate_kwargs,
     report_batch_usage,
     select_candidates,
@@ -149,25 +150,22 @@ class LLMFuser(BaseFuser):
         Example:
             >>> fuser = LLMFuser.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct", device="cuda")  # doctest: +SKIP
         """
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev)
         hub = {
             "revision": revision,
-            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+            "cache_dir": cache_dir,
             "local_files_only": local_files_only,
             "token": token,
         }
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **hub)
-            model = AutoModelForCausalLM.from_pretrained(
-                str(name_or_path), dtype=torch_dtype, trust_remote_code=False, **hub
-            )
-        except (OSError, ValueError) as exc:
-            raise type(exc)(
-                f"could not load a causal LM fuser from {str(name_or_path)!r} ({exc}). Pass a local folder or a "
-                "hub id of a chat model; check the network and `token=` for gated repos, or "
-                "`local_files_only=True` offline"
-            ) from exc
+        model, tokenizer = load_model_and_tokenizer(
+            AutoModelForCausalLM,
+            name_or_path,
+            torch_dtype,
+            hub,
+            "a causal LM fuser",
+            "Pass a local folder or a hub id of a chat model",
+        )
         kwargs.setdefault("name", str(name_or_path))
         return cls(
             model,

