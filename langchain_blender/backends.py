@@ -19,6 +19,7 @@ from blender_core.ensemble import BackendAnswer
 
 from .callbacks import BACKEND_TAGS, child_config
 from .messages import message_answer
+from .structured import AnswerCheck
 
 
 def _with_retry(backend: Runnable[Any, Any], max_retries: int) -> Runnable[Any, Any]:
@@ -31,13 +32,15 @@ def backend_calls(
     manager: BaseCallbackManager | None,
     call_kwargs: dict[str, Any],
     max_retries: int = 0,
+    check: AnswerCheck | None = None,
 ) -> dict[str, Callable[[], BackendAnswer]]:
-    """One sync call per backend, run in a copy of the caller's context (from a worker thread)."""
+    """One sync call per backend, run in a copy of the caller's context (from a worker thread); an answer
+    that fails ``check`` fails its backend."""
 
     def call(name: str, backend: Runnable[Any, Any], ctx: contextvars.Context) -> BackendAnswer:
         config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
         invoke = _with_retry(backend, max_retries).invoke
-        return _answer(name, ctx.run(_in_config, config, invoke, messages, config, **call_kwargs))
+        return _answer(name, ctx.run(_in_config, config, invoke, messages, config, **call_kwargs), check)
 
     return {
         name: functools.partial(call, name, backend, contextvars.copy_context())
@@ -51,8 +54,9 @@ def abackend_calls(
     manager: BaseCallbackManager | None,
     call_kwargs: dict[str, Any],
     max_retries: int = 0,
+    check: AnswerCheck | None = None,
 ) -> dict[str, Callable[[], Any]]:
-    """One coroutine function per backend."""
+    """One coroutine function per backend (see :func:`backend_calls`)."""
 
     async def call(name: str, backend: Runnable[Any, Any]) -> BackendAnswer:
         config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
@@ -60,16 +64,18 @@ def abackend_calls(
             message = await coro_with_context(
                 _with_retry(backend, max_retries).ainvoke(messages, config, **call_kwargs), ctx
             )
-        return _answer(name, message)
+        return _answer(name, message, check)
 
     return {name: functools.partial(call, name, backend) for name, backend in backends.items()}
 
 
-def _answer(name: str, message: Any) -> BackendAnswer:
+def _answer(name: str, message: Any, check: AnswerCheck | None) -> BackendAnswer:
     if isinstance(message, str):  # a chain ending in a string parser
         message = AIMessage(content=message)
     if not isinstance(message, BaseMessage):
         raise TypeError(f"backend {name!r} returned {type(message).__name__}, expected an AI message")
+    if check is not None:
+        check(message)
     return message_answer(message)
 
 

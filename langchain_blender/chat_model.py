@@ -40,6 +40,7 @@ from .backends import abackend_calls, backend_calls
 from .callbacks import BACKEND_TAGS, FUSER_TAGS, child_config, children, enter, leave
 from .fusers import ChatModelFuser, model_name
 from .messages import prompt_text
+from .structured import AnswerCheck, structured_output_check
 from .tool_calls import as_chunk
 
 AnyCallbackManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
@@ -83,6 +84,11 @@ class BlenderLLM(BaseChatModel):
     """Fewer answers than this fails the call with a clear error."""
     max_concurrency: int | None = None
     """At most this many backend calls at once (None: all at once)."""
+    fusion_timeout: float | None = None
+    """Seconds the whole fusion may take (None: ``timeout``); past it a fusion not yet shown falls back to
+    the top-ranked answer, and a streamed one ends where it stands."""
+    max_stuck_calls: int = 2
+    """Calls of a backend still running past their timeout before it is skipped at once (no thread pile-up)."""
     fallback_on_fuser_error: bool = True
     """When the fuser fails before its first token (or, not streaming, at all), answer with the top-ranked
     answer and say why in the metadata; False raises ``FusionError``."""
@@ -104,6 +110,8 @@ class BlenderLLM(BaseChatModel):
     """Whether ``invoke`` goes through the streaming path (tokens reach callback handlers)."""
 
     _engine: Ensemble = PrivateAttr()
+    # set by with_structured_output (through bind_tools): an answer that does not fit fails its backend
+    _answer_check: AnswerCheck | None = PrivateAttr(default=None)
 
     @field_validator("backends", mode="before")
     @classmethod
@@ -198,8 +206,12 @@ class BlenderLLM(BaseChatModel):
                     f"backend {name!r} ({type(backend).__name__}) does not support tool calling; "
                     "use only tool-calling backends with bind_tools()"
                 ) from exc
-        # model_copy keeps the private ensemble: the bound copy shares the (possibly loaded) ranker
-        return self.model_copy(update={"backends": bound}).bind(**own)
+        # model_copy keeps the private engine: the bound copy shares the (possibly loaded) ranker
+        copy = self.model_copy(update={"backends": bound})
+        structured = own.get("ls_structured_output_format")
+        if isinstance(structured, dict) and "schema" in structured:
+            copy._answer_check = structured_output_check(structured["schema"])
+        return copy.bind(**own)
 
     # ------------------------------------------------------------------ entry points (parent run hand-over)
     @override
@@ -281,6 +293,14 @@ class BlenderLLM(BaseChatModel):
             out["stop"] = list(stop)
         return out
 
+    def _call_options(self, stop: list[str] | None, kwargs: dict[str, Any]) -> dict[str, Any]:
+        """How each backend is called: its call kwargs, retries, and the structured-output check."""
+        return {
+            "call_kwargs": self._call_kwargs(stop, kwargs),
+            "max_retries": self.max_retries,
+            "check": self._answer_check,
+        }
+
     def _fuse_kwargs(self, manager: BaseCallbackManager | None) -> dict[str, Any]:
         """A chat-model fuser's call is a child run too."""
         if isinstance(self._engine.fuser, ChatModelFuser):
@@ -334,9 +354,7 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = backend_calls(
-            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
-        )
+        calls = backend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         outcome = self._engine.run(prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager))
         return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
 
@@ -349,9 +367,7 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> ChatResult:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = abackend_calls(
-            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
-        )
+        calls = abackend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         outcome = await self._engine.arun(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         )
@@ -366,9 +382,7 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = backend_calls(
-            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
-        )
+        calls = backend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         for event in self._engine.stream(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         ):
@@ -386,9 +400,7 @@ class BlenderLLM(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         manager = children(self, run_manager, self.backend_callbacks)
-        calls = abackend_calls(
-            self.backends, messages, manager, self._call_kwargs(stop, kwargs), self.max_retries
-        )
+        calls = abackend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         async for event in self._engine.astream(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         ):

@@ -8,7 +8,7 @@ from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.callbacks.token_counting import get_tokens_from_response
-from llama_index.core.llms import LLM
+from llama_index.core.llms import LLM, CustomLLM
 
 from blender_core.fusion.base import BaseFuser, fusion_messages
 
@@ -26,6 +26,13 @@ def usage_of(response: Any) -> dict[str, int] | None:
     if not prompt_tokens and not completion_tokens:
         return None
     return {"input_tokens": int(prompt_tokens), "output_tokens": int(completion_tokens)}
+
+
+def blocks_the_loop(llm: LLM, method: str) -> bool:
+    """Whether ``llm``'s async ``method`` is ``CustomLLM``'s, which calls the blocking sync method on the event
+    loop (a sync model in disguise: run its sync method in a thread instead)."""
+    owner = next((k for k in type(llm).__mro__ if method in k.__dict__), None)  # who defines the method
+    return owner is CustomLLM
 
 
 def _messages(instruction: str, candidates: Sequence[str]) -> list[ChatMessage]:
@@ -86,7 +93,10 @@ class LlamaIndexFuser(BaseFuser):
         usage_sink: UsageSink | None = None,
         **generate_kwargs: Any,
     ) -> list[str]:
-        """Async :meth:`fuse`: the instructions are fused concurrently with ``llm.achat``."""
+        """Async :meth:`fuse`: the instructions are fused concurrently with ``llm.achat`` (in a thread
+        through ``chat`` when the LLM's ``achat`` would block the event loop)."""
+        if blocks_the_loop(self.llm, "achat"):
+            return await super().afuse(instructions, candidates, usage_sink=usage_sink, **generate_kwargs)
         responses = await asyncio.gather(
             *(
                 self.llm.achat(_messages(i, c), **generate_kwargs)
@@ -120,7 +130,14 @@ class LlamaIndexFuser(BaseFuser):
         usage_sink: UsageSink | None = None,
         **generate_kwargs: Any,
     ) -> AsyncIterator[str]:
-        """Async :meth:`stream`, from ``llm.astream_chat``."""
+        """Async :meth:`stream`, from ``llm.astream_chat`` (from ``stream_chat`` in a thread when the LLM's
+        ``astream_chat`` would block the event loop)."""
+        if blocks_the_loop(self.llm, "astream_chat"):
+            async for piece in super().astream(
+                instruction, candidates, usage_sink=usage_sink, **generate_kwargs
+            ):
+                yield piece
+            return
         last = None
         async for last in await self.llm.astream_chat(_messages(instruction, candidates), **generate_kwargs):
             if last.delta:

@@ -28,7 +28,9 @@ from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
 from blender_core.ensemble import (
+    AsyncCall,
     BackendAnswer,
+    Blocking,
     Delta,
     Ensemble,
     EnsembleOutcome,
@@ -38,7 +40,7 @@ from blender_core.ensemble import (
 from blender_core.ensemble.fields import RankerField, StrategyField
 from blender_core.fusion.base import BaseFuser
 
-from .fusers import LlamaIndexFuser, usage_of
+from .fusers import LlamaIndexFuser, blocks_the_loop, usage_of
 
 T = TypeVar("T")
 
@@ -131,10 +133,20 @@ class BlenderLLM(LLM):
     )
     # the paper fuses the top 3
     top_k: int = Field(default=3, description="How many top-ranked answers the fuser merges.")
-    strategy: StrategyField = Field(default="full", description="Ranking strategy: full, bubble, knockout or sort.")
+    strategy: StrategyField = Field(
+        default="full", description="Ranking strategy: full, bubble, knockout or sort."
+    )
     timeout: float | None = Field(default=None, description="Seconds each backend may take (None: no limit).")
     min_successes: int = Field(default=1, description="Fewer answers than this is an error.")
     max_concurrency: int | None = Field(default=None, description="At most this many backend calls at once.")
+    fusion_timeout: float | None = Field(
+        default=None,
+        description="Seconds the whole fusion may take (None: timeout); past it the top answer or a cut stream.",
+    )
+    max_stuck_calls: int = Field(
+        default=2,
+        description="Calls of a backend still running past their timeout before it is skipped at once.",
+    )
     fallback_on_fuser_error: bool = Field(
         default=True,
         description="When the fuser fails, answer with the top-ranked candidate instead of raising.",
@@ -254,6 +266,20 @@ class BlenderLLM(LLM):
     def _calls(self, make: Callable[[LLM], Callable[[], Any]]) -> dict[str, Callable[[], Any]]:
         return {name: make(llm) for name, llm in self.backends.items()}
 
+    def _acalls(self, method: str, *args: Any) -> dict[str, AsyncCall]:
+        """Async calls of ``method`` (``achat`` / ``acomplete``); a backend whose async method only runs the
+        blocking sync one (LlamaIndex's ``CustomLLM``) is called through the sync method in a thread, so it
+        cannot freeze the event loop or outlive its timeout."""
+        sync, coro = (
+            (_chat_answer, _achat_answer) if method == "achat" else (_complete_answer, _acomplete_answer)
+        )
+        return {
+            name: Blocking(_in_context(sync, llm, *args))
+            if blocks_the_loop(llm, method)
+            else partial(coro, llm, *args)
+            for name, llm in self.backends.items()
+        }
+
     # ------------------------------------------------------------------ chat
     @llm_chat_callback()
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
@@ -265,7 +291,7 @@ class BlenderLLM(LLM):
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async :meth:`chat`: the backends' ``achat`` are awaited concurrently; ranking runs in a thread."""
-        calls = self._calls(lambda llm: partial(_achat_answer, llm, messages, kwargs))
+        calls = self._acalls("achat", messages, kwargs)
         outcome = await self._engine.arun(_chat_prompt(messages), calls)
         return ChatResponse(message=self._message(outcome), raw=self._raw(outcome))
 
@@ -290,7 +316,7 @@ class BlenderLLM(LLM):
         """Async :meth:`stream_chat`."""
 
         async def gen() -> ChatResponseAsyncGen:
-            calls = self._calls(lambda llm: partial(_achat_answer, llm, messages, kwargs))
+            calls = self._acalls("achat", messages, kwargs)
             text = ""
             async for delta, final in self._apieces(self._engine.astream(_chat_prompt(messages), calls)):
                 text += delta
@@ -309,7 +335,7 @@ class BlenderLLM(LLM):
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async :meth:`complete`: the backends' ``acomplete`` are awaited concurrently."""
-        calls = self._calls(lambda llm: partial(_acomplete_answer, llm, prompt, formatted, kwargs))
+        calls = self._acalls("acomplete", prompt, formatted, kwargs)
         outcome = await self._engine.arun(prompt, calls)
         return CompletionResponse(text=outcome.text, raw=self._raw(outcome))
 
@@ -335,7 +361,7 @@ class BlenderLLM(LLM):
         """Async :meth:`stream_complete`."""
 
         async def gen() -> CompletionResponseAsyncGen:
-            calls = self._calls(lambda llm: partial(_acomplete_answer, llm, prompt, formatted, kwargs))
+            calls = self._acalls("acomplete", prompt, formatted, kwargs)
             text = ""
             async for delta, final in self._apieces(self._engine.astream(prompt, calls)):
                 text += delta

@@ -31,8 +31,12 @@ class PairRankerRerank(BaseNodePostprocessor):
         >>> engine = index.as_query_engine(similarity_top_k=10, node_postprocessors=[rerank])  # doctest: +SKIP
     """
 
-    top_n: TopNField = Field(default=DEFAULT_TOP_N, description="Nodes to return, best first (None: all of them).")
-    strategy: StrategyField = Field(default="full", description="Ranking strategy: full, bubble, knockout or sort.")
+    top_n: TopNField = Field(
+        default=DEFAULT_TOP_N, description="Nodes to return, best first (None: all of them)."
+    )
+    strategy: StrategyField = Field(
+        default="full", description="Ranking strategy: full, bubble, knockout or sort."
+    )
     ranker: RankerField = Field(
         default=None,
         exclude=True,
@@ -76,7 +80,9 @@ class PairRankerRerank(BaseNodePostprocessor):
         """(index, score) best first, or None when there is nothing to rank (fewer than two nodes)."""
         if len(texts) < 2:  # a lone node keeps its own score: a trivial ranking would set it to 0
             return None
-        return [(c.index, c.score) for c in rank_one(self.load_ranker(), query, texts, strategy=self.strategy)]
+        return [
+            (c.index, c.score) for c in rank_one(self.load_ranker(), query, texts, strategy=self.strategy)
+        ]
 
     def _copy(self, item: NodeWithScore, score: float | None) -> NodeWithScore:
         node = item.node.model_copy(deep=True)

@@ -10,7 +10,14 @@ May import: blender_core.base, blender_core.ranking, blender_core.fusion.
 from __future__ import annotations
 
 from blender_core.base.usage import USAGE_KEYS, UsageSink, sum_usage
-from blender_core.ensemble.backends import acall_backends, call_backends, name_backends
+from blender_core.ensemble.backends import (
+    AsyncCall,
+    Blocking,
+    EmptyAnswerError,
+    acall_backends,
+    call_backends,
+    name_backends,
+)
 from blender_core.ensemble.engine import Ensemble, EnsembleConfig
 from blender_core.ensemble.outcome import Delta, EnsembleOutcome
 from blender_core.ensemble.pipeline import BlendPipeline, BlendResult, FusionError
@@ -19,11 +26,14 @@ from blender_core.ensemble.records import BackendAnswer, CandidateRecord, Ensemb
 
 __all__ = [
     "USAGE_KEYS",
+    "AsyncCall",
     "BackendAnswer",
     "BlendPipeline",
     "BlendResult",
+    "Blocking",
     "CandidateRecord",
     "Delta",
+    "EmptyAnswerError",
     "Ensemble",
     "EnsembleConfig",
     "EnsembleError",

@@ -1,16 +1,24 @@
-"""Calling the backends: all at once (threads for sync calls, asyncio for async ones), each within its
-timeout, every outcome recorded (an error or a timeout drops that backend, never the call); and naming
-them uniquely."""
+"""Calling the backends: all at once (daemon threads for blocking calls, asyncio for async ones), each
+within its timeout, every outcome recorded (an error, an empty answer or a timeout drops that backend, never
+the call); and naming them uniquely.
+
+What a timeout covers: a backend's clock starts when its call starts, not while it waits for a
+``max_concurrency`` slot; a call past its timeout frees its slot at once, so a hung backend never starves
+the others. A blocking call cannot be killed: it is left to finish in its daemon thread (which never keeps
+the process alive) and counts as stuck (see :mod:`blender_core.ensemble.threads`).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import queue
 import time
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from concurrent.futures import ThreadPoolExecutor, wait
-from typing import Any, TypeVar
+from dataclasses import dataclass
+from typing import Any, TypeAlias, TypeVar
 
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord
+from blender_core.ensemble.threads import BackendThreads, Job
 
 T = TypeVar("T")
 
@@ -39,6 +47,22 @@ def name_backends(backends: Mapping[str, T] | Iterable[tuple[str, T]]) -> dict[s
     return named
 
 
+class EmptyAnswerError(ValueError):
+    """A backend answered, but with nothing: no text and nothing else to rank."""
+
+
+@dataclass(frozen=True)
+class Blocking:
+    """A blocking call for the async engine, which runs it in a daemon thread: a backend whose async API
+    would block the event loop (an async method that calls the sync one), or one with no async API."""
+
+    call: Callable[[], BackendAnswer]
+
+
+#: an async backend call: a coroutine function, or a :class:`Blocking` call
+AsyncCall: TypeAlias = Callable[[], Awaitable[BackendAnswer]] | Blocking
+
+
 def _error_text(exc: BaseException, timeout: float | None) -> str:
     if isinstance(exc, (TimeoutError, asyncio.TimeoutError)):
         return f"TimeoutError: no answer within {timeout} s"
@@ -46,37 +70,22 @@ def _error_text(exc: BaseException, timeout: float | None) -> str:
 
 
 def _answer(value: Any, backend: str) -> BackendAnswer:
+    """The backend's answer, checked: a BackendAnswer with something to rank (an empty answer is a failure)."""
     if not isinstance(value, BackendAnswer):
         raise TypeError(f"backend {backend!r} returned {type(value).__name__}, expected a BackendAnswer")
+    if not value.ranked_text.strip():
+        raise EmptyAnswerError("the backend answered with empty text (nothing to rank or fuse)")
     return value
 
 
-async def acall_backends(
-    calls: Mapping[str, Callable[[], Awaitable[BackendAnswer]]],
-    *,
-    timeout: float | None = None,
-    max_concurrency: int | None = None,
-) -> list[CandidateRecord]:
-    """Await every backend concurrently (at most ``max_concurrency`` at once), each within ``timeout`` s.
-
-    A backend that raises or times out becomes a record with ``error`` set; nothing is raised here.
-    """
-    gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-
-    async def one(name: str, call: Callable[[], Awaitable[BackendAnswer]]) -> CandidateRecord:
-        if gate is not None:
-            await gate.acquire()
-        start = time.perf_counter()
-        try:
-            answer = _answer(await asyncio.wait_for(call(), timeout), name)
-            return CandidateRecord(name, answer, time.perf_counter() - start)
-        except Exception as exc:
-            return CandidateRecord(name, None, time.perf_counter() - start, _error_text(exc, timeout))
-        finally:
-            if gate is not None:
-                gate.release()
-
-    return list(await asyncio.gather(*(one(n, c) for n, c in calls.items())))
+def _record(name: str, job: Job, timeout: float | None) -> CandidateRecord:
+    latency = (job.ended or time.perf_counter()) - job.started
+    if job.error is not None:
+        return CandidateRecord(name, None, latency, _error_text(job.error, timeout))
+    try:
+        return CandidateRecord(name, _answer(job.value, name), latency)
+    except (TypeError, EmptyAnswerError) as exc:
+        return CandidateRecord(name, None, latency, _error_text(exc, timeout))
 
 
 def call_backends(
@@ -84,44 +93,116 @@ def call_backends(
     *,
     timeout: float | None = None,
     max_concurrency: int | None = None,
+    threads: BackendThreads | None = None,
 ) -> list[CandidateRecord]:
-    """The sync twin of :func:`acall_backends`: backends run concurrently in threads.
+    """Run every blocking backend call concurrently in daemon threads, each within ``timeout`` seconds.
 
-    A thread cannot be killed, so a backend past its timeout is recorded as timed out and left to finish
-    in the background; the call returns without waiting for it.
+    At most ``max_concurrency`` run at once; a queued call's clock starts when it starts. A call past its
+    timeout is recorded as timed out, frees its slot and is left to finish (a stuck call); a backend
+    holding ``threads.max_stuck`` stuck calls is skipped at once. Records come in ``calls`` order.
     """
-    if not calls:
-        return []
-    names = list(calls)
-    pool = ThreadPoolExecutor(max_workers=max_concurrency or len(names), thread_name_prefix="blender-backend")
-    starts: dict[str, float] = {}
-    ends: dict[str, float] = {}
-
-    def run(name: str) -> BackendAnswer:
-        starts[name] = time.perf_counter()
+    threads = threads if threads is not None else BackendThreads(max_stuck=2)
+    waiting = list(calls)
+    limit = max_concurrency or len(waiting) or 1
+    running: dict[str, Job] = {}
+    records: dict[str, CandidateRecord] = {}
+    ended: queue.Queue[Job] = queue.Queue()
+    while waiting or running:
+        while waiting and len(running) < limit:
+            name = waiting.pop(0)
+            refusal = threads.refuses(name)
+            if refusal is not None:
+                records[name] = CandidateRecord(name, None, 0.0, refusal)
+                continue
+            job = threads.start(name, calls[name])
+            job.add_done_callback(ended.put)
+            running[name] = job
+        if not running:  # every backend left was skipped (stuck)
+            continue
+        next_deadline = min(j.started for j in running.values()) + timeout if timeout is not None else None
         try:
-            return _answer(calls[name](), name)
-        finally:
-            ends[name] = time.perf_counter()
-
-    submitted = time.perf_counter()
-    futures = {name: pool.submit(run, name) for name in names}
-    # With a bounded pool, a backend's clock starts when it starts running, so queueing is not timed.
-    deadline_wait = None if timeout is None else timeout * -(-len(names) // (max_concurrency or len(names)))
-    wait(futures.values(), timeout=deadline_wait)
-    pool.shutdown(wait=False, cancel_futures=True)
-    records = []
-    for name, fut in futures.items():
-        start = starts.get(name, submitted)
-        if fut.done() and not fut.cancelled() and (timeout is None or ends[name] - start <= timeout):
-            exc = fut.exception()
-            latency = ends[name] - start
-            if exc is None:
-                records.append(CandidateRecord(name, fut.result(), latency))
-            else:
-                records.append(CandidateRecord(name, None, latency, _error_text(exc, timeout)))
-        else:
-            records.append(
-                CandidateRecord(name, None, time.perf_counter() - start, _error_text(TimeoutError(), timeout))
+            job = ended.get(
+                timeout=None if next_deadline is None else max(0.0, next_deadline - time.perf_counter())
             )
-    return records
+            if running.get(job.name) is job:
+                del running[job.name]
+                records[job.name] = _record(job.name, job, timeout)
+        except queue.Empty:
+            pass
+        if timeout is not None:
+            now = time.perf_counter()
+            for name, job in list(running.items()):
+                if now - job.started >= timeout and not job.done.is_set():
+                    threads.abandon(job)
+                    del running[name]
+                    records[name] = CandidateRecord(
+                        name, None, now - job.started, _error_text(TimeoutError(), timeout)
+                    )
+    return [records[name] for name in calls]
+
+
+async def _blocking(
+    name: str, call: Blocking, threads: BackendThreads, timeout: float | None
+) -> CandidateRecord:
+    """A blocking call from async code: in a daemon thread, awaited without blocking the event loop."""
+    loop = asyncio.get_running_loop()
+    finished: asyncio.Future[None] = loop.create_future()
+
+    def resolve() -> None:
+        if not finished.done():
+            finished.set_result(None)
+
+    def wake(_: Job) -> None:
+        loop.call_soon_threadsafe(resolve)
+
+    job = threads.start(name, call.call)
+    job.add_done_callback(wake)
+    try:
+        await asyncio.wait_for(asyncio.shield(finished), timeout)
+    except (TimeoutError, asyncio.TimeoutError):
+        threads.abandon(job)
+        return CandidateRecord(
+            name, None, time.perf_counter() - job.started, _error_text(TimeoutError(), timeout)
+        )
+    except asyncio.CancelledError:
+        threads.abandon(job)
+        raise
+    return _record(name, job, timeout)
+
+
+async def acall_backends(
+    calls: Mapping[str, AsyncCall],
+    *,
+    timeout: float | None = None,
+    max_concurrency: int | None = None,
+    threads: BackendThreads | None = None,
+) -> list[CandidateRecord]:
+    """Await every backend concurrently (at most ``max_concurrency`` at once), each within ``timeout`` s.
+
+    Coroutine calls are cancelled at their timeout; :class:`Blocking` calls run in daemon threads, as in
+    :func:`call_backends`. A failure becomes a record with ``error`` set; nothing is raised here.
+    """
+    threads = threads if threads is not None else BackendThreads(max_stuck=2)
+    gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
+
+    async def one(name: str, call: AsyncCall) -> CandidateRecord:
+        if gate is not None:
+            await gate.acquire()  # waiting for a slot is not charged to the backend
+        try:
+            if isinstance(call, Blocking):
+                refusal = threads.refuses(name)
+                if refusal is not None:
+                    return CandidateRecord(name, None, 0.0, refusal)
+                return await _blocking(name, call, threads, timeout)
+            start = time.perf_counter()
+            try:
+                return CandidateRecord(
+                    name, _answer(await asyncio.wait_for(call(), timeout), name), time.perf_counter() - start
+                )
+            except Exception as exc:
+                return CandidateRecord(name, None, time.perf_counter() - start, _error_text(exc, timeout))
+        finally:
+            if gate is not None:
+                gate.release()
+
+    return list(await asyncio.gather(*(one(n, c) for n, c in calls.items())))

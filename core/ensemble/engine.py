@@ -19,17 +19,18 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeAlias
 
 from blender_core.base.usage import UsageSink, sum_usage
 from blender_core.base.validation import check_choice
-from blender_core.ensemble.backends import acall_backends, call_backends
+from blender_core.ensemble.backends import AsyncCall, acall_backends, call_backends
 from blender_core.ensemble.outcome import Delta, EnsembleOutcome
 from blender_core.ensemble.pipeline import BlendPipeline, FusionError, check_top_k
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
-from blender_core.ensemble.streaming import StreamReport, aguarded_stream, guarded_stream
+from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
+from blender_core.ensemble.threads import BackendThreads
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import RankerSpec
 from blender_core.ranking.strategies import STRATEGIES
@@ -38,7 +39,7 @@ from blender_core.ranking.strategies import STRATEGIES
 logger = logging.getLogger(__name__)
 
 Calls: TypeAlias = Mapping[str, Callable[[], BackendAnswer]]
-AsyncCalls: TypeAlias = Mapping[str, Callable[[], Awaitable[BackendAnswer]]]
+AsyncCalls: TypeAlias = Mapping[str, AsyncCall]
 #: what a stream yields: pieces of the answer, then the finished outcome
 Event: TypeAlias = Delta | EnsembleOutcome
 
@@ -59,31 +60,36 @@ class EnsembleConfig:
     max_concurrency: int | None = None
     # A failing fuser should not fail the call: answer with the top-ranked candidate and say why.
     fallback_on_fuser_error: bool = True
+    # The whole fusion's deadline, in seconds (None: ``timeout``, since a fused answer is about as long as a
+    # backend's; both None: no limit). Past it, a fusion not yet shown falls back to the top answer and a
+    # streamed one ends where it stands.
+    fusion_timeout: float | None = None
+    # Calls of one backend still running past their timeout (stuck threads) before it is skipped at once:
+    # 2 lets one slow call pass without ever piling up threads behind a hung backend.
+    max_stuck_calls: int = 2
 
     def __post_init__(self) -> None:
         check_top_k(self.top_k)
         check_choice(self.strategy, STRATEGIES, "strategy")
-        if self.timeout is not None and (
-            isinstance(self.timeout, bool)
-            or not isinstance(self.timeout, (int, float))
-            or not math.isfinite(self.timeout)
-            or self.timeout <= 0
-        ):
-            raise ValueError(
-                f"timeout must be a positive, finite number of seconds or None, got {self.timeout!r}"
-            )
-        if (
-            isinstance(self.min_successes, bool)
-            or not isinstance(self.min_successes, int)
-            or self.min_successes < 1
-        ):
-            raise ValueError(f"min_successes must be an int >= 1, got {self.min_successes!r}")
+        for name in ("timeout", "fusion_timeout"):
+            value = getattr(self, name)
+            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
+                raise ValueError(
+                    f"{name} must be a positive, finite number of seconds or None, got {value!r}"
+                )
+        for name, lowest in (("min_successes", 1), ("max_stuck_calls", 1)):
+            value = getattr(self, name)
+            if not _is_int(value) or value < lowest:
+                raise ValueError(f"{name} must be an int >= {lowest}, got {value!r}")
         if self.max_concurrency is not None and (
-            isinstance(self.max_concurrency, bool)
-            or not isinstance(self.max_concurrency, int)
-            or self.max_concurrency < 1
+            not _is_int(self.max_concurrency) or self.max_concurrency < 1
         ):
             raise ValueError(f"max_concurrency must be an int >= 1 or None, got {self.max_concurrency!r}")
+
+    @property
+    def fusion_deadline(self) -> float | None:
+        """Seconds the whole fusion may take: ``fusion_timeout``, else ``timeout``."""
+        return self.fusion_timeout if self.fusion_timeout is not None else self.timeout
 
     @classmethod
     def from_settings(cls, owner: Any) -> EnsembleConfig:
@@ -119,6 +125,8 @@ class Ensemble:
             strategy=c.strategy,
             fallback_on_fuser_error=c.fallback_on_fuser_error,
         )
+        # shared by every call of this engine: each backend's stuck calls are counted across calls
+        self.threads = BackendThreads(max_stuck=c.max_stuck_calls)
 
     @classmethod
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
@@ -143,13 +151,18 @@ class Ensemble:
     # ------------------------------------------------------------------ backends
     def call(self, calls: Calls) -> list[CandidateRecord]:
         """Call every backend concurrently (threads), each within the timeout; failures become records."""
-        return call_backends(calls, timeout=self.config.timeout, max_concurrency=self.config.max_concurrency)
+        c = self.config
+        return _logged(
+            call_backends(calls, timeout=c.timeout, max_concurrency=c.max_concurrency, threads=self.threads)
+        )
 
     async def acall(self, calls: AsyncCalls) -> list[CandidateRecord]:
         """Await every backend concurrently, each within the timeout; failures become records."""
-        return await acall_backends(
-            calls, timeout=self.config.timeout, max_concurrency=self.config.max_concurrency
+        c = self.config
+        records = await acall_backends(
+            calls, timeout=c.timeout, max_concurrency=c.max_concurrency, threads=self.threads
         )
+        return _logged(records)
 
     # ------------------------------------------------------------------ ranking
     def _successes(self, records: list[CandidateRecord]) -> tuple[CandidateRecord, ...]:
@@ -202,20 +215,29 @@ class Ensemble:
         if report.fell_back:
             ended = outcome.answered_by_best(fuser=name, fuser_error=report.error, timings=timings)
         else:
-            ended = replace(
-                outcome, blend=replace(outcome.blend, text=text, fused=True, fuser=name, timings=timings)
+            blend = replace(
+                outcome.blend, text=text, fused=True, fuser=name, fuser_error=report.error, timings=timings
             )
+            ended = replace(outcome, blend=blend)
         return replace(ended, fuser_usage=usage)
 
     def finish(
-        self, prompt: str, outcome: EnsembleOutcome, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        outcome: EnsembleOutcome,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        cut_at_deadline: bool = True,
     ) -> Iterator[Event]:
         """Stream the final answer of a selected outcome: :class:`Delta` pieces, then the ended outcome.
 
         With fusion the fuser's pieces stream; its first must come within the timeout, and a failure
         before it streams the top-ranked answer instead (or raises :class:`FusionError` with the fallback
-        off). After the first piece there is no way back: later errors are raised. Without fusion the
-        chosen answer comes as one piece. ``fuse_kwargs`` go to the fuser (e.g. a callback config).
+        off). After the first piece there is no way back: a fuser error is raised, and a fusion that passes
+        its deadline (:attr:`EnsembleConfig.fusion_deadline`) is stopped and the stream ends where it
+        stands, the outcome saying so in ``fuser_error`` (with ``cut_at_deadline=False`` it is raised
+        instead). Without fusion the chosen answer comes as one piece. ``fuse_kwargs`` go to the fuser
+        (e.g. a callback config).
         """
         if not self.fuses(outcome):
             ended = outcome.answered_by_best()
@@ -232,12 +254,17 @@ class Ensemble:
             timeout=self.config.timeout,
             fallback=self._fallback(outcome),
             report=report,
+            deadline=self.config.fusion_deadline,
         )
         text = ""
         try:
             for piece in pieces:
                 text += piece.text
                 yield piece
+        except StreamDeadline as exc:
+            if not cut_at_deadline:
+                raise
+            report.error = f"{type(exc).__name__}: {exc}; the answer is cut there"
         except Exception as exc:
             if report.first_item_s is None:  # failed before any output, with the fallback off
                 raise self._fusion_error(exc) from exc
@@ -245,7 +272,12 @@ class Ensemble:
         yield self._ended(outcome, text, report, sink)
 
     async def afinish(
-        self, prompt: str, outcome: EnsembleOutcome, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        outcome: EnsembleOutcome,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        cut_at_deadline: bool = True,
     ) -> AsyncIterator[Event]:
         """Async :meth:`finish`, from the fuser's ``astream``."""
         if not self.fuses(outcome):
@@ -264,10 +296,18 @@ class Ensemble:
         text = ""
         try:
             async for piece in aguarded_stream(
-                fused, timeout=self.config.timeout, fallback=self._fallback(outcome), report=report
+                fused,
+                timeout=self.config.timeout,
+                fallback=self._fallback(outcome),
+                report=report,
+                deadline=self.config.fusion_deadline,
             ):
                 text += piece.text
                 yield piece
+        except StreamDeadline as exc:
+            if not cut_at_deadline:
+                raise
+            report.error = f"{type(exc).__name__}: {exc}; the answer is cut there"
         except Exception as exc:
             if report.first_item_s is None:
                 raise self._fusion_error(exc) from exc
@@ -309,7 +349,7 @@ class Ensemble:
         outcome = self.select(prompt, self.call(calls))
         start = time.perf_counter()
         try:
-            *_, last = self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs)
+            *_, last = self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False)
         except Exception as exc:
             return self._after_error(outcome, exc, start)
         assert isinstance(last, EnsembleOutcome)
@@ -322,7 +362,12 @@ class Ensemble:
         outcome = await self.aselect(prompt, await self.acall(calls))
         start = time.perf_counter()
         try:
-            *_, last = [event async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs)]
+            *_, last = [
+                event
+                async for event in self.afinish(
+                    prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False
+                )
+            ]
         except Exception as exc:
             return self._after_error(outcome, exc, start)
         assert isinstance(last, EnsembleOutcome)
@@ -334,3 +379,11 @@ def _logged(records: list[CandidateRecord]) -> list[CandidateRecord]:
         if r.error is not None:
             logger.warning("backend %r dropped after %.2f s: %s", r.backend, r.latency_s, r.error)
     return records
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool)

@@ -55,6 +55,19 @@ class FirstItemTimeout(TimeoutError):
     """The source produced nothing within the time-to-first-item limit."""
 
 
+class StreamDeadline(TimeoutError):
+    """The source passed the deadline of the whole stream after its first item; it was asked to stop."""
+
+
+def _first_limit(timeout: float | None, deadline: float | None) -> float | None:
+    limits = [x for x in (timeout, deadline) if x is not None]
+    return min(limits) if limits else None
+
+
+def _passed(deadline: float | None) -> StreamDeadline:
+    return StreamDeadline(f"the stream passed its {deadline} s deadline and was stopped")
+
+
 def _no_first_item(timeout: float | None) -> FirstItemTimeout:
     return FirstItemTimeout(f"no output within {timeout} s (time-to-first-token limit)")
 
@@ -96,14 +109,17 @@ def guarded_stream(
     timeout: float | None,
     fallback: Callable[[], Iterable[T]] | None = None,
     report: StreamReport | None = None,
+    deadline: float | None = None,
 ) -> Iterator[T]:
     """Yield the items of ``make()``, requiring the first one within ``timeout`` seconds.
 
     Before the first item, a failure (``make`` raising, the source raising, ending empty, or the timeout)
     streams ``fallback()`` instead and records the reason in ``report``; without a fallback it raises
     (:class:`FirstItemTimeout` for the timeout). After the first item, items flow with no time limit and
-    errors propagate. With a timeout the source is driven in a daemon thread (a thread cannot be killed: a
-    source past its limit is asked to stop at its next item and left to finish).
+    errors propagate; with a ``deadline`` (seconds from the start for the whole stream) a source still
+    producing when it passes is asked to stop and :class:`StreamDeadline` is raised. With a timeout or a
+    deadline the source is driven in a daemon thread (a thread cannot be killed: a source past its limit
+    is asked to stop at its next item and left to finish).
     """
     report = report if report is not None else StreamReport()
     start = time.perf_counter()
@@ -111,8 +127,9 @@ def guarded_stream(
     first: tuple[str, Any]
     items: Iterator[Any] | None = None
     q: queue.Queue[tuple[str, Any]] | None = None
+    first_limit = _first_limit(timeout, deadline)
     try:
-        if timeout is None:
+        if first_limit is None:
             items = iter(make())
             first = ("item", next(items, _DONE))
             if first[1] is _DONE:
@@ -120,9 +137,9 @@ def guarded_stream(
         else:
             q = _threaded(make, stop)
             try:
-                first = q.get(timeout=timeout)
+                first = q.get(timeout=first_limit)
             except queue.Empty:
-                first = ("error", _no_first_item(timeout))
+                first = ("error", _no_first_item(first_limit))
     except Exception as exc:
         first = ("error", exc)
 
@@ -145,7 +162,11 @@ def guarded_stream(
             return
         assert q is not None
         while True:
-            kind, value = q.get()
+            try:
+                left = None if deadline is None else max(0.0, start + deadline - time.perf_counter())
+                kind, value = q.get(timeout=left)
+            except queue.Empty:
+                raise _passed(deadline) from None
             if kind == "item":
                 yield value
             elif kind == "error":
@@ -163,6 +184,7 @@ async def aguarded_stream(
     timeout: float | None,
     fallback: Callable[[], Iterable[T]] | None = None,
     report: StreamReport | None = None,
+    deadline: float | None = None,
 ) -> AsyncIterator[T]:
     """Async :func:`guarded_stream`: the first item is awaited with ``asyncio.wait_for``; a source past its
     limit is cancelled and closed."""
@@ -170,13 +192,14 @@ async def aguarded_stream(
     start = time.perf_counter()
     source: AsyncIterator[T] | None = None
     first: tuple[str, Any]
+    first_limit = _first_limit(timeout, deadline)
     try:
         source = make()
-        first = ("item", await asyncio.wait_for(anext(source), timeout))
+        first = ("item", await asyncio.wait_for(anext(source), first_limit))
     except StopAsyncIteration:
         first = ("done", None)
     except (TimeoutError, asyncio.TimeoutError):
-        first = ("error", _no_first_item(timeout))
+        first = ("error", _no_first_item(first_limit))
     except Exception as exc:
         first = ("error", exc)
 
@@ -195,7 +218,14 @@ async def aguarded_stream(
         report.first_item_s = time.perf_counter() - start
         yield cast(T, first[1])
         assert source is not None
-        async for item in source:
+        while True:
+            left = None if deadline is None else max(0.0, start + deadline - time.perf_counter())
+            try:
+                item = await asyncio.wait_for(anext(source), left)
+            except StopAsyncIteration:
+                return
+            except (TimeoutError, asyncio.TimeoutError):
+                raise _passed(deadline) from None
             yield item
     finally:
         aclose = getattr(source, "aclose", None)

@@ -18,7 +18,10 @@ import threading
 from pathlib import Path
 from typing import Any, TypeAlias
 
-from blender_core.ranking.builtin import DEFAULT_RANKER
+from huggingface_hub.errors import HFValidationError
+from huggingface_hub.utils import validate_repo_id
+
+from blender_core.ranking.builtin import BUILTIN_NAMES, DEFAULT_RANKER, is_builtin
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.pair_ranker import PairRanker
 
@@ -34,15 +37,38 @@ _guard = threading.Lock()
 
 
 def check_ranker_spec(spec: Any) -> RankerSpec:
-    """``spec`` if :func:`load_ranker` can take it, else a ``TypeError`` saying what can be passed.
+    """``spec`` if :func:`load_ranker` can take it, else an error saying what can be passed.
 
-    Only the type is checked here (a name is resolved, and a model loaded, on first use).
+    What can be checked without loading is: the type (``TypeError``), a built-in name that does not exist,
+    a local folder that does not exist, and a name that is neither a folder nor a valid hub id
+    (``ValueError``). Whether a hub id exists is only known when it is loaded, on first use.
     """
-    if spec is None or isinstance(spec, (str, Path)) or isinstance(spec, Ranker):
+    if spec is None or isinstance(spec, Ranker):
+        return spec
+    if isinstance(spec, (str, Path)):
+        _check_name(spec)
         return spec
     raise TypeError(
         f"ranker must be a ranker object (with rank(), e.g. a PairRanker), a folder, a hub id, "
         f"a built-in name such as {DEFAULT_RANKER!r}, or None for the default; got {type(spec).__name__}"
+    )
+
+
+def _check_name(spec: str | Path) -> None:
+    text = str(spec)
+    if (isinstance(spec, str) and is_builtin(spec)) or Path(text).expanduser().exists():
+        return
+    if text.startswith("builtin:"):
+        raise ValueError(f"no built-in ranker named {text!r}; built-in names: {', '.join(BUILTIN_NAMES)}")
+    if isinstance(spec, str):  # a Path is a folder, never a hub id
+        try:
+            validate_repo_id(text)
+            return
+        except HFValidationError:
+            pass
+    raise ValueError(
+        f"the ranker {text!r} is neither an existing folder nor a hub id (owner/name); pass the folder of a "
+        f"ranker checkpoint, a hub id such as 'llm-blender/PairRM', or a built-in name ({', '.join(BUILTIN_NAMES)})"
     )
 
 

@@ -58,11 +58,13 @@ class ScriptedFuser(BaseFuser):
         first_delay: float = 0.0,
         fail_before: str | None = None,
         fail_after: str | None = None,
+        stall_after_first: float = 0.0,
         usage: tuple[int, int] | None = None,
     ) -> None:
         self.first_delay = first_delay
         self.fail_before = fail_before
         self.fail_after = fail_after
+        self.stall_after_first = stall_after_first
         self.usage = usage
         self.seen: list[list[str]] = []
 
@@ -92,6 +94,8 @@ class ScriptedFuser(BaseFuser):
             yield word if k == 0 else " " + word
             if self.fail_after:
                 raise RuntimeError(self.fail_after)
+            if k == 0:
+                time.sleep(self.stall_after_first)
         if self.usage:
             report_usage(usage_sink, *self.usage)
 
@@ -107,6 +111,8 @@ class ScriptedFuser(BaseFuser):
             yield word if k == 0 else " " + word
             if self.fail_after:
                 raise RuntimeError(self.fail_after)
+            if k == 0:
+                await asyncio.sleep(self.stall_after_first)
         if self.usage:
             report_usage(usage_sink, *self.usage)
 

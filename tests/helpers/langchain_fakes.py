@@ -57,6 +57,8 @@ class ScriptedChatModel(BaseChatModel):
     usage: tuple[int, int] | None = None
     tool_args: dict[str, Any] | None = None
     model_name: str = "scripted"
+    stall_after_first: float = 0.0
+    """Seconds a stream stalls after its first chunk (a model that hangs mid-answer)."""
 
     _calls: list[dict[str, Any]] = PrivateAttr(default_factory=list)
 
@@ -164,7 +166,9 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> Iterator[ChatGenerationChunk]:
         time.sleep(self.delay)
-        for chunk in self._chunks(self._respond(messages, {"stop": stop, **kwargs})):
+        for k, chunk in enumerate(self._chunks(self._respond(messages, {"stop": stop, **kwargs}))):
+            if k == 1:
+                time.sleep(self.stall_after_first)
             yield ChatGenerationChunk(message=chunk)
 
     async def _astream(
@@ -175,7 +179,9 @@ class ScriptedChatModel(BaseChatModel):
         **kwargs: Any,
     ) -> AsyncIterator[ChatGenerationChunk]:
         await asyncio.sleep(self.delay)
-        for chunk in self._chunks(self._respond(messages, {"stop": stop, **kwargs})):
+        for k, chunk in enumerate(self._chunks(self._respond(messages, {"stop": stop, **kwargs}))):
+            if k == 1:
+                await asyncio.sleep(self.stall_after_first)
             yield ChatGenerationChunk(message=chunk)
 
 

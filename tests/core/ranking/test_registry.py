@@ -60,8 +60,15 @@ def test_none_is_the_default() -> None:
 
 
 def test_a_missing_folder_says_what_to_do(tmp_path: Path) -> None:
+    """Refused before anything is loaded (or any backend called): a path that is no folder and no hub id."""
+    for spec in (str(tmp_path / "nope"), tmp_path / "nope", "./models/ranker", "not a name!"):
+        with pytest.raises(ValueError, match=r"is neither an existing folder nor a hub id \(owner/name\); pass"):
+            load_ranker(spec)
+    with pytest.raises(ValueError, match=r"no built-in ranker named 'builtin:nope'; built-in names: "):
+        check_ranker_spec("builtin:nope")
+    assert check_ranker_spec("owner/some-ranker") == "owner/some-ranker"  # a hub id: known only when loaded
     with pytest.raises(OSError, match=r"could not find .* as a local folder nor fetch it"):
-        load_ranker(str(tmp_path / "nope"), local_files_only=True)
+        load_ranker("owner/some-ranker", local_files_only=True)
 
 
 @pytest.mark.parametrize("spec", [3, ["llm-blender/PairRM"], object()])

@@ -1,0 +1,118 @@
+"""Blocking backend calls in threads that can never hold the process or the ensemble hostage.
+
+A thread cannot be killed, so a call past its timeout is *abandoned*: the ensemble stops waiting for it,
+and its thread, a daemon, finishes (or hangs) on its own without blocking the interpreter's exit. Each
+backend may hold at most ``max_stuck`` abandoned calls that are still running; while it holds that many,
+it is skipped at once with a clear error instead of piling up another thread. When a stuck call ends
+(late), its slot frees and the backend is asked again.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import contextvars
+import threading
+import time
+from collections.abc import Callable
+from typing import Any
+
+
+class Job:
+    """One call running in a daemon thread: its outcome, its clock, whether it was abandoned."""
+
+    def __init__(self, name: str, fn: Callable[[], Any], on_late_end: Callable[[], None]) -> None:
+        self.name = name
+        self.done = threading.Event()
+        self.value: Any = None
+        self.error: BaseException | None = None
+        self.started = time.perf_counter()
+        self.ended: float | None = None
+        self._on_late_end = on_late_end
+        self._abandoned = False
+        self._lock = threading.Lock()
+        self._fn = fn
+        self._callbacks: list[Callable[[Job], None]] = []
+
+    def add_done_callback(self, callback: Callable[[Job], None]) -> None:
+        """Call ``callback(job)`` from the job's thread when it ends (at once if it has ended)."""
+        with self._lock:
+            if not self.done.is_set():
+                self._callbacks.append(callback)
+                return
+        callback(self)
+
+    def _run(self) -> None:
+        try:
+            self.value = self._fn()
+        except BaseException as exc:  # handed to whoever waits for the job
+            self.error = exc
+        finally:
+            self.ended = time.perf_counter()
+            with self._lock:
+                self.done.set()
+                late, callbacks = self._abandoned, list(self._callbacks)
+            for callback in callbacks:
+                with contextlib.suppress(Exception):  # e.g. a waiter's event loop closed meanwhile
+                    callback(self)
+            if late:
+                self._on_late_end()
+
+    def abandon(self) -> bool:
+        """Stop waiting for the job; True when it is still running (it is now a stuck call)."""
+        with self._lock:
+            if self.done.is_set():
+                return False
+            self._abandoned = True
+            return True
+
+
+class BackendThreads:
+    """Runs blocking backend calls in daemon threads and counts each backend's stuck calls.
+
+    Args:
+        max_stuck: abandoned-but-running calls a backend may hold before it is skipped at once.
+    """
+
+    def __init__(self, max_stuck: int) -> None:
+        self.max_stuck = max_stuck
+        self._stuck: dict[str, int] = {}
+        self._lock = threading.Lock()
+
+    def stuck(self, name: str) -> int:
+        """How many of ``name``'s calls are still running past their timeout."""
+        with self._lock:
+            return self._stuck.get(name, 0)
+
+    def refuses(self, name: str) -> str | None:
+        """Why ``name`` is skipped now (it holds ``max_stuck`` stuck calls), or None when it may be called."""
+        n = self.stuck(name)
+        if n < self.max_stuck:
+            return None
+        return (
+            f"BackendStuck: skipped without calling it: {n} earlier call(s) are still running past their timeout "
+            f"(at most {self.max_stuck}, max_stuck_calls); it is called again once one of them ends"
+        )
+
+    def start(self, name: str, fn: Callable[[], Any]) -> Job:
+        """Run ``fn`` in a new daemon thread, within a copy of the caller's context."""
+        job = Job(name, fn, lambda: self._release(name))
+        ctx = contextvars.copy_context()
+        thread = threading.Thread(
+            target=ctx.run, args=(job._run,), name=f"blender-backend:{name}", daemon=True
+        )
+        thread.start()
+        return job
+
+    def abandon(self, job: Job) -> None:
+        """Stop waiting for ``job``; if it is still running it counts as one of its backend's stuck calls."""
+        with self._lock:  # counted before the job can end and release it
+            if job.abandon():
+                self._stuck[job.name] = self._stuck.get(job.name, 0) + 1
+
+    def _release(self, name: str) -> None:
+        with self._lock:
+            left = self._stuck.get(name, 0) - 1
+            if left > 0:
+                self._stuck[name] = left
+            else:
+                self._stuck.pop(name, None)
