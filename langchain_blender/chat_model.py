@@ -20,16 +20,13 @@ from langchain_core.callbacks import (
 )
 from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
-from langchain_core.messages.ai import UsageMetadata
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
 from blender_core.ensemble import (
-    Delta,
     Ensemble,
-    EnsembleOutcome,
     name_backends,
 )
 from blender_core.ensemble.fields import RankerField, StrategyField
@@ -39,9 +36,8 @@ from blender_core.ranking.registry import spec_name
 from .backends import abackend_calls, backend_calls
 from .callbacks import BACKEND_TAGS, FUSER_TAGS, child_config, children, enter, leave
 from .fusers import ChatModelFuser, model_name
-from .messages import prompt_text
+from .messages import event_chunk, outcome_message, prompt_text
 from .structured import AnswerCheck, structured_output_check
-from .tool_calls import as_chunk
 
 AnyCallbackManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
 
@@ -79,7 +75,8 @@ class BlenderLLM(BaseChatModel):
     strategy: StrategyField = "full"
     """Ranking strategy: ``full`` (all pairs, best for a few backends), ``knockout``, ``bubble``, ``sort``."""
     timeout: float | None = None
-    """Seconds each backend may take (None: no limit); also bounds the fuser's time to first token."""
+    """Seconds each backend call may take from its start (None: no limit); also the fuser's time to its first
+    token, and by default its whole time (``fusion_timeout``)."""
     min_successes: int = 1
     """Fewer answers than this fails the call with a clear error."""
     max_concurrency: int | None = None
@@ -307,44 +304,6 @@ class BlenderLLM(BaseChatModel):
             return {"config": child_config(manager, FUSER_TAGS, "fuser")}
         return {}
 
-    # ------------------------------------------------------------------ engine -> LangChain
-    def _metadata(self, outcome: EnsembleOutcome) -> tuple[UsageMetadata, dict[str, Any]]:
-        usage = outcome.usage
-        return (
-            UsageMetadata(
-                input_tokens=usage["input_tokens"],
-                output_tokens=usage["output_tokens"],
-                total_tokens=usage["total_tokens"],
-            ),
-            {"model_name": self.model_name, "blender": outcome.metadata()},
-        )
-
-    def _message(self, outcome: EnsembleOutcome) -> AIMessage:
-        """The final message: the fused text, or the chosen backend's content and tool calls."""
-        usage, meta = self._metadata(outcome)
-        if outcome.blend.fused:
-            return AIMessage(content=outcome.text, usage_metadata=usage, response_metadata=meta)
-        chosen = outcome.best_answer.payload
-        return AIMessage(
-            content=chosen.content,
-            tool_calls=getattr(chosen, "tool_calls", []),
-            invalid_tool_calls=getattr(chosen, "invalid_tool_calls", []),
-            usage_metadata=usage,
-            response_metadata=meta,
-        )
-
-    def _chunk(self, event: Delta | EnsembleOutcome) -> ChatGenerationChunk:
-        if isinstance(event, EnsembleOutcome):  # the last chunk: the account and the summed usage
-            usage, meta = self._metadata(event)
-            return ChatGenerationChunk(
-                message=AIMessageChunk(
-                    content="", usage_metadata=usage, response_metadata=meta, chunk_position="last"
-                )
-            )
-        if event.answer is not None:  # the chosen backend's whole answer, tool calls included
-            return ChatGenerationChunk(message=as_chunk(event.answer.payload))
-        return ChatGenerationChunk(message=AIMessageChunk(content=event.text))
-
     @override
     def _generate(
         self,
@@ -356,7 +315,7 @@ class BlenderLLM(BaseChatModel):
         manager = children(self, run_manager, self.backend_callbacks)
         calls = backend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         outcome = self._engine.run(prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager))
-        return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
+        return ChatResult(generations=[ChatGeneration(message=outcome_message(outcome, self.model_name))])
 
     @override
     async def _agenerate(
@@ -371,7 +330,7 @@ class BlenderLLM(BaseChatModel):
         outcome = await self._engine.arun(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         )
-        return ChatResult(generations=[ChatGeneration(message=self._message(outcome))])
+        return ChatResult(generations=[ChatGeneration(message=outcome_message(outcome, self.model_name))])
 
     @override
     def _stream(
@@ -386,7 +345,7 @@ class BlenderLLM(BaseChatModel):
         for event in self._engine.stream(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         ):
-            chunk = self._chunk(event)
+            chunk = event_chunk(event, self.model_name)
             if run_manager is not None:
                 run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
@@ -404,7 +363,7 @@ class BlenderLLM(BaseChatModel):
         async for event in self._engine.astream(
             prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
         ):
-            chunk = self._chunk(event)
+            chunk = event_chunk(event, self.model_name)
             if run_manager is not None:
                 await run_manager.on_llm_new_token(chunk.text, chunk=chunk)
             yield chunk
