@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeAlias
 
-from blender_core.data.records import iter_jsonl
+from blender_core.data.lines import iter_jsonl
 
 #: orders (best first) of each instruction's candidates: how a ranker, a rule or the labels choose
 RankFn: TypeAlias = Callable[[list[str], list[list[str]]], list[list[int]]]

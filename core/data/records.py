@@ -22,6 +22,9 @@ Formats recognised per line (see :func:`parse_record`):
 The source text given to the ranker is ``instruction + input`` with no separator (the reference's
 convention) where a record has both.
 
+Files are read through :mod:`blender_core.data.lines` (bytes first, one line at a time; a bad byte or a
+cut ``.gz`` is an error of a line, named by its number).
+
 Example:
     >>> import io, json
     >>> line = json.dumps({"prompt": "2+2?", "candidates": ["4", "5"], "scores": [1.0, 0.0]})
@@ -32,14 +35,15 @@ Example:
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import math
-from collections.abc import Iterator, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TextIO
+from typing import Any
+
+from blender_core.data.lines import DataFormatError, iter_jsonl
 
 logger = logging.getLogger(__name__)
 
@@ -72,35 +76,6 @@ class CandidateSet:
             raise ValueError(f"candidate set {self.id!r} has {len(self.texts)} texts but {len(self.scores)} scores")
         if self.models is not None and len(self.models) != len(self.texts):
             raise ValueError(f"candidate set {self.id!r} has {len(self.texts)} texts but {len(self.models)} models")
-
-
-class DataFormatError(ValueError):
-    """A line of a data file that none of the formats matches; the message names file and line."""
-
-
-def open_text(path: str | Path) -> TextIO:
-    """Open ``.jsonl`` / ``.json`` or their ``.gz`` versions as UTF-8 text."""
-    p = Path(path)
-    if not p.is_file():
-        raise FileNotFoundError(f"data file {str(path)!r} does not exist")
-    if p.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(p, "rb"), encoding="utf-8")
-    return p.open(encoding="utf-8")
-
-
-def iter_jsonl(path: str | Path) -> Iterator[tuple[int, dict[str, Any]]]:
-    """Yield ``(line number, object)`` for each non-empty line; bad JSON is an error naming the line."""
-    with open_text(path) as f:
-        for lineno, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataFormatError(f"{path}:{lineno}: not valid JSON ({exc.msg} at column {exc.colno})") from exc
-            if not isinstance(obj, dict):
-                raise DataFormatError(f"{path}:{lineno}: expected a JSON object per line, got {type(obj).__name__}")
-            yield lineno, obj
 
 
 def _text(obj: dict[str, Any], key: str, where: str) -> str:
@@ -186,6 +161,24 @@ def _unjudged(c: dict[str, Any], score_key: str | None) -> bool:
     return key in c and c[key] is None
 
 
+def _kind(value: Any) -> str:
+    """How an error names what it got: ``None`` for null, else the type's name."""
+    return "None" if value is None else type(value).__name__
+
+
+def _check_candidate_kinds(cands: list[Any], where: str) -> None:
+    """Candidates are all strings (general format) or all objects, as the first one is; name the first that is not."""
+    first = cands[0]
+    if not isinstance(first, (str, dict)):
+        raise DataFormatError(f"{where}: candidates[0] must be an object or a string, got {_kind(first)}")
+    kind, name = (str, "a str") if isinstance(first, str) else (dict, "an object")
+    for i, c in enumerate(cands):
+        if not isinstance(c, kind):
+            raise DataFormatError(
+                f"{where}: candidates[{i}] must be {name}, like candidates[0], got {_kind(c)}"
+            )
+
+
 def _candidate_set(obj: dict[str, Any], where: str, score_key: str | None) -> CandidateSet:
     cands = obj["candidates"]
     ident = str(obj.get("id", obj.get("idx", where)))
@@ -195,7 +188,8 @@ def _candidate_set(obj: dict[str, Any], where: str, score_key: str | None) -> Ca
         return _scored_from_pairs(obj, where)
     if not isinstance(cands, list) or not cands:
         raise DataFormatError(f"{where}: 'candidates' must be a non-empty list, got {type(cands).__name__}")
-    if all(isinstance(c, str) for c in cands):  # general format
+    _check_candidate_kinds(cands, where)
+    if isinstance(cands[0], str):  # general format
         scores = obj.get("scores")
         models = obj.get("models")
         if scores is not None:
@@ -207,8 +201,6 @@ def _candidate_set(obj: dict[str, Any], where: str, score_key: str | None) -> Ca
         return CandidateSet(prompt, tuple(cands), scores, tuple(map(str, models)) if models else None, ident, source)
     texts, scores_l, models_l = [], [], []
     for i, c in enumerate(cands):
-        if not isinstance(c, dict):
-            raise DataFormatError(f"{where}: candidates[{i}] must be an object or a string, got {type(c).__name__}")
         if _unjudged(c, score_key):
             logger.info("%s: candidates[%d] has a null score (unjudged); it is left out", where, i)
             continue

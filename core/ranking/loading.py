@@ -1,4 +1,9 @@
-"""Resolve and load PairRM checkpoints in the three layouts, strictly: reference, HF (PairRM-hf), native."""
+"""Resolve and load PairRM checkpoints in the three layouts, strictly: reference, HF (PairRM-hf), native.
+
+The config is checked against the weights' shapes (read from the file header) before the model is built
+(:mod:`blender_core.ranking.config_checks`), so a damaged config is an error naming the field, never an
+absurd allocation.
+"""
 
 from __future__ import annotations
 
@@ -9,15 +14,18 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoTokenizer, DebertaV2Config, PreTrainedTokenizerBase
 
+from blender_core.ranking.config_checks import check_pairrm_config, check_state_shapes, damaged_config
 from blender_core.ranking.configuration_pairrm import PairRMConfig
 from blender_core.ranking.encoding import add_pairrm_tokens
 from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.weight_files import BIN, SAFETENSORS, load_bin, read_weight_shapes
 
 logger = logging.getLogger(__name__)
 
-WEIGHT_FILES = ("model.safetensors", "pytorch_model.bin")
+WEIGHT_FILES = (SAFETENSORS, BIN)
 # The fields PairRM-hf adds to a DebertaV2Config.
 _HF_PAIRRM_FIELDS = (
     "n_tasks",
@@ -78,55 +86,19 @@ def resolve_folder(name_or_path: str | Path, hub: HubOptions) -> Path:
 
 def read_state_dict(folder: Path) -> dict[str, torch.Tensor]:
     """Read ``model.safetensors`` (preferred) or ``pytorch_model.bin`` with ``weights_only=True``."""
-    if (folder / "model.safetensors").exists():
+    if (folder / SAFETENSORS).exists():
         from safetensors.torch import load_file
 
-        return load_file(str(folder / "model.safetensors"))
-    if (folder / "pytorch_model.bin").exists():
-        try:
-            state = torch.load(folder / "pytorch_model.bin", map_location="cpu", weights_only=True)
-        except Exception as exc:  # e.g. UnpicklingError: the file holds objects other than tensors
-            raise ValueError(
-                f"{folder / 'pytorch_model.bin'} could not be read as plain tensors ({type(exc).__name__}); "
-                "this package never unpickles arbitrary objects: convert the checkpoint to safetensors or "
-                "save a plain state dict"
-            ) from exc
-        if not isinstance(state, dict):
-            raise ValueError(
-                f"{folder / 'pytorch_model.bin'} does not hold a state dict (got {type(state).__name__})"
-            )
-        return state
+        return load_file(str(folder / SAFETENSORS))
+    if (folder / BIN).exists():
+        return load_bin(folder / BIN)
     raise ValueError(f"{folder} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
-
-
-def _short(keys: list[str], n: int = 12) -> str:
-    shown = ", ".join(keys[:n])
-    return shown + (f", … ({len(keys) - n} more)" if len(keys) > n else "")
 
 
 def load_state_strict(model: torch.nn.Module, state: dict[str, torch.Tensor], source: str) -> None:
     """Load ``state`` into ``model``; any missing, unexpected or mis-shaped key is an error naming the keys."""
-    expected = model.state_dict()
-    missing = sorted(set(expected) - set(state))
-    unexpected = sorted(set(state) - set(expected))
-    mismatched = [
-        f"{k} {tuple(state[k].shape)} vs {tuple(expected[k].shape)}"
-        for k in sorted(set(state) & set(expected))
-        if state[k].shape != expected[k].shape
-    ]
-    problems = []
-    if missing:
-        problems.append(f"missing keys: {_short(missing)}")
-    if unexpected:
-        problems.append(f"unexpected keys: {_short(unexpected)}")
-    if mismatched:
-        problems.append(f"shape mismatches (checkpoint vs model): {_short(mismatched)}")
-    if problems:
-        raise ValueError(
-            f"the weights in {source} do not match the PairRM model built from its config; "
-            + "; ".join(problems)
-            + ". Check that the config (encoder, vocabulary size, n_tasks) belongs to these weights"
-        )
+    expected = {k: tuple(v.shape) for k, v in model.state_dict().items()}
+    check_state_shapes(expected, {k: tuple(v.shape) for k, v in state.items()}, source)
     model.load_state_dict(state, strict=True)
 
 
@@ -148,6 +120,8 @@ def _reference_config(
     try:
         tokenizer = AutoTokenizer.from_pretrained(encoder, **enc_kwargs)
         enc_cfg = AutoConfig.from_pretrained(encoder, **enc_kwargs)
+    except StrictDataclassError as exc:  # found, but a field has the wrong type
+        raise damaged_config(f"{folder} (the config of encoder {encoder!r})", exc) from exc
     except Exception as exc:
         raise OSError(
             f"the ranker in {folder} is built on encoder {encoder!r}, which could not be loaded "
@@ -186,7 +160,10 @@ def _checked_ids(
 def _hf_config(folder: Path, raw: dict[str, Any]) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
     """PairRM-hf layout: a DebertaV2Config with the PairRM fields, tokenizer files alongside."""
     enc_raw = {k: v for k, v in raw.items() if k not in (*_HF_PAIRRM_FIELDS, "architectures", "sep_token_id")}
-    enc_cfg = DebertaV2Config(**{k: v for k, v in enc_raw.items() if k != "model_type"})
+    try:
+        enc_cfg = DebertaV2Config(**{k: v for k, v in enc_raw.items() if k != "model_type"})
+    except (TypeError, ValueError, StrictDataclassError) as exc:
+        raise damaged_config(str(folder / "config.json"), exc) from exc
     tokenizer = AutoTokenizer.from_pretrained(folder)
     ids = _checked_ids(folder, tokenizer, tuple(raw.get(k) for k in _HF_PAIRRM_FIELDS[2:]))
     config = PairRMConfig(
@@ -202,7 +179,10 @@ def _hf_config(folder: Path, raw: dict[str, Any]) -> tuple[PairRMConfig, PreTrai
 
 
 def _native_config(folder: Path) -> tuple[PairRMConfig, PreTrainedTokenizerBase]:
-    config = PairRMConfig.from_pretrained(folder)
+    try:
+        config = PairRMConfig.from_pretrained(folder)
+    except (TypeError, ValueError, StrictDataclassError) as exc:
+        raise damaged_config(str(folder / "config.json"), exc) from exc
     tokenizer = AutoTokenizer.from_pretrained(folder)
     _checked_ids(folder, tokenizer, config.special_token_ids)
     return config, tokenizer
@@ -241,10 +221,14 @@ def load_pairrm(
     layout, raw = detect_layout(folder)
     if layout == "reference":
         config, tokenizer = _reference_config(folder, raw, hub)
-    elif layout == "hf":
-        config, tokenizer = _hf_config(folder, raw)
+        source = f"{folder} (the config of encoder {raw.get('model_name')!r}; vocab_size counted from its tokenizer)"
     else:
-        config, tokenizer = _native_config(folder)
+        config, tokenizer = _hf_config(folder, raw) if layout == "hf" else _native_config(folder)
+        source = str(folder / "config.json")
+    shapes = read_weight_shapes(folder)
+    if shapes is None:
+        raise ValueError(f"{folder} has no weights: expected one of {', '.join(WEIGHT_FILES)}")
+    check_pairrm_config(config, shapes, source, str(folder))  # before anything is allocated
     state = read_state_dict(folder)
     model = PairRMModel(config)
     load_state_strict(model, state, str(folder))

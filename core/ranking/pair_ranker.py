@@ -25,7 +25,7 @@ from blender_core.base.validation import (
 )
 from blender_core.ranking import strategies
 from blender_core.ranking.aggregation import AGGREGATIONS, order_from_scores, ranks_from_scores
-from blender_core.ranking.batching import LogitCache, drive_strategies, pair_logits
+from blender_core.ranking.batching import LogitCache, check_batch_size, drive_strategies, pair_logits
 from blender_core.ranking.builtin import is_builtin, load_builtin
 from blender_core.ranking.compact import is_compact_folder, load_compact
 from blender_core.ranking.conversations import conversations_to_pairs
@@ -175,11 +175,12 @@ class PairRanker(BaseRanker):
         Every comparison of the call is batched together (see :mod:`blender_core.ranking.batching`);
         ``batch_size`` overrides the ranker's for this call; ``progress`` advances by one per comparison.
         """
+        size = check_batch_size(batch_size, "logits")
         return pair_logits(
             self.model,
             self.encoder,
             requests,
-            batch_size=batch_size or self.batch_size,
+            batch_size=self.batch_size if size is None else size,
             exact=self.exact_batches,
             pad_id=self.pad_id,
             device=self.device,
@@ -204,6 +205,7 @@ class PairRanker(BaseRanker):
         The building block of :meth:`rank` and :meth:`score_matrix`, public for callers that drive a
         strategy of their own (the llm-blender drop-in's seeded bubble pass).
         """
+        check_batch_size(batch_size, "run_strategies")
         with tqdm(total=total, desc=desc, disable=not show_progress, unit="cmp") as bar:
             return drive_strategies(
                 lambda reqs: self.logits(reqs, batch_size=batch_size, progress=bar), prompts, candidates, gens
@@ -224,6 +226,7 @@ class PairRanker(BaseRanker):
         With ``both_orders`` (default, the reference's "[A,B]+[B,A]") the value is M[a, b] - M[b, a],
         which cancels the position bias; otherwise M[a, b] alone.
         """
+        check_batch_size(batch_size, "compare")
         p = check_prompts(prompts, "compare")
         a = check_texts(candidates_a, "compare(): candidates_a")
         b = check_texts(candidates_b, "compare(): candidates_b")
@@ -238,6 +241,7 @@ class PairRanker(BaseRanker):
         self, prompt: str, candidates: Sequence[str], *, batch_size: int | None = None
     ) -> np.ndarray:
         """The (n, n) matrix M: M[i, j] = logit of candidate i in slot 1 vs j in slot 2; diagonal 0."""
+        check_batch_size(batch_size, "score_matrix")
         cands = check_candidate_lists(
             [check_text(prompt, "score_matrix(): prompt")], [candidates], "score_matrix", 1
         )[0]
@@ -277,6 +281,7 @@ class PairRanker(BaseRanker):
         Returns:
             one :class:`Ranking` per prompt.
         """
+        check_batch_size(batch_size, "rank")
         p = check_prompts(prompts, "rank")
         cands = check_candidate_lists(p, candidates, "rank", 1)
         check_choice(strategy, strategies.STRATEGIES, "strategy")
@@ -332,6 +337,7 @@ class PairRanker(BaseRanker):
         candidates: longest / shortest / median_length (in characters) / first / last. Costs 2 passes per
         candidate, so it scales linearly: the usual choice for reward labelling at scale.
         """
+        check_batch_size(batch_size, "rank_with_ref")
         p = check_prompts(prompts, "rank_with_ref")
         cands = check_candidate_lists(p, candidates, "rank_with_ref", 1)
         if ref_candidates is None:
@@ -374,5 +380,6 @@ class PairRanker(BaseRanker):
         Turns are ``{"role": "USER"|"ASSISTANT", "content": str}`` alternating, user first (roles are
         case-insensitive; "user"/"assistant" as in OpenAI messages work too).
         """
+        check_batch_size(batch_size, "compare_conversations")
         sources, texts_a, texts_b = conversations_to_pairs(conversations_a, conversations_b)
         return self.compare(sources, texts_a, texts_b, both_orders=both_orders, batch_size=batch_size)

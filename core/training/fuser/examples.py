@@ -12,7 +12,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from blender_core.data.alpacaeval import EvalRecord, RankFn, load_alpacaeval, pref_rank_fn
-from blender_core.data.records import iter_jsonl
+from blender_core.data.lines import iter_jsonl
 
 # Orders (best first) of each instruction's candidates.
 

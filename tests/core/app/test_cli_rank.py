@@ -3,12 +3,16 @@ clear errors (``blender_core.batch.rank_file`` itself is tested in ``tests/core/
 
 from __future__ import annotations
 
+import gzip
+import json
+import os
 import sys
+import zlib
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from blender_core.app.cli import app
 from blender_core.ranking import load_ranker
@@ -98,3 +102,145 @@ def test_default_ranker_that_cannot_load_is_an_error_not_a_random_model(
     assert "ranker:" not in res.stdout  # no ranker was loaded in its place
     assert "ranked" not in res.stdout
     assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- damaged input, bad options
+
+
+@pytest.fixture
+def wide_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typer's error box on one line per message, so that messages with long paths can be asserted whole."""
+    monkeypatch.setattr("typer.rich_utils.MAX_WIDTH", 1000)
+
+
+def _no_traceback(res: Result) -> None:
+    assert res.exception is None or isinstance(res.exception, SystemExit)
+    assert "Traceback" not in res.output
+
+
+def test_a_bad_byte_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    lines = [json.dumps(x).encode() for x in SETS]
+    lines[2] = b'{"prompt": "caf\xe9", "candidates": ["a", "b"]}'
+    inp = tmp_path / "in.jsonl"
+    inp.write_bytes(b"\n".join(lines) + b"\n")
+    out = tmp_path / "out.jsonl"
+    args = ["rank", str(inp), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    for _ in range(2):  # the rerun reports it again and does not stop there either
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        assert f"{inp}: line 3: not valid UTF-8 (byte 0xe9 at column 16); save the file as UTF-8; skipped" in res.stderr
+    assert "ranked 0 records; skipped 5 already in" in res.stdout
+    assert "skipped 1 bad lines" in res.stdout
+    assert [r.get("id", r.get("line")) for r in read_lines(out)] == ["q1", 2, 4, "q5", 6]
+
+
+def test_a_cut_gz_ranks_what_it_can_then_exits_1(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    lines = [json.dumps({"prompt": f"q{i}", "candidates": [f"a{i}", f"b{i}"]}) for i in range(1, 201)]
+    data = gzip.compress(("\n".join(lines) + "\n").encode())
+    cut = data[: len(data) // 2]
+    good = zlib.decompressobj(16 + zlib.MAX_WBITS).decompress(cut).count(b"\n")
+    assert 0 < good < 200
+    inp = tmp_path / "in.jsonl.gz"
+    inp.write_bytes(cut)
+    out = tmp_path / "out.jsonl"
+    common = ["--out", str(out), "-m", str(tiny_native_ckpt), "--device", "cpu", "--no-progress"]
+    res = CliRunner().invoke(app, ["rank", str(inp), *common])
+    assert res.exit_code == 1, res.output
+    _no_traceback(res)
+    assert f"ranked {good} records;" in res.stdout
+    assert res.stderr.strip().splitlines()[-1] == (
+        f"error: {inp}: cannot read past line {good}: the compressed data ends early, so the file is cut short "
+        f"(Compressed file ended before the end-of-stream marker was reached). Lines 1-{good} were ranked into "
+        f"{out}; restore the complete file and run again with the same output to rank the rest"
+    )
+    assert [r["line"] for r in read_lines(out)] == list(range(1, good + 1))
+    inp.write_bytes(data)  # the complete file is back
+    res = CliRunner().invoke(app, ["rank", str(inp), *common])
+    assert res.exit_code == 0, res.output
+    assert f"ranked {200 - good} records; skipped {good} already in {out}" in res.stdout
+    assert [r["line"] for r in read_lines(out)] == list(range(1, 201))
+
+
+def test_an_input_changed_under_the_output_exits_1_and_writes_nothing(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    no_ids = [{k: v for k, v in s.items() if k != "id"} for s in SETS]
+    inp = write_lines(tmp_path / "in.jsonl", no_ids[:4])
+    out = tmp_path / "out.jsonl"
+    common = ["--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    assert CliRunner().invoke(app, ["rank", str(inp), *common]).exit_code == 0
+    before = out.read_bytes()
+    write_lines(inp, [no_ids[0], *no_ids[2:]])  # line 2 deleted
+    res = CliRunner().invoke(app, ["rank", str(inp), *common])
+    assert res.exit_code == 1, res.output
+    _no_traceback(res)
+    error = res.stderr.strip().splitlines()[-1]
+    assert error.startswith(f"error: {inp}: line 2 is not the line that {out} ranked as line 2 (fingerprint ")
+    assert "the input changed since" in error
+    assert error.endswith(
+        "Nothing was ranked or written. Restore the input as it was, or rank it into a new output file (--out); "
+        "records with an 'id' field resume across such edits"
+    )
+    assert "ranked" not in res.stdout.replace("ranker:", "")
+    assert out.read_bytes() == before
+
+
+@pytest.mark.parametrize(
+    ("option", "value", "message"),
+    [
+        ("--batch-size", "0", "Invalid value for '--batch-size': must be at least 1, got 0"),
+        ("--batch-size", "-5", "Invalid value for '--batch-size': must be at least 1, got -5"),
+        ("--chunk-size", "0", "Invalid value for '--chunk-size': must be at least 1, got 0"),
+        ("--num-threads", "-1", "Invalid value for '--num-threads': must be at least 0, got -1"),
+    ],
+)
+def test_bad_numbers_are_usage_errors_before_any_loading(
+    empty_ranker_cache: None, wide_errors: None, tiny_native_ckpt: Path, tmp_path: Path, option: str, value: str, message: str
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", SETS[:2])
+    out = tmp_path / "out.jsonl"
+    res = CliRunner().invoke(app, ["rank", str(inp), "-o", str(out), "-m", str(tiny_native_ckpt), option, value])
+    assert res.exit_code == 2, res.output
+    _no_traceback(res)
+    assert message in res.stderr
+    assert "ranker:" not in res.stdout  # nothing was loaded
+    assert not out.exists()
+
+
+def test_outputs_that_cannot_be_written_are_usage_errors_before_loading(
+    empty_ranker_cache: None, wide_errors: None, tiny_native_ckpt: Path, tmp_path: Path
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", SETS[:2])
+    (tmp_path / "folder").mkdir()
+    cases = [
+        (["-o", str(tmp_path / "folder")], f"Invalid value for '--out': the output '{tmp_path / 'folder'}' is a folder; pass a file path inside it, e.g. '{tmp_path / 'folder' / 'ranked.jsonl'}'"),
+        (["-o", str(inp / "out.jsonl")], f"Invalid value for '--out': the output '{inp / 'out.jsonl'}' cannot be created: '{inp}' is a file, not a folder"),
+        (["-o", str(inp)], f"Invalid value for '--out': the output '{inp}' is the input file; write the rankings to another file"),
+        (["-o", str(tmp_path / "o.jsonl.gz")], "Invalid value for '--out': the output"),
+        (["-o", str(tmp_path / "o.jsonl"), "--errors", str(tmp_path / "folder")], f"Invalid value for '--errors': the errors file '{tmp_path / 'folder'}' is a folder"),
+    ]  # fmt: skip
+    for args, message in cases:
+        res = CliRunner().invoke(app, ["rank", str(inp), *args, "-m", str(tiny_native_ckpt), "--no-progress"])
+        assert res.exit_code == 2, res.output
+        _no_traceback(res)
+        assert message in res.stderr
+        assert "ranker:" not in res.stdout
+    assert not (tmp_path / "o.jsonl").exists()
+    # a folder that does not exist yet is created
+    res = CliRunner().invoke(
+        app, ["rank", str(inp), "-o", str(tmp_path / "new" / "o.jsonl"), "-m", str(tiny_native_ckpt), "--no-progress"]
+    )
+    assert res.exit_code == 0, res.output
+    assert len(read_lines(tmp_path / "new" / "o.jsonl")) == 2
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root may write anywhere: no permission to refuse")
+def test_an_output_folder_without_write_permission(wide_errors: None, tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", SETS[:2])
+    locked = tmp_path / "locked"
+    locked.mkdir()
+    locked.chmod(0o500)
+    try:
+        res = CliRunner().invoke(app, ["rank", str(inp), "-o", str(locked / "o.jsonl"), "-m", str(tiny_native_ckpt)])
+    finally:
+        locked.chmod(0o700)
+    assert res.exit_code == 2, res.output
+    assert f"the folder '{locked}' is not writable (permission denied)" in res.stderr

@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from blender_core.data.lines import DataFormatError
 from blender_core.data.records import (
     CandidateSet,
-    DataFormatError,
     Pair,
     parse_record,
     prompt_in_holdout,
