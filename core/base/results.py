@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -37,6 +38,9 @@ class Ranking:
         n_forward: number of model forward passes (ordered comparisons) it cost.
         matrix: (n, n) comparison matrix for ``full`` (M[i, j] = logit of i in slot 1 vs j in slot 2),
             else ``None``.
+        usage: token usage the ranking cost (an LLM judge's calls), else ``None``.
+        issues: what went wrong without stopping the ranking (e.g. a judge verdict that could not be read,
+            counted as a tie), for the caller to report.
     """
 
     scores: np.ndarray
@@ -47,6 +51,8 @@ class Ranking:
     aggregation: str | None = None
     n_forward: int = 0
     matrix: np.ndarray | None = field(default=None, repr=False)
+    usage: Mapping[str, int] | None = None
+    issues: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", _frozen(np.asarray(self.scores, dtype=np.float64)))

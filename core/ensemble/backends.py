@@ -5,7 +5,7 @@ the call); and naming them uniquely.
 What a timeout covers: a backend's clock starts when its call starts, not while it waits for a
 ``max_concurrency`` slot; a call past its timeout frees its slot at once, so a hung backend never starves
 the others. A blocking call cannot be killed: it is left to finish in its daemon thread (which never keeps
-the process alive) and counts as stuck (see :mod:`blender_core.ensemble.threads`).
+the process alive) and counts as stuck (see :mod:`blender_core.base.threads`).
 """
 
 from __future__ import annotations
@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any, TypeAlias, TypeVar
 
+from blender_core.base.threads import BackendThreads, Job
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord
-from blender_core.ensemble.threads import BackendThreads, Job
 
 T = TypeVar("T")
 

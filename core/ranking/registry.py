@@ -1,9 +1,10 @@
 """``load_ranker``: the one way every consumer turns a ranker spec into a ranker, cached and thread-safe.
 
-A spec is a ranker object (returned as is), ``None`` (the default ranker, :data:`DEFAULT_RANKER`), a
-built-in name (``"builtin:pairrm-minilm-l6"``, ``"default"``), a local folder (any PairRM layout or a
-compact export of ``train-ranker --lora``) or a Hugging Face hub id (``"llm-blender/PairRM"``). Names are
-loaded once per process and set of loading options; concurrent first calls for one spec load it once.
+A spec is a ranker object (returned as is), ``None`` (the default ranker, :data:`DEFAULT_RANKER`, i.e.
+``llm-blender/PairRM``), a built-in name (``"builtin:pairrm-minilm-l6"``, the offline stand-in), a local
+folder (any PairRM layout or a compact export of ``train-ranker --lora``), a Hugging Face hub id, or a
+reward model as ``"reward:<hub id or folder>"``. Names are loaded once per process and set of loading
+options; concurrent first calls for one spec load it once.
 
 Example:
     >>> from blender_core.ranking import load_ranker
@@ -14,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import os
 import threading
 from pathlib import Path
 from typing import Any, TypeAlias
@@ -21,9 +23,14 @@ from typing import Any, TypeAlias
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from blender_core.ranking.builtin import BUILTIN_NAMES, DEFAULT_RANKER, is_builtin
+from blender_core.ranking.builtin import BUILTIN_NAMES, BUILTIN_RANKER, is_builtin
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.pair_ranker import PairRanker
+
+#: the ranker every consumer uses when none is given: the paper's PairRM, fetched from the hub once
+DEFAULT_RANKER = "llm-blender/PairRM"
+#: the prefix of a reward-model spec: ``"reward:<hub id or folder>"``
+REWARD_PREFIX = "reward:"
 
 #: how many items the rerankers (the LangChain compressor, the LlamaIndex postprocessor) keep by default
 DEFAULT_TOP_N = 3
@@ -50,12 +57,18 @@ def check_ranker_spec(spec: Any) -> RankerSpec:
         return spec
     raise TypeError(
         f"ranker must be a ranker object (with rank(), e.g. a PairRanker), a folder, a hub id, "
-        f"a built-in name such as {DEFAULT_RANKER!r}, or None for the default; got {type(spec).__name__}"
+        f"a built-in name such as {BUILTIN_RANKER!r}, 'reward:<hub id or folder>', or None for the default "
+        f"({DEFAULT_RANKER}); got {type(spec).__name__}"
     )
 
 
 def _check_name(spec: str | Path) -> None:
     text = str(spec)
+    if isinstance(spec, str) and text.startswith(REWARD_PREFIX):
+        if not text.removeprefix(REWARD_PREFIX):
+            raise ValueError(f"the ranker {text!r} names no reward model; pass 'reward:<hub id or folder>'")
+        _check_name(text.removeprefix(REWARD_PREFIX))
+        return
     if (isinstance(spec, str) and is_builtin(spec)) or Path(text).expanduser().exists():
         return
     if text.startswith("builtin:"):
@@ -87,12 +100,13 @@ def load_ranker(spec: RankerSpec = None, **options: Any) -> Ranker:
 
     Args:
         spec: a ranker object, None (the default ranker), a built-in name, a folder or a hub id.
-        options: loading options for :meth:`PairRanker.from_pretrained` (``device``, ``dtype``,
+        options: loading options for the ranker's ``from_pretrained`` (``device``, ``dtype``,
             ``batch_size``, ``revision``, ``token``, ...); part of the cache key. Not allowed with an object.
 
     Raises:
         TypeError: for a spec of another type, or options given with a ranker object.
-        OSError / ValueError / ImportError: from loading, saying what was wrong and what to do.
+        OSError / ValueError / ImportError: from loading, saying what was wrong and what to do (for the
+            default ranker offline: which offline ranker to pass instead).
     """
     check_ranker_spec(spec)
     if spec is not None and not isinstance(spec, (str, Path)):
@@ -109,7 +123,12 @@ def load_ranker(spec: RankerSpec = None, **options: Any) -> Ranker:
         lock = _locks.setdefault(key, threading.Lock())
     with lock:  # one load per key; other keys load in parallel
         if key not in _cache:
-            ranker = PairRanker.from_pretrained(name, **options)
+            try:
+                ranker = _load(name, options)
+            except OSError as exc:
+                if spec is None:
+                    raise OSError(_default_unavailable(exc)) from exc
+                raise
             with _guard:
                 _cache[key] = ranker
         return _cache[key]
@@ -126,3 +145,25 @@ def cached_specs() -> list[str]:
     """The names of the rankers loaded so far (a loaded spec is listed once per set of options)."""
     with _guard:
         return [key[0] for key in _cache]
+
+
+def _load(name: str, options: dict[str, Any]) -> Ranker:
+    if name.startswith(REWARD_PREFIX):
+        from blender_core.ranking.reward import RewardModelRanker  # the reward models' loader, on demand
+
+        return RewardModelRanker.from_pretrained(name.removeprefix(REWARD_PREFIX), **options)
+    return PairRanker.from_pretrained(name, **options)
+
+
+def _default_unavailable(exc: OSError) -> str:
+    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+    why = (
+        "HF_HUB_OFFLINE is set, so the hub is not asked, and there is no cached copy"
+        if offline
+        else "it is fetched from the Hugging Face hub on first use and cached, and neither worked here"
+    )
+    return (
+        f"the default ranker {DEFAULT_RANKER!r} could not be loaded: {why} ({exc}). Offline, pass a ranker "
+        f"explicitly: ranker={BUILTIN_RANKER!r} (shipped with this package, needs blender-llm[local]; a small "
+        "stand-in, no better than 'the longer answer wins' on human labels) or the folder of a PairRM checkpoint"
+    )

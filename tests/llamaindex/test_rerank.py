@@ -157,7 +157,7 @@ def test_ranker_from_a_path_is_loaded_lazily(tiny_reference_ckpt: Path, tiny_ran
 def test_default_ranker_is_not_loaded_at_construction() -> None:
     registry.clear_ranker_cache()
     rerank = PairRankerRerank(top_n=2)
-    assert rerank.model_name == "builtin:pairrm-minilm-l6"
+    assert rerank.model_name == "llm-blender/PairRM"  # the default ranker
     assert registry.cached_specs() == []
 
 

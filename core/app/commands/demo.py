@@ -73,11 +73,12 @@ def register(app: typer.Typer) -> None:
             bool, typer.Option("--no-fuse", help="Return the top-ranked answer instead of fusing the top 3.")
         ] = False,
         ranker: Annotated[
-            str | None,
+            str,
             typer.Option(
-                "--ranker", help="Ranker folder, hub id or built-in name (default: the built-in ranker)."
+                "--ranker",
+                help="Ranker folder, hub id or built-in name; the demo is offline, so it passes the built-in one.",
             ),
-        ] = None,
+        ] = "builtin:pairrm-minilm-l6",
         chat_model: Annotated[
             Path | None,
             typer.Option(

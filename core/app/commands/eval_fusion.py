@@ -19,7 +19,7 @@ RANKER_NOTES = {
 }
 
 
-def make_rank_fn(spec: str, *, device: str | None, records: Any = None) -> tuple[Any, str]:
+def make_rank_fn(spec: str | None, *, device: str | None, records: Any = None) -> tuple[Any, str]:
     """A rank function for ``spec`` (a ranker name / folder / hub id, ``pref`` or ``longest``) and a note."""
     from blender_core.app.commands._ranker import ranker_from_option
     from blender_core.data.alpacaeval import pref_rank_fn
@@ -44,12 +44,13 @@ def register(app: typer.Typer) -> None:
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for report.json / report.md.")],
         ranker: Annotated[
-            str,
+            str | None,
             typer.Option(
                 "--ranker",
-                help="Ranker name, folder or hub id, or: pref (the data's judge labels), longest.",
+                help="Ranker name, folder, hub id or reward:<model> (default: llm-blender/PairRM), or: pref (the "
+                "data's judge labels), longest.",
             ),
-        ] = "builtin:pairrm-minilm-l6",
+        ] = None,
         fuser: Annotated[
             str,
             typer.Option(

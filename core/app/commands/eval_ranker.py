@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
     def eval_ranker(
         data: Annotated[list[Path], typer.Option("--data", help="Pair files and/or candidate-set files (.jsonl[.gz]). Repeat the option or list several after one --data.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and accuracy.png.")],
-        model: Annotated[str | None, typer.Option("--model", "-m", help="Ranker folder, hub id or built-in name (default: the built-in ranker).")] = None,
+        model: Annotated[str | None, typer.Option("--model", "-m", help="Ranker folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM).")] = None,
         score_key: Annotated[str | None, typer.Option(help="MixInstruct candidate sets: the score that ranks them.")] = None,
         strategy: Annotated[str, typer.Option(help="Selection strategy: knockout | bubble | sort | full.")] = "knockout",
         batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass (a loading option of the ranker).")] = 32,

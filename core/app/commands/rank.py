@@ -44,7 +44,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(
                 "--model",
                 "-m",
-                help="Ranker: folder, hub id or built-in name (default: the built-in ranker).",
+                help="Ranker: folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM, from the hub).",
             ),
         ] = None,
         strategy: Annotated[

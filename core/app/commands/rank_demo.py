@@ -40,7 +40,7 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 def register(app: typer.Typer) -> None:
     @app.command("rank-examples")
     def rank_examples(
-        model: str = typer.Option(None, "--model", "-m", help="Ranker path or hub id (default: built-in)."),
+        model: str = typer.Option(None, "--model", "-m", help="Ranker folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM)."),
         strategy: str = typer.Option("full", help="full | bubble | knockout | sort"),
     ) -> None:
         """Rank a few built-in candidate sets with a ranker and print the rankings."""

