@@ -30,7 +30,14 @@ from blender_core.ensemble import (
     FusionError,
 )
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking import DEFAULT_RANKER, BaseRanker, PairRanker, Ranker, load_ranker
+from blender_core.ranking import (
+    DEFAULT_RANKER,
+    BaseRanker,
+    PairRanker,
+    Ranker,
+    RewardModelRanker,
+    load_ranker,
+)
 from blender_core.ranking.configuration_pairrm import PairRMConfig
 from blender_core.ranking.modeling_pairrm import PairRMModel
 
@@ -57,6 +64,7 @@ __all__ = [
     "RankedCandidate",
     "Ranker",
     "Ranking",
+    "RewardModelRanker",
     "__version__",
     "load_ranker",
 ]

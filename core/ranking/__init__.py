@@ -13,6 +13,7 @@ from blender_core.ranking.builtin import BUILTIN_RANKER
 from blender_core.ranking.interface import BaseRanker, Ranker
 from blender_core.ranking.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, RankerSpec, check_ranker_spec, load_ranker
+from blender_core.ranking.reward import RewardModelRanker
 from blender_core.ranking.strategies import STRATEGIES
 
 __all__ = [
@@ -25,6 +26,7 @@ __all__ = [
     "Ranker",
     "RankerSpec",
     "Ranking",
+    "RewardModelRanker",
     "check_ranker_spec",
     "load_ranker",
 ]
