@@ -33,6 +33,7 @@ from blender_core.fusion.base import BaseFuser
 from blender_core.ranking import (
     DEFAULT_RANKER,
     BaseRanker,
+    JudgeRanker,
     PairRanker,
     Ranker,
     RewardModelRanker,
@@ -58,6 +59,7 @@ __all__ = [
     "EnsembleError",
     "EnsembleOutcome",
     "FusionError",
+    "JudgeRanker",
     "PairRMConfig",
     "PairRMModel",
     "PairRanker",

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
     from .chat_model import BlenderLLM
     from .compressor import PairRankerCompressor
     from .fusers import ChatModelFuser
+    from .judge import judge_ranker
     from .middleware import BestOfModelsMiddleware
     from .runnables import PairRankerRunnable
     from .selection import achoose_best_message, choose_best_message
@@ -35,6 +36,7 @@ _EXPORTS = {
     "choose_best_message": "selection",
     "achoose_best_message": "selection",
     "canonical_tool_calls": "tool_calls",
+    "judge_ranker": "judge",
 }
 
 __all__ = [
@@ -46,6 +48,7 @@ __all__ = [
     "achoose_best_message",
     "canonical_tool_calls",
     "choose_best_message",
+    "judge_ranker",
 ]
 
 

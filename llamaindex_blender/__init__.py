@@ -20,7 +20,8 @@ except ImportError as exc:  # pragma: no cover - depends on the environment
 from blender_core.ensemble.engine import EnsembleError
 
 from .fusers import LlamaIndexFuser
+from .judge import judge_ranker
 from .llm import BlenderLLM
 from .rerank import PairRankerRerank
 
-__all__ = ["BlenderLLM", "EnsembleError", "LlamaIndexFuser", "PairRankerRerank"]
+__all__ = ["BlenderLLM", "EnsembleError", "LlamaIndexFuser", "PairRankerRerank", "judge_ranker"]

@@ -11,13 +11,11 @@ the process alive) and counts as stuck (see :mod:`blender_core.base.threads`).
 from __future__ import annotations
 
 import asyncio
-import queue
-import time
-from collections.abc import Awaitable, Callable, Iterable, Mapping
-from dataclasses import dataclass
-from typing import Any, TypeAlias, TypeVar
+from collections.abc import Callable, Iterable, Mapping
+from typing import Any, TypeVar
 
-from blender_core.base.threads import BackendThreads, Job
+from blender_core.base.calls import AsyncCall, Blocking, CallResult, arun_calls, run_calls
+from blender_core.base.threads import BackendThreads
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord
 
 T = TypeVar("T")
@@ -51,16 +49,7 @@ class EmptyAnswerError(ValueError):
     """A backend answered, but with nothing: no text and nothing else to rank."""
 
 
-@dataclass(frozen=True)
-class Blocking:
-    """A blocking call for the async engine, which runs it in a daemon thread: a backend whose async API
-    would block the event loop (an async method that calls the sync one), or one with no async API."""
-
-    call: Callable[[], BackendAnswer]
-
-
-#: an async backend call: a coroutine function, or a :class:`Blocking` call
-AsyncCall: TypeAlias = Callable[[], Awaitable[BackendAnswer]] | Blocking
+__all__ = ["AsyncCall", "Blocking", "EmptyAnswerError", "acall_backends", "call_backends", "name_backends"]
 
 
 def _error_text(exc: BaseException, timeout: float | None) -> str:
@@ -78,14 +67,17 @@ def _answer(value: Any, backend: str) -> BackendAnswer:
     return value
 
 
-def _record(name: str, job: Job, timeout: float | None) -> CandidateRecord:
-    latency = (job.ended or time.perf_counter()) - job.started
-    if job.error is not None:
-        return CandidateRecord(name, None, latency, _error_text(job.error, timeout))
+def _record(name: str, result: CallResult, timeout: float | None) -> CandidateRecord:
+    if result.refused is not None:
+        return CandidateRecord(name, None, 0.0, result.refused)
+    if result.timed_out:
+        return CandidateRecord(name, None, result.latency_s, _error_text(TimeoutError(), timeout))
+    if result.error is not None:
+        return CandidateRecord(name, None, result.latency_s, _error_text(result.error, timeout))
     try:
-        return CandidateRecord(name, _answer(job.value, name), latency)
+        return CandidateRecord(name, _answer(result.value, name), result.latency_s)
     except (TypeError, EmptyAnswerError) as exc:
-        return CandidateRecord(name, None, latency, _error_text(exc, timeout))
+        return CandidateRecord(name, None, result.latency_s, _error_text(exc, timeout))
 
 
 def call_backends(
@@ -102,72 +94,8 @@ def call_backends(
     holding ``threads.max_stuck`` stuck calls is skipped at once. Records come in ``calls`` order.
     """
     threads = threads if threads is not None else BackendThreads(max_stuck=2)
-    waiting = list(calls)
-    limit = max_concurrency or len(waiting) or 1
-    running: dict[str, Job] = {}
-    records: dict[str, CandidateRecord] = {}
-    ended: queue.Queue[Job] = queue.Queue()
-    while waiting or running:
-        while waiting and len(running) < limit:
-            name = waiting.pop(0)
-            refusal = threads.refuses(name)
-            if refusal is not None:
-                records[name] = CandidateRecord(name, None, 0.0, refusal)
-                continue
-            job = threads.start(name, calls[name])
-            job.add_done_callback(ended.put)
-            running[name] = job
-        if not running:  # every backend left was skipped (stuck)
-            continue
-        next_deadline = min(j.started for j in running.values()) + timeout if timeout is not None else None
-        try:
-            job = ended.get(
-                timeout=None if next_deadline is None else max(0.0, next_deadline - time.perf_counter())
-            )
-            if running.get(job.name) is job:
-                del running[job.name]
-                records[job.name] = _record(job.name, job, timeout)
-        except queue.Empty:
-            pass
-        if timeout is not None:
-            now = time.perf_counter()
-            for name, job in list(running.items()):
-                if now - job.started >= timeout and not job.done.is_set():
-                    threads.abandon(job)
-                    del running[name]
-                    records[name] = CandidateRecord(
-                        name, None, now - job.started, _error_text(TimeoutError(), timeout)
-                    )
-    return [records[name] for name in calls]
-
-
-async def _blocking(
-    name: str, call: Blocking, threads: BackendThreads, timeout: float | None
-) -> CandidateRecord:
-    """A blocking call from async code: in a daemon thread, awaited without blocking the event loop."""
-    loop = asyncio.get_running_loop()
-    finished: asyncio.Future[None] = loop.create_future()
-
-    def resolve() -> None:
-        if not finished.done():
-            finished.set_result(None)
-
-    def wake(_: Job) -> None:
-        loop.call_soon_threadsafe(resolve)
-
-    job = threads.start(name, call.call)
-    job.add_done_callback(wake)
-    try:
-        await asyncio.wait_for(asyncio.shield(finished), timeout)
-    except (TimeoutError, asyncio.TimeoutError):
-        threads.abandon(job)
-        return CandidateRecord(
-            name, None, time.perf_counter() - job.started, _error_text(TimeoutError(), timeout)
-        )
-    except asyncio.CancelledError:
-        threads.abandon(job)
-        raise
-    return _record(name, job, timeout)
+    results = run_calls(calls, owner=str, timeout=timeout, max_concurrency=max_concurrency, threads=threads)
+    return [_record(name, result, timeout) for name, result in results.items()]
 
 
 async def acall_backends(
@@ -183,26 +111,7 @@ async def acall_backends(
     :func:`call_backends`. A failure becomes a record with ``error`` set; nothing is raised here.
     """
     threads = threads if threads is not None else BackendThreads(max_stuck=2)
-    gate = asyncio.Semaphore(max_concurrency) if max_concurrency else None
-
-    async def one(name: str, call: AsyncCall) -> CandidateRecord:
-        if gate is not None:
-            await gate.acquire()  # waiting for a slot is not charged to the backend
-        try:
-            if isinstance(call, Blocking):
-                refusal = threads.refuses(name)
-                if refusal is not None:
-                    return CandidateRecord(name, None, 0.0, refusal)
-                return await _blocking(name, call, threads, timeout)
-            start = time.perf_counter()
-            try:
-                return CandidateRecord(
-                    name, _answer(await asyncio.wait_for(call(), timeout), name), time.perf_counter() - start
-                )
-            except Exception as exc:
-                return CandidateRecord(name, None, time.perf_counter() - start, _error_text(exc, timeout))
-        finally:
-            if gate is not None:
-                gate.release()
-
-    return list(await asyncio.gather(*(one(n, c) for n, c in calls.items())))
+    results = await arun_calls(
+        calls, owner=str, timeout=timeout, max_concurrency=max_concurrency, threads=threads
+    )
+    return [_record(name, result, timeout) for name, result in results.items()]

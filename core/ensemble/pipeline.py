@@ -123,6 +123,22 @@ class BlendPipeline:
         return self._ranker_spec
 
     # ------------------------------------------------------------------ ranking
+    def _inputs(
+        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], top_k: int | None, strategy: str | None
+    ) -> tuple[list[str], list[list[str]], int, str]:
+        p = check_prompts(prompts, "rank")
+        cands = check_candidate_lists(p, candidates, "rank", 1)
+        k = self.top_k if top_k is None else check_top_k(top_k)
+        return p, cands, k, check_choice(strategy or self.strategy, STRATEGIES, "strategy")
+
+    def _chosen(self, cands: list[list[str]], rankings: list[Ranking], k: int, rank_s: float) -> list[BlendResult]:
+        out = []
+        for c, r in zip(cands, rankings, strict=True):
+            chosen = top_k_of(c, r, k) if self.fuser is not None else (r.best,)
+            scores = tuple(float(s) for s in r.scores)
+            out.append(BlendResult(tuple(c), r, scores, chosen, c[r.best], timings={"rank_s": rank_s}))
+        return out
+
     def rank(
         self,
         prompts: Sequence[str],
@@ -136,19 +152,10 @@ class BlendPipeline:
         ``text`` is the best candidate, ``chosen`` the top K (what :meth:`stream_fuse` will merge) when
         there is a fuser, else the best alone.
         """
-        p = check_prompts(prompts, "rank")
-        cands = check_candidate_lists(p, candidates, "rank", 1)
-        k = self.top_k if top_k is None else check_top_k(top_k)
-        strat = check_choice(strategy or self.strategy, STRATEGIES, "strategy")
+        p, cands, k, strat = self._inputs(prompts, candidates, top_k, strategy)
         start = time.perf_counter()
         rankings = self.ranker.rank(p, cands, strategy=strat)
-        rank_s = time.perf_counter() - start
-        out = []
-        for c, r in zip(cands, rankings, strict=True):
-            chosen = top_k_of(c, r, k) if self.fuser is not None else (r.best,)
-            scores = tuple(float(s) for s in r.scores)
-            out.append(BlendResult(tuple(c), r, scores, chosen, c[r.best], timings={"rank_s": rank_s}))
-        return out
+        return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     async def arank(
         self,
@@ -158,8 +165,17 @@ class BlendPipeline:
         top_k: int | None = None,
         strategy: str | None = None,
     ) -> list[BlendResult]:
-        """Async :meth:`rank`: the ranker runs in a worker thread, so the event loop is never blocked."""
-        return await asyncio.to_thread(self.rank, prompts, candidates, top_k=top_k, strategy=strategy)
+        """Async :meth:`rank`: a ranker with its own ``arank`` (an LLM judge) is awaited; any other runs in a
+        worker thread, so the event loop is never blocked."""
+        p, cands, k, strat = self._inputs(prompts, candidates, top_k, strategy)
+        ranker = await asyncio.to_thread(lambda: self.ranker)  # loading may take a while
+        start = time.perf_counter()
+        arank = getattr(ranker, "arank", None)
+        if callable(arank):
+            rankings = await arank(p, cands, strategy=strat)
+        else:
+            rankings = await asyncio.to_thread(ranker.rank, p, cands, strategy=strat)
+        return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     def best_of_n(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], *, strategy: str = "knockout"

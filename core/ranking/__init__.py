@@ -11,6 +11,9 @@ from __future__ import annotations
 from blender_core.base.results import RankedCandidate, Ranking
 from blender_core.ranking.builtin import BUILTIN_RANKER
 from blender_core.ranking.interface import BaseRanker, Ranker
+from blender_core.ranking.judge import JudgeRanker
+from blender_core.ranking.judge_chat import CallableChat, ChatReply, JudgeChat
+from blender_core.ranking.judge_prompts import MT_BENCH_PAIR, JudgePrompt
 from blender_core.ranking.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, RankerSpec, check_ranker_spec, load_ranker
 from blender_core.ranking.reward import RewardModelRanker
@@ -19,8 +22,14 @@ from blender_core.ranking.strategies import STRATEGIES
 __all__ = [
     "BUILTIN_RANKER",
     "DEFAULT_RANKER",
+    "MT_BENCH_PAIR",
     "STRATEGIES",
     "BaseRanker",
+    "CallableChat",
+    "ChatReply",
+    "JudgeChat",
+    "JudgePrompt",
+    "JudgeRanker",
     "PairRanker",
     "RankedCandidate",
     "Ranker",

@@ -4,6 +4,9 @@ fuser, and backend calls that answer, fail or stall."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import re
+import threading
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from typing import Any
@@ -16,6 +19,7 @@ from blender_core.ensemble import BackendAnswer
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
 from blender_core.ranking.interface import BaseRanker
+from blender_core.ranking.judge_chat import ChatReply
 
 
 class LengthRanker(BaseRanker):
@@ -152,3 +156,92 @@ def afailing(message: str) -> Callable[[], Awaitable[BackendAnswer]]:
         raise RuntimeError(message)
 
     return call
+
+
+# ---------------------------------------------------------------- LLM judges on the plain call interface
+def judged_answers(messages: list[dict[str, str]]) -> tuple[str, str, str]:
+    """The question and the answers of assistants A and B, read back from a judge call's user message."""
+    found = re.search(
+        r"\[User Question\]\n(.*)\n\n\[The Start of Assistant A's Answer\]\n(.*)\n\[The End of Assistant A's Answer\]"
+        r"\n\n\[The Start of Assistant B's Answer\]\n(.*)\n\[The End of Assistant B's Answer\]\Z",
+        messages[-1]["content"],
+        re.S,
+    )
+    assert found is not None, messages
+    return found.group(1), found.group(2), found.group(3)
+
+
+def prefers_longer(answer_a: str, answer_b: str) -> str:
+    """A fair judge that prefers the longer answer; it quotes the format before its verdict, as judges do."""
+    tag = "[[A]]" if len(answer_a) > len(answer_b) else "[[B]]" if len(answer_b) > len(answer_a) else "[[C]]"
+    return f'Following the format ("[[A]]", "[[B]]" or "[[C]]"), my final verdict is: {tag}'
+
+
+def always(reply: str) -> Callable[[str, str], str]:
+    """A judge that answers ``reply`` whatever it is shown (``"[[A]]"``: pure position bias)."""
+    return lambda answer_a, answer_b: reply
+
+
+class ScriptedJudge:
+    """A judge chat (``complete`` / ``acomplete``): replies ``verdict(answer_a, answer_b)``.
+
+    Records each call's (question, answer A, answer B) in ``calls`` (``async_calls`` counts the async ones),
+    the most calls in flight at once in ``max_active``; waits ``delay`` seconds first (a sync wait ends early
+    on :meth:`release`), raises ``error`` instead of answering, reports ``usage`` (input, output) per call.
+    """
+
+    name = "scripted-judge"
+
+    def __init__(
+        self,
+        verdict: Callable[[str, str], str] = prefers_longer,
+        *,
+        delay: float = 0.0,
+        error: str | None = None,
+        usage: tuple[int, int] | None = (10, 2),
+    ) -> None:
+        self.verdict = verdict
+        self.delay = delay
+        self.error = error
+        self.usage = usage
+        self.calls: list[tuple[str, str, str]] = []
+        self.async_calls = 0
+        self.active = 0
+        self.max_active = 0
+        self._lock = threading.Lock()
+        self._released = threading.Event()
+
+    def release(self) -> None:
+        """End the sync calls still waiting out their delay."""
+        self._released.set()
+
+    @contextlib.contextmanager
+    def _call(self, messages: list[dict[str, str]], is_async: bool) -> Iterator[tuple[str, str, str]]:
+        with self._lock:
+            self.calls.append(judged_answers(messages))
+            self.async_calls += is_async
+            self.active += 1
+            self.max_active = max(self.max_active, self.active)
+        try:
+            yield self.calls[-1]
+        finally:
+            with self._lock:
+                self.active -= 1
+
+    def _reply(self, answer_a: str, answer_b: str) -> ChatReply:
+        if self.error is not None:
+            raise RuntimeError(self.error)
+        usage = None
+        if self.usage is not None:
+            usage = {"input_tokens": self.usage[0], "output_tokens": self.usage[1]}
+        return ChatReply(self.verdict(answer_a, answer_b), usage)
+
+    def complete(self, messages: list[dict[str, str]]) -> ChatReply:
+        with self._call(messages, is_async=False) as (_, a, b):
+            self._released.wait(self.delay)
+            return self._reply(a, b)
+
+    async def acomplete(self, messages: list[dict[str, str]]) -> ChatReply:
+        with self._call(messages, is_async=True) as (_, a, b):
+            await asyncio.sleep(self.delay)
+            return self._reply(a, b)

@@ -48,7 +48,7 @@ def backend_threads() -> int:
 
 
 def test_a_hung_backend_never_piles_up_threads(tiny_ranker: PairRanker, hung: HungChatModel) -> None:
-    llm = BlenderLLM(backends={"hung": hung, "ok": ScriptedChatModel(reply="four")}, ranker=tiny_ranker, timeout=0.05)
+    llm = BlenderLLM(backends={"hung": hung, "ok": ScriptedChatModel(reply="four")}, ranker=tiny_ranker, timeout=0.5)
     before = backend_threads()
     for _ in range(30):
         msg = llm.invoke("2 + 2?")

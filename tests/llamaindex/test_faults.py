@@ -93,7 +93,7 @@ async def test_blocking_custom_llms_under_achat_answer_within_the_timeout(tiny_r
 def test_a_hung_backend_on_the_sync_path_holds_bounded_threads(tiny_ranker: PairRanker) -> None:
     hung = BlockingLLM(text="never", delay=60, name="hung")
     try:
-        llm = BlenderLLM([hung, FakeLLM(text="fine", name="ok")], ranker=tiny_ranker, timeout=0.05)
+        llm = BlenderLLM([hung, FakeLLM(text="fine", name="ok")], ranker=tiny_ranker, timeout=0.5)
         before = sum(t.name.startswith("blender-backend") for t in threading.enumerate())
         for _ in range(20):
             assert llm.complete("q").text == "fine"
