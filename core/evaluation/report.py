@@ -19,13 +19,18 @@ def build_report(
     model: str,
     command: str | None = None,
     seconds: float | None = None,
+    judge: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """The ``report.json`` object: ``{"model", "sets": {name: …}, "selection": {name: …}, …}``."""
+    """The ``report.json`` object: ``{"model", "sets": {name: …}, "selection": {name: …}, …}``; with an LLM
+    judge, ``"judge"``: its settings and costs (``comparisons``, ``usage``, ``issues``: see
+    :class:`~blender_core.evaluation.costs.RankingCosts`)."""
     report: dict[str, Any] = {
         "model": model,
         "sets": {k: v.to_dict() for k, v in pairs.items()},
         "selection": {k: v.to_dict() for k, v in selection.items()},
     }
+    if judge is not None:
+        report["judge"] = dict(judge)
     if command is not None:
         report["command"] = command
     if seconds is not None:
@@ -42,6 +47,8 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     lines = [f"# Evaluation of `{report['model']}`", ""]
     if report.get("command"):
         lines += ["Produced by:", "", "```bash", str(report["command"]), "```", ""]
+    if report.get("judge"):
+        lines += _judge_markdown(report["judge"])
     if report["sets"]:
         lines += [
             "## Pair accuracy (non-tie pairs, both orders averaged)",
@@ -82,6 +89,28 @@ def report_markdown(report: Mapping[str, Any]) -> str:
     return "\n".join(lines).rstrip() + "\n"
 
 
+def _judge_markdown(judge: Mapping[str, Any]) -> list[str]:
+    """The LLM judge's settings, its token usage and its issues (comparisons counted as ties)."""
+    usage = judge.get("usage")
+    tokens = (
+        f"{usage['input_tokens']} input + {usage['output_tokens']} output = {usage['total_tokens']} tokens"
+        if usage
+        else "none reported"
+    )
+    shown = ("prompt", "max_new_tokens", "timeout_s", "concurrency")
+    settings = ", ".join(f"{k} {judge[k]}" for k in shown if k in judge)
+    lines = [
+        "## LLM judge",
+        "",
+        f"- `{judge.get('name', '?')}`" + (f": {settings}" if settings else ""),
+        f"- {judge.get('comparisons', 0)} comparisons; token usage: {tokens}",
+        f"- issues: {judge.get('issues', 0)} comparisons counted as ties (no readable verdict, or the call failed)",
+    ]
+    if judge.get("issue_examples"):
+        lines.append(f"  - e.g. {judge['issue_examples'][0]}")
+    return [*lines, ""]
+
+
 def plot_report(report: Mapping[str, Any], path: str | Path) -> None:
     """Bars per set: ranker vs longer-wins accuracy (pairs) and ranker vs baselines win rate (selection)."""
     try:
@@ -90,14 +119,19 @@ def plot_report(report: Mapping[str, Any], path: str | Path) -> None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError as exc:
-        raise ImportError('plotting needs matplotlib; install it with: pip install "blender-llm[eval]"') from exc
+        raise ImportError(
+            'plotting needs matplotlib; install it with: pip install "blender-llm[eval]"'
+        ) from exc
     panels = [k for k in ("sets", "selection") if report[k]]
     fig, axes = plt.subplots(1, max(len(panels), 1), figsize=(6.5 * max(len(panels), 1), 4.2), squeeze=False)
     for ax, kind in zip(axes[0], panels, strict=False):
         items = report[kind]
         names = list(items)
         if kind == "sets":
-            series = {"ranker": [items[n]["accuracy"] for n in names], "longer wins": [items[n]["longer_wins"] for n in names]}
+            series = {
+                "ranker": [items[n]["accuracy"] for n in names],
+                "longer wins": [items[n]["longer_wins"] for n in names],
+            }
             ax.set_ylabel("accuracy on non-tie pairs")
             ax.axhline(0.5, color="grey", lw=0.8, ls="--")
             ax.set_ylim(0, 1)

@@ -80,3 +80,20 @@ def judge_messages(prompt: JudgePrompt, question: str, answer_a: str, answer_b: 
     user = prompt.template.format(question=question, answer_a=answer_a, answer_b=answer_b)
     system = [{"role": "system", "content": prompt.system}] if prompt.system else []
     return [*system, {"role": "user", "content": user}]
+
+
+VERDICT_ONLY_SYSTEM = (
+    "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants "
+    "to the user question displayed below. Choose the assistant that follows the user's instructions and "
+    "answers the user's question better. Do not let the order, the length or the names of the responses "
+    'influence your decision. Reply with your final verdict only, strictly in this format: "[[A]]" if '
+    'assistant A is better, "[[B]]" if assistant B is better, and "[[C]]" for a tie.'
+)
+
+#: MT-Bench's pairwise prompt without the explanation, for small or slow judges: the verdict tag alone, asked
+#: again after the answers, where a small model still attends to it
+VERDICT_ONLY_PAIR = JudgePrompt(
+    system=VERDICT_ONLY_SYSTEM,
+    template=MT_BENCH_TEMPLATE
+    + '\n\nWhich assistant answered better? Reply with "[[A]]", "[[B]]" or "[[C]]" only.',
+)

@@ -245,3 +245,17 @@ class ScriptedJudge:
         with self._call(messages, is_async=True) as (_, a, b):
             await asyncio.sleep(self.delay)
             return self._reply(a, b)
+
+
+# ---------------------------------------------------------------- a local chat model made to answer a text
+def forcing_reply(tokenizer: Any, text: str) -> Callable[[int, Any], list[int]]:
+    """A ``prefix_allowed_tokens_fn`` for ``generate`` that makes a (random) model write ``text`` and end its
+    turn: a verdict from the tiny causal LM. One per generate call (it keeps the prompt's length)."""
+    forced = [*tokenizer.encode(text, add_special_tokens=False), tokenizer.eos_token_id]
+    start: list[int] = []  # the prompt's length, seen at the first step
+
+    def allowed(batch_id: int, input_ids: Any) -> list[int]:
+        start[:] = start or [len(input_ids)]
+        return [forced[min(len(input_ids) - start[0], len(forced) - 1)]]
+
+    return allowed

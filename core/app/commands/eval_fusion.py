@@ -1,4 +1,5 @@
-"""``blender-llm eval-fusion``: reference-based scores of fused answers vs the ranker's top-1 vs the best model."""
+"""``blender-llm eval-fusion``: reference-based scores of fused answers vs the ranker's top-1 vs the best model,
+and with ``--judge`` the paper's GPT-Rank: their average rank among the candidates, by an LLM judge."""
 
 from __future__ import annotations
 
@@ -10,6 +11,15 @@ from pathlib import Path
 from typing import Annotated, Any
 
 import typer
+
+from blender_core.app.commands._judge import (
+    JudgeConcurrency,
+    JudgeMaxNewTokens,
+    JudgePromptName,
+    JudgeSpec,
+    JudgeTimeout,
+    judge_from_option,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -80,16 +90,48 @@ def register(app: typer.Typer) -> None:
             int | None, typer.Option(help="CPU threads for torch (1 is much faster on a busy, shared CPU).")
         ] = None,
         no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+        judge: JudgeSpec = None,
+        judge_candidates: Annotated[
+            int | None,
+            typer.Option(
+                "--judge-candidates",
+                help="GPT-Rank pool: the first N candidates of each instruction (default: all) with the "
+                "systems' outputs; a pool of n outputs costs n(n-1) judge calls with --judge-strategy full.",
+            ),
+        ] = None,
+        judge_strategy: Annotated[
+            str,
+            typer.Option(
+                "--judge-strategy",
+                help="full (every pair, ties share their places) or sort (about 2 n log2 n calls).",
+            ),
+        ] = "full",
+        judge_prompt: JudgePromptName = "verdict",
+        judge_max_new_tokens: JudgeMaxNewTokens = None,
+        judge_timeout: JudgeTimeout = 120.0,
+        judge_concurrency: JudgeConcurrency = 1,
     ) -> None:
-        """Score fused answers, the ranker's top-1 and the best single model against reference outputs."""
+        """Score fused answers, the ranker's top-1 and the best single model against reference outputs; with
+        --judge, also rank them among the candidates with an LLM judge (GPT-Rank, 1 = best)."""
         if threads is not None:
             import torch
 
             torch.set_num_threads(threads)
         from blender_core.data.alpacaeval import load_alpacaeval
-        from blender_core.evaluation.fusion import BertScore, evaluate_fusion, format_markdown, write_report
+        from blender_core.evaluation.fusion import evaluate_fusion, format_markdown, write_report
+        from blender_core.evaluation.text_metrics import BertScore
         from blender_core.fusion.auto import load_fuser
 
+        judge_ranker, judge_settings = None, None
+        if judge is not None:
+            judge_ranker, judge_settings = judge_from_option(
+                judge,
+                device=device,
+                prompt=judge_prompt,
+                max_new_tokens=judge_max_new_tokens,
+                timeout=judge_timeout,
+                concurrency=judge_concurrency,
+            )
         records = load_alpacaeval(data)
         rank_fn, note = make_rank_fn(ranker, device=device, records=records)
         fuser_kwargs: dict[str, Any] = {"device": device, "batch_size": batch_size}
@@ -116,7 +158,11 @@ def register(app: typer.Typer) -> None:
                 "ranker_note": note,
                 "command": "blender-llm " + shlex.join(sys.argv[1:]),
                 "torch_threads": _torch_threads(),
+                **({"judge": judge_settings} if judge_settings else {}),
             },
+            judge=judge_ranker,
+            judge_candidates=judge_candidates,
+            judge_strategy=judge_strategy,
         )
         js, md = write_report(result, out)
         typer.echo(format_markdown(result))

@@ -1,4 +1,5 @@
-"""``blender-llm eval-ranker``: pair accuracy and selection win rate of a ranker, beside baselines."""
+"""``blender-llm eval-ranker``: pair accuracy and selection win rate of a ranker or an LLM judge, beside
+baselines."""
 
 from __future__ import annotations
 
@@ -9,6 +10,15 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+
+from blender_core.app.commands._judge import (
+    JudgeConcurrency,
+    JudgeMaxNewTokens,
+    JudgePromptName,
+    JudgeSpec,
+    JudgeTimeout,
+    judge_from_option,
+)
 
 
 def _set_name(path: Path) -> str:
@@ -31,14 +41,24 @@ def register(app: typer.Typer) -> None:
         num_threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
         no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
         no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+        judge: JudgeSpec = None,
+        judge_prompt: JudgePromptName = "verdict",
+        judge_max_new_tokens: JudgeMaxNewTokens = None,
+        judge_timeout: JudgeTimeout = 120.0,
+        judge_concurrency: JudgeConcurrency = 1,
     ) -> None:
-        """Evaluate a ranker: pair files give accuracy vs "longer answer wins"; candidate sets with scores
-        give the selection win rate vs best single model, random, longest and oracle."""
+        """Evaluate a ranker (--model) or an LLM judge (--judge): pair files give accuracy vs "longer answer
+        wins"; candidate sets with scores give the selection win rate vs best single model, random, longest
+        and oracle. A judge's report adds its token usage and its issues (verdicts it could not read)."""
         from blender_core.app.commands._ranker import ranker_from_option
         from blender_core.data.records import CandidateSet, Pair, read_records
+        from blender_core.evaluation.costs import MeteredRanker
         from blender_core.evaluation.ranker import evaluate_pairs, evaluate_selection
         from blender_core.evaluation.report import build_report, write_report
+        from blender_core.ranking import Ranker
 
+        if judge is not None and model is not None:
+            raise typer.BadParameter("--judge and --model are exclusive: evaluate a judge or a ranker")
         if num_threads > 0:
             import torch
 
@@ -52,7 +72,17 @@ def register(app: typer.Typer) -> None:
             if pairs and sets:
                 raise typer.BadParameter(f"{path} mixes pairs and candidate sets; split it into two files")
             files[_set_name(path)] = (pairs, sets)
-        ranker, name = ranker_from_option(model, device=device, batch_size=batch_size)
+        ranker: Ranker
+        meter, judge_settings = None, None
+        if judge is not None:
+            judge_ranker, judge_settings = judge_from_option(
+                judge, device=device, prompt=judge_prompt, max_new_tokens=judge_max_new_tokens,
+                timeout=judge_timeout, concurrency=judge_concurrency,
+            )  # fmt: skip
+            meter = MeteredRanker(judge_ranker)  # sums the judge's token usage and issues
+            ranker, name = meter, judge_settings["name"]
+        else:
+            ranker, name = ranker_from_option(model, device=device, batch_size=batch_size)
         pair_results, selection_results = {}, {}
         for set_name, (pairs, sets) in files.items():
             if pairs:
@@ -64,6 +94,7 @@ def register(app: typer.Typer) -> None:
         report = build_report(
             pair_results, selection_results, model=name, command="blender-llm " + shlex.join(sys.argv[1:]),
             seconds=time.perf_counter() - start,
+            judge=None if meter is None else {**(judge_settings or {}), **meter.costs().to_dict()},
         )
         folder = write_report(report, out, plot=not no_plot)
         typer.echo((folder / "report.md").read_text())

@@ -18,10 +18,9 @@ from blender_core.evaluation.fusion import (
     format_markdown,
     longest_rank_fn,
     ranker_rank_fn,
-    rouge_l,
-    token_f1,
     write_report,
 )
+from blender_core.evaluation.text_metrics import rouge_l, token_f1
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.pair_ranker import PairRanker
 
@@ -154,7 +153,7 @@ def test_cache_dir_from_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> 
 
 @pytest.mark.slow
 def test_smollm2_fuser_and_bertscore_offline() -> None:
-    from blender_core.evaluation.fusion import BertScore
+    from blender_core.evaluation.text_metrics import BertScore
     from blender_core.fusion.auto import load_fuser
 
     fuser = load_fuser("smollm2", device="cpu")
