@@ -192,31 +192,11 @@ def drive_strategies(
 ) -> tuple[list[strategies.StrategyResult], list[int]]:
     """Run one strategy generator per prompt to its end, each round's comparisons of all prompts in one
     ``logits`` call; returns each prompt's result and how many comparisons it asked for."""
-    results: list[strategies.StrategyResult | None] = [None] * len(gens)
-    n_forward = [0] * len(gens)
-    pending: dict[int, list[strategies.Pair]] = {}
-    for k, gen in enumerate(gens):
-        try:
-            pending[k] = next(gen)
-        except StopIteration as stop:  # nothing to compare (a single candidate)
-            results[k] = stop.value
-    while pending:
-        values = logits(
-            [
-                (prompts[k], candidates[k][i], candidates[k][j])
-                for k, pairs in pending.items()
-                for i, j in pairs
-            ]
-        )
-        pos, nxt = 0, {}
-        for k, pairs in pending.items():
-            answer = {p: float(values[pos + t]) for t, p in enumerate(pairs)}
-            pos += len(pairs)
-            n_forward[k] += len(pairs)
-            try:
-                nxt[k] = gens[k].send(answer)
-            except StopIteration as stop:
-                results[k] = stop.value
-        pending = nxt
-    assert all(r is not None for r in results)
-    return results, n_forward  # type: ignore[return-value]
+    driver = strategies.rounds(gens)
+    try:
+        asked = next(driver)
+        while True:
+            values = logits([(prompts[k], candidates[k][i], candidates[k][j]) for k, (i, j) in asked])
+            asked = driver.send([float(v) for v in values])
+    except StopIteration as stop:
+        return stop.value  # type: ignore[no-any-return]

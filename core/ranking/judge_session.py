@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import random
-from collections.abc import Callable, Generator, Mapping, Sequence
+from collections.abc import Callable, Mapping
 
 from blender_core.base.results import Ranking
 from blender_core.base.usage import sum_usage
@@ -22,7 +22,6 @@ logger = logging.getLogger(__name__)
 
 Comparison = tuple[str, str, str]  # (question, answer A, answer B)
 Asked = tuple[int, strategies.Pair]  # (prompt index, (i, j))
-Rounds = Generator[list[Asked], list[float], tuple[list[strategies.StrategyResult], list[int]]]
 
 
 class JudgeSession:
@@ -43,8 +42,8 @@ class JudgeSession:
         k, (i, j) = asked
         return self.prompts[k], self.candidates[k][i], self.candidates[k][j]
 
-    def rounds(self, seed: int | None) -> Rounds:
-        """The strategy's rounds for every prompt (see :func:`strategy_rounds`); ``seed`` orders ``bubble``."""
+    def rounds(self, seed: int | None) -> strategies.Rounds:
+        """The strategy's rounds for every prompt (see :func:`~blender_core.ranking.strategies.rounds`); ``seed`` orders ``bubble``."""
         rng = random.Random(seed)
         make: dict[str, Callable[[int], strategies.StrategyGen]] = {
             "full": lambda n: strategies.full(n, self.aggregation),
@@ -52,7 +51,7 @@ class JudgeSession:
             "knockout": strategies.knockout,
             "sort": strategies.merge_sort,
         }
-        return strategy_rounds([make[self.strategy](len(c)) for c in self.candidates])
+        return strategies.rounds([make[self.strategy](len(c)) for c in self.candidates])
 
     def todo(self, asked: list[Asked]) -> list[Comparison]:
         """The comparisons of a round that need a call: not yet asked, and of two different texts."""
@@ -114,33 +113,3 @@ class JudgeSession:
                 )
             )
         return out
-
-
-def strategy_rounds(gens: Sequence[strategies.StrategyGen]) -> Rounds:
-    """Run one strategy generator per prompt: each round yields every prompt's ordered pairs as
-    ``(prompt index, (i, j))`` and receives their values in that order; returns each prompt's result and how
-    many comparisons it asked for (the judge's sync and async ``rank`` both drive it)."""
-    results: list[strategies.StrategyResult | None] = [None] * len(gens)
-    n_forward = [0] * len(gens)
-    pending: dict[int, list[strategies.Pair]] = {}
-    for k, gen in enumerate(gens):
-        try:
-            pending[k] = next(gen)
-        except StopIteration as stop:  # nothing to compare (a single candidate)
-            results[k] = stop.value
-    while pending:
-        asked = [(k, p) for k, pairs in pending.items() for p in pairs]
-        values = yield asked
-        answers: dict[int, dict[strategies.Pair, float]] = {k: {} for k in pending}
-        for (k, p), v in zip(asked, values, strict=True):
-            answers[k][p] = v
-        nxt = {}
-        for k, pairs in pending.items():
-            n_forward[k] += len(pairs)
-            try:
-                nxt[k] = gens[k].send(answers[k])
-            except StopIteration as stop:
-                results[k] = stop.value
-        pending = nxt
-    assert all(r is not None for r in results)
-    return results, n_forward  # type: ignore[return-value]

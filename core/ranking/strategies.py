@@ -27,6 +27,11 @@ from blender_core.ranking.aggregation import order_from_scores, ranks_from_score
 
 Pair = tuple[int, int]
 StrategyGen = Generator[list[Pair], dict[Pair, float], "StrategyResult"]
+#: (prompt index, ordered pair) of one comparison a round asks for
+Asked = tuple[int, Pair]
+#: the rounds of several prompts' strategies: yields each round's comparisons, receives their values,
+#: returns each prompt's result and how many comparisons it asked for
+Rounds = Generator[list[Asked], Sequence[float], tuple[list["StrategyResult"], list[int]]]
 STRATEGIES: tuple[str, ...] = ("full", "bubble", "knockout", "sort")
 
 
@@ -138,3 +143,34 @@ def merge_sort(n: int) -> StrategyGen:
     ranks = np.empty(n, dtype=np.int64)
     ranks[list(order)] = np.arange(1, n + 1)
     return StrategyResult(margins.scores(), ranks, order)
+
+
+def rounds(gens: Sequence[StrategyGen]) -> Rounds:
+    """Run one strategy generator per prompt, all prompts' comparisons of a round together: each round
+    yields every prompt's ordered pairs as ``(prompt index, (i, j))`` and receives their values in that
+    order; returns each prompt's result and how many comparisons it asked for. PairRM's batched forward
+    passes and the LLM judge's concurrent calls both drive their strategies through it."""
+    results: list[StrategyResult | None] = [None] * len(gens)
+    n_forward = [0] * len(gens)
+    pending: dict[int, list[Pair]] = {}
+    for k, gen in enumerate(gens):
+        try:
+            pending[k] = next(gen)
+        except StopIteration as stop:  # nothing to compare (a single candidate)
+            results[k] = stop.value
+    while pending:
+        asked = [(k, p) for k, pairs in pending.items() for p in pairs]
+        values = yield asked
+        answers: dict[int, dict[Pair, float]] = {k: {} for k in pending}
+        for (k, p), v in zip(asked, values, strict=True):
+            answers[k][p] = v
+        nxt = {}
+        for k, pairs in pending.items():
+            n_forward[k] += len(pairs)
+            try:
+                nxt[k] = gens[k].send(answers[k])
+            except StopIteration as stop:
+                results[k] = stop.value
+        pending = nxt
+    assert all(r is not None for r in results)
+    return results, n_forward  # type: ignore[return-value]
