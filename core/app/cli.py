@@ -10,16 +10,22 @@ from __future__ import annotations
 import functools
 import importlib
 import logging
+import pkgutil
 from collections.abc import Callable
 from typing import Any
 
 import typer
 
+from blender_core.app import commands
+
 app = typer.Typer(help="blender-llm: rank and fuse the answers of several LLMs.", no_args_is_help=True)
 
-# One module per command group; each defines ``register(app)``. A command imports its optional dependencies
-# when it runs, so that a missing one only breaks that command (see ``_extra_hint``).
-COMMAND_MODULES = ("rank_demo", "train_ranker", "eval_ranker", "train_fuser", "eval_fusion", "demo", "rank")
+# One module per command in blender_core.app.commands (modules starting with "_" are helpers); each defines
+# ``register(app)``. A command imports its optional dependencies when it runs, so that a missing one only
+# breaks that command (see ``_extra_hint``).
+COMMAND_MODULES = tuple(
+    m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
+)
 
 
 def _extra_hint(command: Callable[..., Any]) -> Callable[..., Any]:
