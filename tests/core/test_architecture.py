@@ -29,6 +29,7 @@ FRAMEWORKS = {
     "langchain": "langchain_blender",
     "langchain_core": "langchain_blender",
     "langchain_huggingface": "langchain_blender",
+    "langchain_openai": "langchain_blender",
     "langgraph": "langchain_blender",
     "llama_index": "llamaindex_blender",
 }
