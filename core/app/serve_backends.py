@@ -1,0 +1,200 @@
+"""The served ensemble: the configured backends as LangChain chat models, behind one ``BlenderLLM``.
+
+``kind = "openai"`` backends are ``langchain_openai.ChatOpenAI`` over the endpoint (its key passed
+explicitly, never read from ``OPENAI_API_KEY``; no retries: the ensemble drops a failing backend; an HTTP
+client that scrubs keys from error bodies). ``kind = "huggingface"`` backends are the demo's local chat
+models (:func:`blender_core.app.demo.chat_backends`), one loaded model shared by every backend naming it.
+The fuser is the named backend's model: a ``ChatOpenAI`` (fused through ``BlenderLLM``'s chat-model fuser,
+streamed) or, for a local model, the demo's :class:`~blender_core.fusion.causal.LLMFuser` over it.
+
+Everything the ensemble does (concurrent calls, timeouts, ``min_successes``, ranking, streamed fusion with
+its fallback, tools, the account, summed usage) is ``BlenderLLM``'s, hence the core engine's; the server
+only translates the OpenAI protocol to it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from blender_core.app.serve_config import (
+    HuggingFaceBackend,
+    OpenAIBackend,
+    ServeConfig,
+    backend_key,
+    server_keys,
+)
+from blender_core.app.serve_secrets import Redactor, redacting_http_client
+
+logger = logging.getLogger(__name__)
+
+INSTALL_SERVE = 'pip install "blender-llm[serve]"'
+# an OpenAI-compatible endpoint without keys (a local vLLM or Ollama) still gets a bearer header
+NO_KEY = "no-key"
+
+
+def check_serve_packages() -> None:
+    """Raise one :class:`ImportError` naming the extra to install when the server's packages are missing."""
+    import importlib.util
+
+    needed = {
+        "fastapi": "fastapi",
+        "uvicorn": "uvicorn",
+        "openai": "openai",
+        "langchain_openai": "langchain-openai",
+    }
+    missing = [dist for module, dist in needed.items() if importlib.util.find_spec(module) is None]
+    if missing:
+        raise ImportError(
+            f"blender-llm serve needs {', '.join(missing)}, not installed; install with: {INSTALL_SERVE}"
+        )
+
+
+@dataclass
+class ServedEnsemble:
+    """What the server serves: the ``BlenderLLM``, its model name, the server's keys, a redactor for every
+    secret, and the HTTP clients to close at shutdown."""
+
+    llm: Any  # langchain_blender.BlenderLLM
+    model_name: str
+    server_keys: list[str]
+    redactor: Redactor
+    clients: list[Any] = field(default_factory=list)
+
+    def warm_up(self) -> None:
+        """Load the ranker now (a request would otherwise pay for it)."""
+        _ = self.llm.engine.pipeline.ranker
+
+    async def aclose(self) -> None:
+        for client in self.clients:
+            await client.aclose()
+
+
+def _local_call(chat: Any, name: str) -> Any:
+    """A local chat model as a backend: its sync generation, which ``ainvoke`` runs in a worker thread (the
+    Hugging Face pipeline has no async path; a generation past the timeout ends in the background, within
+    its ``max_new_tokens``), ignoring per-request options (temperature, stop, ...): the config sets its
+    generation."""
+    from langchain_core.runnables import RunnableConfig, RunnableLambda
+
+    def generate(messages: Any, config: RunnableConfig, **_options: Any) -> Any:
+        return chat.invoke(messages, config)
+
+    return RunnableLambda(generate, name=name)
+
+
+def _openai_model(backend: OpenAIBackend, key: str | None, config: ServeConfig, client: Any) -> Any:
+    from langchain_openai import ChatOpenAI
+    from pydantic import SecretStr
+
+    return ChatOpenAI(
+        model=backend.model,
+        base_url=backend.base_url,
+        api_key=SecretStr(key or NO_KEY),
+        max_retries=backend.max_retries,
+        timeout=config.ensemble.timeout,
+        stream_usage=backend.stream_usage,
+        use_responses_api=False,  # the chat completions API: what every OpenAI-compatible server speaks
+        http_async_client=client,
+        name=backend.name,
+    )
+
+
+def _local_folder(backend: HuggingFaceBackend) -> Path:
+    """The model's folder: the path given, or the hub id's snapshot (downloaded once, then cached)."""
+    path = Path(backend.model).expanduser()
+    if path.is_dir():
+        return path
+    from huggingface_hub import snapshot_download
+
+    logger.info("fetching %s from the Hugging Face hub (once; cached afterwards)", backend.model)
+    return Path(snapshot_download(backend.model, revision=backend.revision))
+
+
+def _local_models(
+    config: ServeConfig,
+) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, str]]]:
+    """The local backends as chat models, and each one's loaded ``(model, tokenizer, model id)``."""
+    from blender_core.app.demo import chat_backends, check_packages, load_chat_model
+
+    local = [b for b in config.backends if isinstance(b, HuggingFaceBackend)]
+    if not local:
+        return {}, {}
+    check_packages(smollm2=False)
+    loaded: dict[tuple[str, str | None, str | None], tuple[Any, Any, str]] = {}
+    models: dict[str, Any] = {}
+    owners: dict[str, tuple[Any, Any, str]] = {}
+    for b in local:
+        key = (b.model, b.revision, b.device)
+        if key not in loaded:
+            loaded[key] = load_chat_model(_local_folder(b), device=b.device)
+        model, tokenizer, model_id = owners[b.name] = loaded[key]
+        (chat,) = chat_backends(
+            model, tokenizer, [b.local_backend()], max_new_tokens=b.max_new_tokens, model_id=model_id
+        ).values()
+        models[b.name] = _local_call(chat, b.name)
+    return models, owners
+
+
+def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsemble:
+    """Build the served ensemble from a validated config; keys are read from ``environ``.
+
+    Raises:
+        ConfigError: an environment variable the config names is not set.
+        ImportError: a package the configured backends need is missing (naming the extra to install).
+    """
+    check_serve_packages()
+    from blender_core.fusion.causal import LLMFuser
+    from langchain_blender import BlenderLLM
+
+    keys = server_keys(config, environ)
+    upstream_keys = {
+        b.name: backend_key(b, environ, k)
+        for k, b in enumerate(config.backends)
+        if isinstance(b, OpenAIBackend)
+    }
+    redactor = Redactor([*keys, *(k for k in upstream_keys.values() if k)])
+    # each request makes one call per backend, plus one for the fuser
+    connections = 2 * config.limits.max_in_flight
+    backends, owners = _local_models(config)
+    clients = []
+    for b in config.backends:
+        if isinstance(b, OpenAIBackend):
+            client = redacting_http_client(redactor, max_connections=connections)
+            clients.append(client)
+            backends[b.name] = _openai_model(b, upstream_keys[b.name], config, client)
+    backends = {b.name: backends[b.name] for b in config.backends}  # in the config's order
+
+    e = config.ensemble
+    fuser: Any = None
+    if e.fuser is not None:
+        spec = config.backend(e.fuser)
+        if isinstance(spec, HuggingFaceBackend):
+            model, tokenizer, model_id = owners[spec.name]
+            fuser = LLMFuser(
+                model,
+                tokenizer,
+                name=f"{spec.name} ({model_id})",
+                candidate_maxlength=max(2 * spec.max_new_tokens, 64),
+                generate_kwargs={"max_new_tokens": spec.max_new_tokens},
+                device=getattr(model, "device", None),
+            )
+        else:
+            fuser = backends[spec.name]
+    llm = BlenderLLM(
+        backends=backends,
+        ranker=e.ranker,
+        fuser=fuser,
+        top_k=e.top_k,
+        strategy=e.strategy,
+        timeout=e.timeout,
+        min_successes=e.min_successes,
+        max_concurrency=e.max_concurrency,
+        fusion_timeout=e.fusion_timeout,
+        fallback_on_fuser_error=e.fallback_on_fuser_error,
+        model_name=config.server.model_name,
+    )
+    return ServedEnsemble(llm, config.server.model_name, keys, redactor, clients)
