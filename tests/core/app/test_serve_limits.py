@@ -111,7 +111,7 @@ def test_too_many_messages_and_bad_requests_are_400(main_server: LiveServer) -> 
 
 def test_beyond_max_in_flight_requests_get_429_with_retry_after(main_server: LiveServer) -> None:
     with ThreadPoolExecutor(2) as pool:
-        # each takes the 0.6 s the hanging backend is given
+        # each takes the 1.5 s the hanging backend is given
         busy = [pool.submit(post, main_server, json={"model": MODEL, "messages": QUESTION}) for _ in range(2)]
         deadline = time.monotonic() + 10
         while health(main_server)["in_flight"] < 2 and time.monotonic() < deadline:
