@@ -1,0 +1,228 @@
+"""The part files of a sharded job, and how they reach the output exactly once.
+
+A sharded job (:mod:`blender_core.batch.sharded`) writes each shard's output rows to its own part file in
+a folder next to the output, ``OUT.parts/``, then merges the parts into ``OUT`` in shard order:
+
+- **A part is complete or absent.** It is written to a temporary file in the same folder, flushed to disk,
+  then renamed over its final name (``os.replace``, atomic). A shard ranked twice (a retried or duplicated
+  task) renames the same content over the same name.
+- **A part says what it was made from.** Its first line is a header with the shard's digest (a hash of
+  the job's settings and of the keys and line fingerprints of the shard's records); a part whose digest is
+  not the one the current plan expects is stale, and is deleted and ranked again.
+- **A merge is journaled.** Before a part's rows are appended to ``OUT``, ``OUT``'s length is written to
+  ``OUT.parts/merging.json``; the part is deleted once the rows are on disk, then the journal. A run that
+  starts and finds a journal undoes the half-done merge (``OUT`` is cut back to that length) when the part
+  is still there, so the merge is redone from it whole; when the part is gone, the merge had finished.
+- **One job at a time.** A run holds an exclusive lock on ``OUT.parts/lock`` (released when its process
+  ends, even by ``kill -9``); a second run on the same output stops with an error instead of writing
+  beside it.
+
+Example:
+    >>> store = PartStore("ranked.jsonl")  # doctest: +SKIP
+    >>> store.folder.name  # doctest: +SKIP
+    'ranked.jsonl.parts'
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import uuid
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+PART_SUFFIX = ".part.jsonl"
+JOURNAL = "merging.json"
+LOCK = "lock"
+_TMP_PREFIX = ".tmp-"
+
+
+class OutputBusyError(RuntimeError):
+    """Another run is writing the same output."""
+
+
+def parts_folder(out: str | Path) -> Path:
+    """The folder of ``out``'s part files: ``OUT.parts`` beside it."""
+    p = Path(out)
+    return p.with_name(p.name + ".parts")
+
+
+@dataclass(frozen=True)
+class Part:
+    """A part file read back.
+
+    Attributes:
+        shard: the shard's name.
+        digest: the digest of the shard's plan it was made from.
+        records: records ranked into it.
+        pairs: how many of those were pair records.
+        errors: records whose ranking failed, as errors-file objects (``line``, ``error``, ``text``, ``file``?).
+        rows: the output rows, as JSON lines (bytes, each ending with a newline).
+    """
+
+    shard: str
+    digest: str
+    records: int
+    pairs: int
+    errors: tuple[dict[str, Any], ...]
+    rows: tuple[bytes, ...]
+
+
+def _fsync_write(path: Path, data: bytes) -> None:
+    with path.open("wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def write_part(
+    folder: str | Path,
+    shard: str,
+    digest: str,
+    rows: Sequence[dict[str, Any]],
+    *,
+    records: int,
+    pairs: int = 0,
+    errors: Sequence[dict[str, Any]] = (),
+) -> Path:
+    """Write a shard's part atomically (a temporary file, then ``os.replace``) and return its path."""
+    folder = Path(folder)
+    header = {
+        "shard": shard,
+        "digest": digest,
+        "records": records,
+        "pairs": pairs,
+        "rows": len(rows),
+        "errors": list(errors),
+    }
+    lines = [json.dumps(header, ensure_ascii=False)] + [json.dumps(r, ensure_ascii=False) for r in rows]
+    final = folder / f"{shard}{PART_SUFFIX}"
+    tmp = folder / f"{_TMP_PREFIX}{shard}-{uuid.uuid4().hex}"
+    try:
+        _fsync_write(tmp, ("\n".join(lines) + "\n").encode("utf-8"))
+        os.replace(tmp, final)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    return final
+
+
+def read_part(path: str | Path) -> Part | None:
+    """A part file, or None when it is missing or not a complete part (then it is never merged)."""
+    try:
+        data = Path(path).read_bytes()
+    except FileNotFoundError:
+        return None
+    lines = data.split(b"\n")
+    if len(lines) < 2 or lines[-1] != b"":
+        return None
+    try:
+        header = json.loads(lines[0])
+        part = Part(
+            str(header["shard"]),
+            str(header["digest"]),
+            int(header["records"]),
+            int(header["pairs"]),
+            tuple(header["errors"]),
+            tuple(line + b"\n" for line in lines[1:-1]),
+        )
+    except (ValueError, KeyError, TypeError):
+        return None
+    return part if len(part.rows) == int(header.get("rows", -1)) else None
+
+
+class PartStore:
+    """The part folder of one output: its parts, the merge journal and the lock (module docstring)."""
+
+    def __init__(self, out: str | Path) -> None:
+        self.out = Path(out)
+        self.folder = parts_folder(self.out)
+
+    def path(self, shard: str) -> Path:
+        """Where the part of ``shard`` goes."""
+        return self.folder / f"{shard}{PART_SUFFIX}"
+
+    @contextlib.contextmanager
+    def locked(self) -> Iterator[None]:
+        """Hold the output's lock for the block (``OutputBusyError`` when another run holds it)."""
+        import fcntl  # POSIX; Ray runs on Linux and macOS
+
+        self.folder.mkdir(parents=True, exist_ok=True)
+        with (self.folder / LOCK).open("a") as f:
+            try:
+                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError as exc:
+                raise OutputBusyError(
+                    f"another run is writing {self.out} (it holds {self.folder / LOCK}); wait for it to finish, "
+                    "or stop it, then run again"
+                ) from exc
+            try:
+                yield
+            finally:
+                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+
+    def recover(self) -> None:
+        """Undo a merge that a crash cut short (see the module docstring); a no-op without a journal."""
+        journal = self.folder / JOURNAL
+        try:
+            state = json.loads(journal.read_text())
+            shard, offset = str(state["shard"]), int(state["offset"])
+        except FileNotFoundError:
+            return
+        except (ValueError, KeyError, TypeError):
+            # the journal itself was being written: the merge had not started, OUT is as it was
+            logger.warning("%s: ignoring an unreadable merge journal", journal)
+            journal.unlink()
+            return
+        if self.path(shard).exists() and self.out.exists() and self.out.stat().st_size > offset:
+            logger.warning(
+                "%s: a merge of shard %s was cut short; cutting the output back to %d bytes to redo it",
+                self.out,
+                shard,
+                offset,
+            )
+            with self.out.open("r+b") as f:
+                f.truncate(offset)
+                f.flush()
+                os.fsync(f.fileno())
+        journal.unlink()
+
+    def merge(self, part: Part) -> None:
+        """Append a part's rows to the output (journaled), then delete the part."""
+        journal = self.folder / JOURNAL
+        offset = self.out.stat().st_size if self.out.exists() else 0
+        tmp = self.folder / f"{_TMP_PREFIX}{JOURNAL}"
+        _fsync_write(tmp, json.dumps({"shard": part.shard, "offset": offset}).encode())
+        os.replace(tmp, journal)
+        with self.out.open("ab") as f:
+            f.write(b"".join(part.rows))
+            f.flush()
+            os.fsync(f.fileno())
+        self.path(part.shard).unlink(missing_ok=True)
+        journal.unlink()
+
+    def shards_present(self) -> set[str]:
+        """The shards that have a part file now."""
+        if not self.folder.is_dir():
+            return set()
+        return {p.name.removesuffix(PART_SUFFIX) for p in self.folder.glob(f"*{PART_SUFFIX}")}
+
+    def discard(self, shard: str) -> None:
+        """Delete a shard's part (a stale one)."""
+        self.path(shard).unlink(missing_ok=True)
+
+    def remove(self) -> None:
+        """Delete the folder and what this module puts in it (anything else is left, and the folder with it)."""
+        if not self.folder.is_dir():
+            return
+        for p in self.folder.iterdir():
+            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in (JOURNAL, LOCK):
+                p.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):
+            self.folder.rmdir()
