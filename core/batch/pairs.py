@@ -42,17 +42,16 @@ from typing import Any, Literal
 
 from blender_core.base.validation import check_choice
 from blender_core.batch.plan import Item, LineError, record_head
-from blender_core.batch.ray_engine import RaySettings, run_on_ray
+from blender_core.batch.ray_cluster import RaySettings
+from blender_core.batch.ray_engine import run_on_ray
 from blender_core.batch.sharded import (
     DEFAULT_SHARD_SIZE,
-    JobSpec,
-    LocalExecutor,
-    ShardDone,
     ShardedReport,
     as_inputs,
     check_job_paths,
     run_sharded,
 )
+from blender_core.batch.shards import JobSpec, LocalExecutor, ShardDone
 from blender_core.ranking.registry import RankerSpec, load_ranker, spec_name
 
 PairChoice = Literal["best-vs-worst", "best-vs-each", "all-pairs"]
@@ -152,7 +151,7 @@ def label_pairs(
         engine: ``local`` (this process) or ``ray`` (Ray actors; see
             :func:`~blender_core.batch.ray_engine.rank_with_ray`).
         ranker_options: loading options for ``load_ranker`` (``batch_size``, ``device``…).
-        ray_settings: a :class:`~blender_core.batch.ray_engine.RaySettings` (``engine="ray"`` only).
+        ray_settings: a :class:`~blender_core.batch.ray_cluster.RaySettings` (``engine="ray"`` only).
         strategy: ``full`` (scores for every candidate; the default), ``sort``, ``knockout`` or ``bubble``
             (the tournaments rank only the best for sure: prefer ``best-vs-worst`` / ``best-vs-each``).
         shard_size: input lines per shard (the unit of work and of resume).

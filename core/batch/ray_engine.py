@@ -7,7 +7,9 @@ lines, the same bad-line reports, the same resume. The driver (this process) rea
 shard; ``Dataset.map_batches`` runs them on a fixed pool of actors (``ActorPoolStrategy``), each of which
 loads the ranker once (``load_ranker(spec, **options)``; any spec it accepts) and, per shard, ranks its
 records in chunks (the ranker batches and sorts by length each chunk's comparisons, as the single-process
-path does) and writes the shard's part file. The driver merges the parts into the output in input order.
+path does) and writes the shard's part file (:func:`~blender_core.batch.shards.rank_shard`). The driver
+merges the parts into the output in input order. Where the actors run, and joining the cluster, is
+:mod:`blender_core.batch.ray_cluster`.
 
 Failures are Ray's to handle: a dead actor is restarted (``max_restarts=-1``) and its shard retried
 (``max_task_retries``, a limit so that a shard that kills its actor every time fails the run instead of
@@ -21,6 +23,7 @@ there), and every node needs this package and the ranker (a hub id is fetched by
 be on shared storage too).
 
 Example:
+    >>> from blender_core.batch.ray_cluster import RaySettings
     >>> report = rank_with_ray(["a.jsonl", "b.parquet"], "ranked.jsonl", "llm-blender/PairRM",
     ...                        ray_settings=RaySettings(actors=4, gpus_per_actor=1))  # doctest: +SKIP
     >>> report.written, report.shards_ranked  # doctest: +SKIP
@@ -30,8 +33,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
-import os
 import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
@@ -40,91 +41,13 @@ from pathlib import Path
 from typing import Any
 
 from blender_core.batch.plan import LineError
-from blender_core.batch.sharded import (
-    DEFAULT_SHARD_SIZE,
-    JobSpec,
-    RankRows,
-    ShardDone,
-    ShardedReport,
-    ShardJobError,
-    ShardTask,
-    rank_shard,
-    run_sharded,
-)
+from blender_core.batch.ray_cluster import RaySettings, connect, import_ray
+from blender_core.batch.sharded import DEFAULT_SHARD_SIZE, ShardedReport, ShardJobError, run_sharded
+from blender_core.batch.shards import JobSpec, RankRows, ShardDone, ShardTask, rank_shard
 from blender_core.batch.sources import FileInput, Input, row_to_line
 from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker, spec_name
 
 logger = logging.getLogger(__name__)
-
-RAY_EXTRA_HINT = 'pip install "blender-llm[ray]"'
-
-
-def import_ray() -> Any:
-    """The ``ray`` module with Ray Data, or an ``ImportError`` naming the extra to install."""
-    try:
-        import ray
-        import ray.data  # Ray Data is a part of the ray package that may be missing
-    except ImportError as exc:
-        raise ImportError(f"the Ray engine needs Ray Data, which is not installed: {RAY_EXTRA_HINT}") from exc
-    return ray
-
-
-@dataclass(frozen=True)
-class RaySettings:
-    """Where and how the actors run.
-
-    Attributes:
-        address: the cluster to join (``ray start --head`` prints it; ``"auto"``: the one running here); None:
-            the Ray this process already joined, else Ray's own search (``RAY_ADDRESS``, the last cluster
-            started on this machine), else a new local Ray.
-        actors: actors ranking at once; None: one per GPU when the cluster has GPUs, else 1.
-        gpus_per_actor: GPUs each actor reserves (a fraction shares a GPU); None: 1 when the cluster has
-            GPUs, else 0 (CPU actors).
-        cpus_per_actor: CPUs each actor reserves; below 1 lets actors share a core on a small machine.
-        max_task_retries: how often a shard is retried when its actor dies (then the run fails, keeping its
-            parts); -1: without limit.
-        num_threads: torch threads per actor (0: torch's default, which Ray bases on ``cpus_per_actor``).
-        remote_args: more Ray actor options, passed as they are (e.g. ``{"scheduling_strategy": "SPREAD"}``).
-    """
-
-    address: str | None = None
-    actors: int | None = None  # one actor per GPU is what keeps every GPU busy
-    gpus_per_actor: float | None = None  # a PairRM fits one GPU many times over, but one actor keeps it busy
-    cpus_per_actor: float = 1.0  # the actor mostly waits on torch, whose threads Ray sizes from this
-    max_task_retries: int = 3  # enough for a node lost or two; a shard that always kills its actor must stop
-    num_threads: int = 0  # Ray sets OMP_NUM_THREADS from cpus_per_actor, which torch follows
-    remote_args: Mapping[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        if self.actors is not None and (
-            isinstance(self.actors, bool) or not isinstance(self.actors, int) or self.actors < 1
-        ):
-            raise ValueError(f"actors must be a positive int or None, got {self.actors!r}")
-        for name in ("gpus_per_actor", "cpus_per_actor"):
-            value = getattr(self, name)
-            if value is None and name == "gpus_per_actor":
-                continue
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, (int, float))
-                or not math.isfinite(value)
-                or value < 0
-            ):
-                raise ValueError(f"{name} must be a number >= 0, got {value!r}")
-        if self.cpus_per_actor == 0 and not self.gpus_per_actor:
-            raise ValueError("an actor needs some CPU or GPU: cpus_per_actor and gpus_per_actor are both 0")
-        if (
-            isinstance(self.max_task_retries, bool)
-            or not isinstance(self.max_task_retries, int)
-            or self.max_task_retries < -1
-        ):
-            raise ValueError(f"max_task_retries must be an int >= -1, got {self.max_task_retries!r}")
-        if (
-            isinstance(self.num_threads, bool)
-            or not isinstance(self.num_threads, int)
-            or self.num_threads < 0
-        ):
-            raise ValueError(f"num_threads must be an int >= 0, got {self.num_threads!r}")
 
 
 def _same(batch: Any) -> Any:
@@ -207,24 +130,7 @@ class _ShardActor:
         return out
 
 
-def connect(settings: RaySettings) -> Any:
-    """Join Ray as ``settings.address`` says; the ``ray`` module.
-
-    Nothing to do when this process already joined one. Without an address: the cluster ``RAY_ADDRESS``
-    names (as a Ray job sets it), else a new Ray on this machine, without its dashboard; the cluster that
-    ``ray start`` started here is joined with ``address="auto"``.
-    """
-    ray = import_ray()
-    if ray.is_initialized():
-        return ray
-    if settings.address is not None or os.environ.get("RAY_ADDRESS"):
-        ray.init(address=settings.address)
-    else:  # never Ray's search of /tmp/ray, which waits on a cluster that is gone
-        ray.init(address="local", include_dashboard=False)
-    return ray
-
-
-@dataclass
+@dataclass(frozen=True)
 class RayExecutor:
     """Ranks the shards on a pool of Ray actors, through Ray Data (see the module docstring)."""
 
@@ -376,7 +282,7 @@ def rank_with_ray(
             picklable ranker object); each actor loads it once.
         ranker_options: loading options (``batch_size``, ``device``, ``dtype``…); ``device`` defaults to
             ``cuda`` for GPU actors and ``cpu`` otherwise.
-        ray_settings: where and how the actors run (:class:`RaySettings`).
+        ray_settings: where and how the actors run (:class:`~blender_core.batch.ray_cluster.RaySettings`).
         strategy: ``full``, ``bubble``, ``knockout`` or ``sort``.
         shard_size: input lines per shard: the unit of work, retry and resume.
         chunk_size: records per ``rank`` call inside an actor.

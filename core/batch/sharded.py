@@ -1,17 +1,13 @@
-"""Batch jobs cut into shards, each shard's output committed once: the engine behind ``rank --engine ray``
-and ``label-pairs``.
+"""The driver of a sharded job: plan the shards, hand them to an executor, merge their parts into the output
+exactly once. The engine behind ``rank --engine ray`` and ``label-pairs``.
 
 :func:`run_sharded` reads the inputs in one pass (:class:`~blender_core.batch.plan.Scan`: bad lines are
 reported, and written to the errors file, as the single-process ``rank`` reports them; records already in
 the output are skipped), cuts the records to rank into **shards by input position** (shard ``k`` of input
 ``i`` holds the records of lines ``k*S+1 .. (k+1)*S``; ``S`` is ``shard_size``), hands the shards that have
 no valid part yet to an executor, and merges the parts into the output **in shard order**, so the output is
-in input order. The executor ranks each shard with :func:`rank_shard`, which writes its part file
-(:mod:`blender_core.batch.parts`); :class:`LocalExecutor` does it in this process, the Ray executor
-(:mod:`blender_core.batch.ray_engine`) on a pool of Ray actors.
-
-What is written per record is a :class:`RowMaker`: :class:`RankRows` writes the ``rank`` output (one line
-per record), :class:`~blender_core.batch.pairs.PairRows` preference pairs (0..k lines per record).
+in input order. The shards, what is written per record, and the executors that rank them (in this process or
+on Ray actors) are :mod:`blender_core.batch.shards`; the part files are :mod:`blender_core.batch.parts`.
 
 Exactly once: every record to rank is in exactly one shard; a shard's rows reach the output only through
 its part, which is complete or absent and pinned to the shard's records by a digest; parts are merged one
@@ -20,6 +16,7 @@ run killed at any point and started again with the same arguments therefore ends
 in the output exactly once.
 
 Example:
+    >>> from blender_core.batch.shards import LocalExecutor
     >>> from blender_core.ranking import load_ranker
     >>> ex = LocalExecutor(load_ranker("builtin:pairrm-minilm-l6"))  # doctest: +SKIP
     >>> report = run_sharded(["a.jsonl", "b.jsonl"], "ranked.jsonl", ex)  # doctest: +SKIP
@@ -32,184 +29,34 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any
 
 from tqdm.auto import tqdm
 
 from blender_core.base.validation import check_choice
 from blender_core.batch.output import Key, Written, check_errors_path, check_output_path, check_writable
-from blender_core.batch.parts import PartStore, read_part, write_part
+from blender_core.batch.parts import PartStore, read_part
 from blender_core.batch.plan import (
     Item,
     LineError,
     Scan,
     check_unchanged,
     error_line,
-    parse_line,
-    rank_chunk,
-    ranked_record,
     read_output,
     warn_changed,
 )
 from blender_core.batch.rank_file import BatchRankReport, PartialInputError, check_chunk_size
+from blender_core.batch.shards import Executor, JobSpec, RankRows, ShardDone, ShardTask
 from blender_core.batch.sources import FileInput, Input
-from blender_core.ranking.interface import Ranker
 from blender_core.ranking.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
 
 #: records per shard by default: a few seconds to a minute of ranking, few enough part files
 DEFAULT_SHARD_SIZE = 256
-
-
-class RowMaker(Protocol):
-    """What a job writes for each ranked record: 0..k output rows."""
-
-    @property
-    def name(self) -> str:
-        """A short description of what it writes (part of every shard's digest)."""
-        ...
-
-    def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
-        """The output rows of one ranked record (each carries the record's key fields)."""
-        ...
-
-
-@dataclass(frozen=True)
-class RankRows:
-    """The ``rank`` output: one line per record with its scores, ranks and best candidate."""
-
-    name: str = "rank"
-
-    def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
-        return [ranked_record(item, scores, ranks, best)]
-
-
-@dataclass(frozen=True)
-class ShardTask:
-    """One shard to rank, as an executor receives it (plain data, so it travels to a Ray actor as is).
-
-    Attributes:
-        name: the shard's name, ``<input index>-<shard number>`` (zero-padded), which orders the shards.
-        digest: the hash of the job's settings and the shard's records' keys and line fingerprints.
-        input_name: how messages name its input.
-        file: its input's name when the job reads several inputs, else None (as in :class:`Item`).
-        lines: the shard's records to rank: (line number, line as UTF-8 text).
-    """
-
-    name: str
-    digest: str
-    input_name: str
-    file: str | None
-    lines: tuple[tuple[int, str], ...]
-
-    def to_json(self) -> str:
-        """The task as one JSON string (a Ray Data column)."""
-        return json.dumps(
-            [self.name, self.digest, self.input_name, self.file, self.lines], ensure_ascii=False
-        )
-
-    @classmethod
-    def from_json(cls, text: str) -> ShardTask:
-        """The task back from :meth:`to_json`."""
-        name, digest, input_name, file, lines = json.loads(text)
-        return cls(name, digest, input_name, file, tuple((int(n), str(t)) for n, t in lines))
-
-
-@dataclass(frozen=True)
-class ShardDone:
-    """A shard whose part was written: its name, how many records and rows it holds, where it ran."""
-
-    name: str
-    records: int
-    rows: int
-    node: str = ""
-
-
-def rank_shard(
-    ranker: Ranker,
-    task: ShardTask,
-    *,
-    maker: RowMaker,
-    strategy: str,
-    chunk_size: int,
-    score_key: str | None,
-    folder: str | Path,
-    node: str = "",
-) -> ShardDone:
-    """Rank a shard's records (in chunks of ``chunk_size``, as ``rank_file`` does), then write its part."""
-    items: list[Item] = []
-    raws: dict[int, str] = {}
-    errors: list[dict[str, Any]] = []
-    for lineno, text in task.lines:
-        raw = text.encode("utf-8")
-        item, reason = parse_line(task.input_name, lineno, raw, score_key, file=task.file)
-        raws[lineno] = text
-        if item is None:  # the driver parsed it fine: only a changed parser gets here
-            errors.append(
-                json.loads(error_line(LineError(lineno, reason or "unreadable", task.file or ""), raw))
-            )
-        else:
-            items.append(item)
-    rows: list[dict[str, Any]] = []
-    records = pairs = 0
-    for start in range(0, len(items), chunk_size):
-        chunk = items[start : start + chunk_size]
-        for item, result in zip(chunk, rank_chunk(ranker, chunk, strategy), strict=True):
-            if isinstance(result, str):
-                error = LineError(item.line, result, task.file or "")
-                errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
-                continue
-            rows.extend(maker.rows(item, *result))
-            records += 1
-            pairs += item.is_pair
-    write_part(folder, task.name, task.digest, rows, records=records, pairs=pairs, errors=errors)
-    return ShardDone(task.name, records, len(rows), node)
-
-
-class Executor(Protocol):
-    """Ranks shards and writes their parts; yields each shard as its part is written (any order)."""
-
-    def run(self, tasks: Sequence[ShardTask], folder: Path, job: JobSpec) -> Iterator[ShardDone]:
-        """Rank every task, writing parts to ``folder``."""
-        ...
-
-
-@dataclass(frozen=True)
-class JobSpec:
-    """What every shard of a job is ranked with (all but the ranker, which the executor holds)."""
-
-    maker: RowMaker
-    strategy: str = "full"
-    chunk_size: int = 32
-    score_key: str | None = None
-    ranker_name: str = ""
-
-    def settings(self) -> str:
-        """The settings a part depends on, as text (hashed into every shard's digest)."""
-        return json.dumps([self.maker.name, self.strategy, self.score_key, self.ranker_name])
-
-
-@dataclass
-class LocalExecutor:
-    """Ranks the shards one after the other in this process."""
-
-    ranker: Ranker
-
-    def run(self, tasks: Sequence[ShardTask], folder: Path, job: JobSpec) -> Iterator[ShardDone]:
-        for task in tasks:
-            yield rank_shard(
-                self.ranker,
-                task,
-                maker=job.maker,
-                strategy=job.strategy,
-                chunk_size=job.chunk_size,
-                score_key=job.score_key,
-                folder=folder,
-            )
 
 
 @dataclass(frozen=True)
@@ -326,7 +173,7 @@ def run_sharded(
         source: the input(s): paths (JSON lines, ``.gz``, Parquet) or :class:`~blender_core.batch.sources.Input`
             objects; several inputs are keyed as :mod:`blender_core.batch.plan` says.
         out_path: the output JSON lines file; its parts go to ``OUT.parts/`` beside it while the job runs.
-        executor: ranks the shards (:class:`LocalExecutor`, or the Ray executor).
+        executor: ranks the shards (:class:`~blender_core.batch.shards.LocalExecutor`, or the Ray executor).
         job: what to write per record, the strategy, chunk size and score key (default: the ``rank`` output).
         shard_size: input lines per shard (the unit of work, of retry and of resume).
         errors_path: each skipped line of this run is also written there (rewritten by each run).

@@ -9,8 +9,7 @@ from typing import Annotated, Any
 
 import typer
 
-from blender_core.app.commands._ranker import device_of, ranker_from_option
-from blender_core.app.commands.rank import (
+from blender_core.app.commands._batch import (
     Actors,
     Address,
     BatchSize,
@@ -35,6 +34,7 @@ from blender_core.app.commands.rank import (
     ray_settings,
     run_batch,
 )
+from blender_core.app.commands._ranker import device_of, ranker_from_option
 
 Pairs = Annotated[
     str,
@@ -149,9 +149,8 @@ def register(app: typer.Typer) -> None:
                 f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})"
             )
 
-            def job() -> (
-                BatchRankReport
-            ):  # the spec, not the object: its parts are named after it; loaded already
+            def job() -> BatchRankReport:
+                # the spec, not the object: parts are named after it; load_ranker's cache has it loaded already
                 return run_label_pairs(list(files), out, model, ranker_options=loading, **common)
 
         run_batch(job, out, errors, what="labelled", rows="pairs")

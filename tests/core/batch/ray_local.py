@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from blender_core.batch.ray_engine import RaySettings
+from blender_core.batch.ray_cluster import RaySettings
 
 #: actors small enough for two to share this machine's 2 CPUs with Ray Data's own work
 TWO_ACTORS = RaySettings(actors=2, cpus_per_actor=0.5, max_task_retries=2)

@@ -61,7 +61,9 @@ def test_pairs_in_trl_format_from_any_ranker(any_ranker: Ranker, choice: Any, tm
     for k, (rec, (scores, ranks)) in enumerate(zip(records, _ranked(any_ranker, records), strict=True), 1):
         for c, r in choose_pairs(scores, ranks, policy):
             want.append((rec.get("id", k), rec["prompt"], rec["candidates"][c], rec["candidates"][r], c, r))
-    assert [(x.get("id", x["line"]), *(x[f] for f in TRL), x["chosen_index"], x["rejected_index"]) for x in rows] == want
+    assert [
+        (x.get("id", x["line"]), *(x[f] for f in TRL), x["chosen_index"], x["rejected_index"]) for x in rows
+    ] == want
     for row in rows:
         assert all(isinstance(row[f], str) for f in TRL)
         assert row["margin"] == pytest.approx(row["score_chosen"] - row["score_rejected"])
@@ -71,8 +73,12 @@ def test_pairs_in_trl_format_from_any_ranker(any_ranker: Ranker, choice: Any, tm
 
 def test_bad_lines_are_reported_as_rank_reports_them(tmp_path: Path) -> None:
     inp = write_lines(tmp_path / "in.jsonl", with_bad_lines(many_sets(12)))
-    want = rank_file(LengthRanker(), inp, tmp_path / "ranked.jsonl", errors_path=tmp_path / "r.err", show_progress=False)
-    got = label_pairs(inp, tmp_path / "pairs.jsonl", LengthRanker(), errors_path=tmp_path / "p.err", show_progress=False)
+    want = rank_file(
+        LengthRanker(), inp, tmp_path / "ranked.jsonl", errors_path=tmp_path / "r.err", show_progress=False
+    )
+    got = label_pairs(
+        inp, tmp_path / "pairs.jsonl", LengthRanker(), errors_path=tmp_path / "p.err", show_progress=False
+    )
     assert got.errors == want.errors
     assert errors_of(tmp_path / "p.err") == errors_of(tmp_path / "r.err")
     # one pair (best vs worst) per ranked record whose scores differ; in input order, with the record's key
@@ -86,12 +92,20 @@ def test_bad_lines_are_reported_as_rank_reports_them(tmp_path: Path) -> None:
 def test_an_interrupted_labelling_resumes_exactly_once(tmp_path: Path) -> None:
     inp = write_lines(tmp_path / "in.jsonl", many_sets(30))
     policy = PairPolicy("all-pairs")  # several lines per record: none may be lost or doubled
-    label_pairs(inp, tmp_path / "want.jsonl", LengthRanker(), policy=policy, shard_size=4, show_progress=False)
+    label_pairs(
+        inp, tmp_path / "want.jsonl", LengthRanker(), policy=policy, shard_size=4, show_progress=False
+    )
     out = tmp_path / "out.jsonl"
     for calls in (1, 3, 5):  # stopped in a later shard each time
         with pytest.raises(Interrupted):
             label_pairs(
-                inp, out, InterruptAfter(LengthRanker(), calls), policy=policy, shard_size=4, chunk_size=2, show_progress=False
+                inp,
+                out,
+                InterruptAfter(LengthRanker(), calls),
+                policy=policy,
+                shard_size=4,
+                chunk_size=2,
+                show_progress=False,
             )
     label_pairs(inp, out, LengthRanker(), policy=policy, shard_size=4, chunk_size=2, show_progress=False)
     assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()
@@ -126,8 +140,12 @@ def test_ray_and_local_write_the_same_pairs(
 ) -> None:
     inp = write_lines(tmp_path / "in.jsonl", with_bad_lines(many_sets(16, seed=4)))
     policy = PairPolicy("best-vs-each")
-    local = label_pairs(inp, tmp_path / "local.jsonl", any_ranker, policy=policy, shard_size=5, show_progress=False)
-    spec, options = _ray_spec(request.node.callspec.params["any_ranker"], tiny_reference_ckpt, tiny_reward_dir)
+    local = label_pairs(
+        inp, tmp_path / "local.jsonl", any_ranker, policy=policy, shard_size=5, show_progress=False
+    )
+    spec, options = _ray_spec(
+        request.node.callspec.params["any_ranker"], tiny_reference_ckpt, tiny_reward_dir
+    )
     on_ray = label_pairs(
         inp,
         tmp_path / "ray.jsonl",

@@ -57,13 +57,20 @@ def test_a_bad_byte_is_a_bad_line_and_the_run_goes_on(tmp_path: Path) -> None:
     out, err = tmp_path / "out.jsonl", tmp_path / "err.jsonl"
     seen: list[LineError] = []
     report = rank_file(LengthRanker(), inp, out, errors_path=err, show_progress=False, on_error=seen.append)
-    assert report.errors == (LineError(3, "not valid UTF-8 (byte 0xe9 at column 16); save the file as UTF-8"),)
+    assert report.errors == (
+        LineError(3, "not valid UTF-8 (byte 0xe9 at column 16); save the file as UTF-8"),
+    )
     assert seen == list(report.errors)
     assert (report.written, report.skipped) == (5, 0)
     assert _keys(out) == ["q1", 2, 4, "q5", 6]  # every line after the bad one was ranked
     (bad,) = read_lines(err)
-    assert bad == {"line": 3, "error": report.errors[0].reason, "text": '{"prompt": "caf\\xe9", "candidates": ["a", "b"]}'}
-    again = rank_file(LengthRanker(), inp, out, show_progress=False)  # the same line, the same place: not a dead end
+    assert bad == {
+        "line": 3,
+        "error": report.errors[0].reason,
+        "text": '{"prompt": "caf\\xe9", "candidates": ["a", "b"]}',
+    }
+    # the same line, the same place: not a dead end
+    again = rank_file(LengthRanker(), inp, out, show_progress=False)
     assert (again.written, again.skipped, [e.line for e in again.errors]) == (0, 5, [3])
 
 
@@ -72,7 +79,9 @@ def test_each_record_stores_the_fingerprint_of_its_line(tmp_path: Path) -> None:
     rank_file(LengthRanker(), inp, tmp_path / "out.jsonl", show_progress=False)
     raw = inp.read_bytes().split(b"\n")
     rows = read_lines(tmp_path / "out.jsonl")
-    assert [r["line_hash"] for r in rows] == [hashlib.blake2b(raw[r["line"] - 1], digest_size=8).hexdigest() for r in rows]
+    assert [r["line_hash"] for r in rows] == [
+        hashlib.blake2b(raw[r["line"] - 1], digest_size=8).hexdigest() for r in rows
+    ]
     assert list(rows[0])[:4] == ["id", "line", "line_hash", "prompt"]
     assert list(rows[1])[:3] == ["line", "line_hash", "prompt"]
 
@@ -130,7 +139,9 @@ def test_a_corrupt_gz_keeps_what_came_before_the_damage(tmp_path: Path) -> None:
     good = _decodable_lines(bytes(data))
     assert 100 < good < 300
     out = tmp_path / "out.jsonl"
-    with pytest.raises(PartialInputError, match=rf"cannot read past line {good}: the file is corrupt \(error: ") as info:
+    with pytest.raises(
+        PartialInputError, match=rf"cannot read past line {good}: the file is corrupt \(error: "
+    ) as info:
         rank_file(LengthRanker(), inp, out, show_progress=False)
     assert info.value.last_line == good
     # every line zlib decoded before it noticed the damage was ranked, or reported if the damage garbled it
@@ -153,7 +164,10 @@ def test_a_deleted_line_under_line_keyed_records_stops_before_ranking(tmp_path: 
     message = str(info.value)
     assert message.startswith(f"{edited}: line 2 is not the line that {out} ranked as line 2 (fingerprint ")
     assert f": the input changed since {out} was written (lines inserted, deleted or edited)" in message
-    assert "Nothing was ranked or written. Restore the input as it was, or rank it into a new output file" in message
+    assert (
+        "Nothing was ranked or written. Restore the input as it was, or rank it into a new output file"
+        in message
+    )
     assert ranker.calls == []
     assert out.read_bytes() == before  # nothing more written
     assert not (tmp_path / "err.jsonl").exists()
@@ -166,7 +180,9 @@ def test_an_edited_line_and_a_shorter_input_are_changes_too(tmp_path: Path) -> N
     edited[4] = {**NO_IDS[4], "prompt": "Write a sonnet"}
     with pytest.raises(InputChangedError, match=r": line 5 is not the line that .* ranked as line 5"):
         rank_file(LengthRanker(), write_lines(tmp_path / "b.jsonl", edited), out, show_progress=False)
-    with pytest.raises(InputChangedError, match=rf": the input ends at line 4, but {out} holds a record of line 6"):
+    with pytest.raises(
+        InputChangedError, match=rf": the input ends at line 4, but {out} holds a record of line 6"
+    ):
         rank_file(LengthRanker(), write_lines(tmp_path / "c.jsonl", NO_IDS[:4]), out, show_progress=False)
     # the same text with other line endings is the same input
     crlf = tmp_path / "d.jsonl"
@@ -179,12 +195,16 @@ def test_records_with_an_id_resume_across_deleted_lines(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     rank_file(LengthRanker(), write_lines(tmp_path / "a.jsonl", ided[:4]), out, show_progress=False)
     ranker = LengthRanker()
-    report = rank_file(ranker, write_lines(tmp_path / "b.jsonl", [ided[0], *ided[2:]]), out, show_progress=False)
+    report = rank_file(
+        ranker, write_lines(tmp_path / "b.jsonl", [ided[0], *ided[2:]]), out, show_progress=False
+    )
     # r2 and r3 moved up a line: still done, not "already used"; only r4 and r5 are new
     assert (report.written, report.skipped, report.errors, report.changed) == (2, 3, (), ())
     assert _ranked(ranker) == [SETS[4]["prompt"], SETS[5]["prompt"]]
     # a repeated id is still caught, against the line that had it in this run
-    again = rank_file(LengthRanker(), write_lines(tmp_path / "c.jsonl", [*ided, ided[1]]), out, show_progress=False)
+    again = rank_file(
+        LengthRanker(), write_lines(tmp_path / "c.jsonl", [*ided, ided[1]]), out, show_progress=False
+    )
     assert again.errors == (LineError(7, "id 'r1' already used by line 2"),)
 
 
@@ -214,7 +234,8 @@ def test_an_output_without_fingerprints_still_resumes_with_one_warning(
     out = tmp_path / "out.jsonl"
     inp = write_lines(tmp_path / "a.jsonl", NO_IDS[:4])
     rank_file(LengthRanker(), inp, out, show_progress=False)
-    old = [{k: v for k, v in r.items() if k != "line_hash"} for r in read_lines(out)]  # as older versions wrote
+    # as older versions wrote
+    old = [{k: v for k, v in r.items() if k != "line_hash"} for r in read_lines(out)]
     write_lines(out, old)
     ranker = LengthRanker()
     with caplog.at_level(logging.WARNING):
@@ -237,10 +258,16 @@ def test_output_paths_that_cannot_take_the_rankings(tmp_path: Path) -> None:
         rank_file(LengthRanker(), inp, tmp_path / "folder", show_progress=False)
     with pytest.raises(ValueError, match=r"cannot be created: '.*in\.jsonl' is a file, not a folder$"):
         rank_file(LengthRanker(), inp, tmp_path / "in.jsonl" / "out.jsonl", show_progress=False)
-    with pytest.raises(ValueError, match=r"^the errors file '.*in\.jsonl' is the input file, which it would overwrite"):
+    with pytest.raises(
+        ValueError, match=r"^the errors file '.*in\.jsonl' is the input file, which it would overwrite"
+    ):
         rank_file(LengthRanker(), inp, tmp_path / "out.jsonl", errors_path=inp, show_progress=False)
-    with pytest.raises(ValueError, match=r"^the errors file '.*folder' is a folder; .*folder/errors\.jsonl'$"):
-        rank_file(LengthRanker(), inp, tmp_path / "out.jsonl", errors_path=tmp_path / "folder", show_progress=False)
+    with pytest.raises(
+        ValueError, match=r"^the errors file '.*folder' is a folder; .*folder/errors\.jsonl'$"
+    ):
+        rank_file(
+            LengthRanker(), inp, tmp_path / "out.jsonl", errors_path=tmp_path / "folder", show_progress=False
+        )
     with pytest.raises(ValueError, match=r"^chunk_size must be a positive int, got 0$"):
         rank_file(LengthRanker(), inp, tmp_path / "out.jsonl", chunk_size=0, show_progress=False)
     assert not (tmp_path / "out.jsonl").exists()

@@ -20,8 +20,10 @@ import pytest
 from blender_core.batch.parts import parts_folder
 from blender_core.batch.plan import LineError
 from blender_core.batch.rank_file import PartialInputError, rank_file
-from blender_core.batch.ray_engine import RaySettings, rank_with_ray
-from blender_core.batch.sharded import ShardDone, ShardJobError
+from blender_core.batch.ray_cluster import RaySettings
+from blender_core.batch.ray_engine import rank_with_ray
+from blender_core.batch.sharded import ShardJobError
+from blender_core.batch.shards import ShardDone
 from blender_core.ranking.pair_ranker import PairRanker
 from tests.core.batch.ray_local import ONE_ACTOR, TWO_ACTORS, local_ray
 from tests.core.batch.ray_rankers import CrashOnce, InterruptAfter

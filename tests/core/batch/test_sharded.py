@@ -1,4 +1,4 @@
-"""The sharded engine in this process (``blender_core.batch.sharded``, ``parts``): the output equals ``rank_file``'s,
+"""The sharded engine in this process (``blender_core.batch.sharded``, ``shards``, ``parts``): the output equals ``rank_file``'s,
 several inputs and Parquet, and exactly once through every interruption: a stop after any number of shards,
 a crash in the middle of a merge, stale and reusable parts, a second run on the same output."""
 
@@ -16,7 +16,8 @@ import pytest
 from blender_core.batch.parts import JOURNAL, OutputBusyError, PartStore, parts_folder, read_part, write_part
 from blender_core.batch.plan import LineError
 from blender_core.batch.rank_file import PartialInputError, rank_file
-from blender_core.batch.sharded import JobSpec, LocalExecutor, RankRows, ShardDone, ShardTask, run_sharded
+from blender_core.batch.sharded import run_sharded
+from blender_core.batch.shards import JobSpec, LocalExecutor, RankRows, ShardDone, ShardTask
 from tests.core.batch.ray_rankers import Interrupted
 from tests.core.batch.records import SETS, read_lines, write_lines
 from tests.core.batch.sharded_records import errors_of, keys, many_sets, with_bad_lines

@@ -1,0 +1,263 @@
+"""What every batch command (``rank``, ``label-pairs``) shares: its options (the inputs, the output, the
+ranker and its loading options, the engine and its Ray settings), the checks made before a ranker is
+loaded, the bad-line lines and the summary, and how a job runs and fails.
+
+A helper module, not a command (the CLI registers no module whose name starts with ``_``).
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+
+import typer
+
+if TYPE_CHECKING:
+    from blender_core.batch.plan import LineError
+    from blender_core.batch.rank_file import BatchRankReport
+    from blender_core.batch.ray_cluster import RaySettings
+
+N = TypeVar("N", int, float)
+
+
+def _at_least(low: N) -> Callable[[N | None], N | None]:
+    """An option callback: a number below ``low`` is a usage error naming the option and the value."""
+
+    def check(value: N | None) -> N | None:
+        if value is not None and value < low:
+            raise typer.BadParameter(f"must be at least {low}, got {value}")
+        return value
+
+    return check
+
+
+ENGINES = ("local", "ray")
+
+# ---------------------------------------------------------------------------- options of every batch command
+Files = Annotated[
+    list[Path],
+    typer.Argument(
+        help='Input files: JSON lines (.gz ok) or Parquet (.parquet); pairs, {instruction, candidates: [{model, output, pref}]}, MixInstruct, or {prompt, candidates: \\[str]}. With several, records without an id are keyed by (file, line) and each output line says its "file".'
+    ),
+]
+Out = Annotated[
+    Path, typer.Option("--out", "-o", help="Output JSON lines; records already in it are skipped (resume).")
+]
+Model = Annotated[
+    str | None,
+    typer.Option(
+        "--model",
+        "-m",
+        help="Ranker: folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM, from the hub).",
+    ),
+]
+Strategy = Annotated[
+    str,
+    typer.Option(
+        help="full (n(n-1) comparisons, every score) | knockout | bubble (2(n-1), for the best) | sort"
+    ),
+]
+BatchSize = Annotated[
+    int,
+    typer.Option(
+        callback=_at_least(1), help="Comparisons per forward pass (a loading option of the ranker)."
+    ),
+]
+ChunkSize = Annotated[
+    int, typer.Option(callback=_at_least(1), help="Records ranked together, then written and flushed.")
+]
+ScoreKey = Annotated[
+    str | None,
+    typer.Option(help="MixInstruct: the candidate score named in the data ('-name' if lower is better)."),
+]
+Errors = Annotated[
+    Path | None,
+    typer.Option(
+        "--errors",
+        help="Also write each skipped line to this JSON-lines file, with its line number and reason.",
+    ),
+]
+Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when available).")]
+NumThreads = Annotated[
+    int,
+    typer.Option(
+        callback=_at_least(0),
+        help="CPU threads for torch (0: torch's default); 1 is fastest on a busy shared CPU. With --engine ray: per actor.",
+    ),
+]
+NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+Engine = Annotated[
+    str,
+    typer.Option(
+        help='local (this process) | ray (Ray Data and a pool of Ray actors; pip install "blender-llm\\[ray]").'
+    ),
+]
+Address = Annotated[
+    str | None,
+    typer.Option(
+        help="--engine ray: the cluster to join (what `ray start --head` prints; 'auto': the one started here). Default: $RAY_ADDRESS, else a new Ray on this machine."
+    ),
+]
+Actors = Annotated[
+    int | None,
+    typer.Option(
+        callback=_at_least(1),
+        help="--engine ray: actors ranking at once, each loading the ranker once (default: one per GPU, else 1).",
+    ),
+]
+GpusPerActor = Annotated[
+    float | None,
+    typer.Option(
+        callback=_at_least(0.0),
+        help="--engine ray: GPUs per actor (default: 1 when the cluster has GPUs, else 0).",
+    ),
+]
+CpusPerActor = Annotated[
+    float,
+    typer.Option(
+        callback=_at_least(0.0),
+        help="--engine ray: CPUs each actor reserves (below 1 to share a small machine).",
+    ),
+]
+ShardSize = Annotated[
+    int,
+    typer.Option(
+        callback=_at_least(1),
+        help="--engine ray (and several inputs): input lines per shard, the unit of work, retry and resume.",
+    ),
+]
+MaxRetries = Annotated[
+    int,
+    typer.Option(
+        callback=_at_least(-1),
+        help="--engine ray: times a shard is retried when its actor dies (then the run stops, keeping its work; -1: no limit).",
+    ),
+]
+
+# ---------------------------------------------------------------------------- what every batch command does
+
+
+def check_paths(files: Sequence[Path], out: Path, errors: Path | None) -> None:
+    """The checks made before a ranker is loaded: the inputs exist, the output and errors file can be written."""
+    from blender_core.batch.output import check_errors_path, check_output_path
+
+    if len(set(map(str, files))) != len(files):
+        raise typer.BadParameter("an input is given more than once; pass each file once", param_hint="FILE")
+    for file in files:
+        if not file.is_file():
+            raise typer.BadParameter(f"{file} does not exist", param_hint="FILE")
+        try:  # before the ranker is loaded, which may take minutes
+            check_output_path(out, file)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--out'") from exc
+        if errors is not None:
+            try:
+                check_errors_path(errors, file, out)
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc), param_hint="'--errors'") from exc
+
+
+def ray_settings(
+    engine: str,
+    *,
+    address: str | None,
+    actors: int | None,
+    gpus_per_actor: float | None,
+    cpus_per_actor: float,
+    max_retries: int,
+    num_threads: int,
+) -> RaySettings | None:
+    """The Ray settings of ``--engine ray`` (None for the local engine, where a Ray option is a usage error)."""
+    if engine not in ENGINES:
+        raise typer.BadParameter(
+            f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}", param_hint="'--engine'"
+        )
+    if engine == "local":
+        given = {"--address": address, "--actors": actors, "--gpus-per-actor": gpus_per_actor}
+        for name, value in given.items():
+            if value is not None:
+                raise typer.BadParameter(f"{name} is an option of --engine ray", param_hint=f"'{name}'")
+        return None
+    from blender_core.batch.ray_cluster import RaySettings
+
+    try:
+        return RaySettings(
+            address=address,
+            actors=actors,
+            gpus_per_actor=gpus_per_actor,
+            cpus_per_actor=cpus_per_actor,
+            max_task_retries=max_retries,
+            num_threads=num_threads,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+
+
+def announce_ray_ranker(model: str | None, settings: RaySettings) -> None:
+    """Check the ranker spec (each actor loads it) and say which ranker; exit 1 when it cannot be one."""
+    from blender_core.ranking.registry import check_ranker_spec, spec_name
+
+    shown = spec_name(model)
+    try:
+        check_ranker_spec(model)
+    except (TypeError, ValueError) as exc:
+        typer.echo(f"error: could not load the ranker {shown!r}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    actors = settings.actors if settings.actors is not None else "one per GPU (else 1)"
+    typer.echo(f"ranker: {shown} (loaded by each Ray actor; actors: {actors})")
+
+
+def error_printer(files: Sequence[Path]) -> Callable[[LineError], None]:
+    """Prints each skipped line as ``FILE: line N: reason; skipped``, above the progress bar."""
+    from tqdm.auto import tqdm
+
+    def on_error(e: LineError) -> None:
+        tqdm.write(f"{e.file or files[0]}: {e}; skipped", file=sys.stderr)
+
+    return on_error
+
+
+def summary(
+    report: BatchRankReport, out: Path, errors: Path | None, *, what: str = "ranked", rows: str = ""
+) -> None:
+    """The last line: what was ranked, skipped and reused, and where it went."""
+    parts = [f"{what} {report.written} records"]
+    if rows:
+        parts[0] += f" into {getattr(report, 'rows', 0)} {rows}"
+    if report.pairs:
+        parts.append(f"{report.pairs} of them pair records" if rows else f"{report.pairs} of them pairs")
+    if report.skipped:
+        parts.append(f"skipped {report.skipped} already in {out}")
+    if report.errors:
+        parts.append(f"skipped {len(report.errors)} bad lines" + (f" (see {errors})" if errors else ""))
+    reused = getattr(report, "shards_reused", 0)
+    if reused:
+        parts.append(f"took {reused} shards ranked by an interrupted run")
+    typer.echo(f"{'; '.join(parts)}; {report.elapsed_s:.1f} s -> {out}")
+
+
+def run_batch(
+    job: Callable[[], BatchRankReport], out: Path, errors: Path | None, **summary_args: Any
+) -> None:
+    """Run a batch job and print its summary; its errors as one line and exit status 1 (2 for a usage error)."""
+    from blender_core.batch.parts import OutputBusyError
+    from blender_core.batch.rank_file import InputChangedError, PartialInputError
+    from blender_core.batch.sharded import ShardJobError
+
+    try:
+        report = job()
+    except PartialInputError as exc:  # what could be read was ranked: say so, then fail
+        summary(exc.report, out, errors, **summary_args)
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except (InputChangedError, ShardJobError, OutputBusyError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    except OSError as exc:  # e.g. the disk filled up, or the output vanished, while writing
+        typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    summary(report, out, errors, **summary_args)

@@ -1,0 +1,135 @@
+"""``blender-llm label-pairs``: bad lines as ``rank`` reports them, the TRL fields and the summary, resume, clear
+usage errors, and the same pairs on Ray actors as in this process (``blender_core.batch.pairs`` itself is
+tested in ``tests/core/batch``)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from typer.testing import CliRunner, Result
+
+from blender_core.app.cli import app
+from tests.core.batch.ray_local import local_ray
+from tests.core.batch.records import read_lines, write_lines
+from tests.core.batch.sharded_records import many_sets, with_bad_lines
+
+FIELDS = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected", "margin")
+FLOATS = ("score_chosen", "score_rejected", "margin")
+
+
+def _skipped(res: Result) -> list[str]:
+    """The bad-line reports of a run (``FILE: line N: reason; skipped``), in order."""
+    return [line for line in res.stderr.splitlines() if line.endswith("; skipped")]
+
+
+def _summary(res: Result) -> str:
+    return res.stdout.strip().splitlines()[-1]
+
+
+def _label(inp: Path, out: Path, ckpt: Path, *more: str) -> Result:
+    args = ["label-pairs", str(inp), "--out", str(out), "--model", str(ckpt), "--pairs", "best-vs-each"]
+    return CliRunner().invoke(app, [*args, "--no-progress", *more])
+
+
+def test_pairs_bad_lines_summary_and_resume(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", with_bad_lines(many_sets(20, seed=5)))
+    out = tmp_path / "pairs.jsonl"
+    res = _label(inp, out, tiny_native_ckpt)
+    assert res.exit_code == 0, res.output
+    # the bad lines, reported exactly as `rank` reports them
+    rank = ["rank", str(inp), "--out", str(tmp_path / "ranked.jsonl"), "-m", str(tiny_native_ckpt)]
+    ranked = CliRunner().invoke(app, [*rank, "--no-progress"])
+    assert ranked.exit_code == 0, ranked.output
+    bad = _skipped(ranked)
+    assert len(bad) == 8
+    assert _skipped(res) == bad
+    assert f"{inp}: line 2: not valid JSON" in res.stderr
+    # every line in TRL's format, the chosen candidate scored above the rejected one
+    rows = read_lines(out)
+    assert rows
+    for row in rows:
+        assert all(f in row for f in FIELDS), row
+        assert row["margin"] == row["score_chosen"] - row["score_rejected"]
+        assert row["margin"] > 0
+    records = len(read_lines(tmp_path / "ranked.jsonl"))
+    summary = _summary(res)
+    assert summary.startswith(f"labelled {records} records into {len(rows)} pairs;"), summary
+    assert f"skipped {len(bad)} bad lines" in summary
+    assert summary.endswith(f"-> {out}")
+    # the same command again: nothing new (a record that gave no pair is ranked again, and gives none again)
+    before = out.read_bytes()
+    again = _label(inp, out, tiny_native_ckpt)
+    assert again.exit_code == 0, again.output
+    assert _skipped(again) == bad
+    assert " into 0 pairs;" in again.stdout
+    assert f"already in {out}" in again.stdout
+    assert out.read_bytes() == before
+
+
+@pytest.fixture
+def wide_errors(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Typer's error box on one line per message, so that messages with long paths can be asserted whole."""
+    monkeypatch.setattr("typer.rich_utils.MAX_WIDTH", 1000)
+
+
+@pytest.mark.parametrize(
+    ("option", "message"),
+    [
+        (
+            ["--pairs", "best-vs-median"],
+            "Invalid value for '--pairs': unknown choice 'best-vs-median'; choose one of best-vs-worst, "
+            "best-vs-each, all-pairs",
+        ),
+        (["--margin", "-1"], "Invalid value for '--margin': margin must be a finite number >= 0, got -1.0"),
+        (
+            ["--engine", "spark"],
+            "Invalid value for '--engine': unknown engine 'spark'; choose one of local, ray",
+        ),
+        (["--actors", "2"], "Invalid value for '--actors': --actors is an option of --engine ray"),
+    ],
+)
+def test_bad_options_are_usage_errors_before_any_loading(
+    wide_errors: None, tiny_native_ckpt: Path, tmp_path: Path, option: list[str], message: str
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(3))
+    out = tmp_path / "pairs.jsonl"
+    args = ["label-pairs", str(inp), "-o", str(out), "-m", str(tiny_native_ckpt), *option]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 2, res.output
+    assert res.exception is None or isinstance(res.exception, SystemExit)  # a message, no traceback
+    assert message in res.stderr
+    assert "ranker:" not in res.stdout  # nothing was loaded
+    assert not out.exists()
+
+
+# ---------------------------------------------------------------------------- on Ray
+
+
+@pytest.fixture(scope="module")
+def ray_instance() -> Iterator[Any]:
+    """The Ray the command joins (it joins the Ray this process already runs)."""
+    yield from local_ray()
+
+
+def test_ray_engine_writes_the_same_pairs_as_the_local_one(
+    ray_instance: Any, tiny_native_ckpt: Path, tmp_path: Path
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", with_bad_lines(many_sets(16, seed=4)))
+    local = _label(inp, tmp_path / "local.jsonl", tiny_native_ckpt, "--device", "cpu")
+    assert local.exit_code == 0, local.output
+    ray = ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "0.5", "--shard-size", "5"]
+    on_ray = _label(inp, tmp_path / "ray.jsonl", tiny_native_ckpt, "--device", "cpu", *ray)
+    assert on_ray.exit_code == 0, on_ray.output
+    assert "(loaded by each Ray actor; actors: 1)" in on_ray.stdout
+    assert _skipped(on_ray) == _skipped(local)
+    a, b = read_lines(tmp_path / "local.jsonl"), read_lines(tmp_path / "ray.jsonl")
+    assert a
+    assert [{k: v for k, v in r.items() if k not in FLOATS} for r in a] == [
+        {k: v for k, v in r.items() if k not in FLOATS} for r in b
+    ]
+    for x, y in zip(a, b, strict=True):
+        assert [x[f] for f in FLOATS] == pytest.approx([y[f] for f in FLOATS], abs=1e-5)
+    assert _summary(on_ray).split(";")[0] == _summary(local).split(";")[0]  # labelled N records into M pairs
