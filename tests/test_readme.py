@@ -129,9 +129,14 @@ class ScriptedClient:
 @pytest.mark.allow_hosts(["127.0.0.1"])
 @pytest.mark.parametrize("index", range(len(blocks())))
 def test_readme_block_runs_as_written(
-    index: int, offline: dict[str, str], request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+    index: int,
+    offline: dict[str, str],
+    request: pytest.FixtureRequest,
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Path,
 ) -> None:
     source, shown = blocks()[index]
+    monkeypatch.chdir(tmp_path)  # files a block writes (e.g. ranked.jsonl) land here
     if SERVER_URL in source:
         source = source.replace(SERVER_URL, request.getfixturevalue("readme_server"))
         monkeypatch.setenv("BLENDER_API_KEY", SERVER_KEY)
