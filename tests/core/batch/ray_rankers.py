@@ -50,11 +50,21 @@ class _Wrapper(BaseRanker):
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_inner": None}  # travels as its spec; loaded again where it runs
 
-    def _rank(
-        self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], strategy: str
+    def rank(
+        self,
+        prompts: Sequence[str],
+        candidates: Sequence[Sequence[str]],
+        *,
+        strategy: str = "full",
+        show_progress: bool = False,
     ) -> list[Ranking]:
+        self.calls += 1
+        self.on_call()
         time.sleep(self.delay)
         return self.inner().rank(prompts, candidates, strategy=strategy)
+
+    def on_call(self) -> None:
+        """What a subclass does at each ``rank`` call (``self.calls`` counts it), before ranking."""
 
 
 class CrashOnce(_Wrapper):
@@ -66,15 +76,7 @@ class CrashOnce(_Wrapper):
         self.marker = marker
         self.crash_on = crash_on
 
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        self.calls += 1
+    def on_call(self) -> None:
         if self.calls == self.crash_on:
             try:
                 os.close(os.open(self.marker, os.O_CREAT | os.O_EXCL | os.O_WRONLY))
@@ -82,7 +84,6 @@ class CrashOnce(_Wrapper):
                 pass
             else:
                 os._exit(1)
-        return self._rank(prompts, candidates, strategy)
 
 
 class InterruptAfter(_Wrapper):
@@ -92,33 +93,13 @@ class InterruptAfter(_Wrapper):
         super().__init__(spec, **kwargs)
         self.limit = calls
 
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        self.calls += 1
+    def on_call(self) -> None:
         if self.calls > self.limit:
             raise Interrupted(f"stopped after {self.limit} calls")
-        return self._rank(prompts, candidates, strategy)
 
 
 class Slow(_Wrapper):
     """Waits ``delay`` seconds before each ``rank`` call: a job long enough to be disturbed mid-run."""
-
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        self.calls += 1
-        return self._rank(prompts, candidates, strategy)
 
 
 class Built(Slow):
