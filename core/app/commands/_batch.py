@@ -8,6 +8,7 @@ A helper module, not a command (the CLI registers no module whose name starts wi
 from __future__ import annotations
 
 import sys
+import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
@@ -18,6 +19,7 @@ if TYPE_CHECKING:
     from blender_core.batch.plan import LineError
     from blender_core.batch.rank_file import BatchRankReport
     from blender_core.batch.ray_cluster import RaySettings
+    from blender_core.ranking.interface import Ranker
 
 N = TypeVar("N", int, float)
 
@@ -195,8 +197,49 @@ def ray_settings(
         raise typer.BadParameter(str(exc)) from exc
 
 
-def announce_ray_ranker(model: str | None, settings: RaySettings) -> None:
-    """Check the ranker spec (each actor loads it) and say which ranker; exit 1 when it cannot be one."""
+def prepare_job(
+    files: Sequence[Path],
+    out: Path,
+    errors: Path | None,
+    *,
+    strategy: str,
+    engine: str,
+    address: str | None,
+    actors: int | None,
+    gpus_per_actor: float | None,
+    cpus_per_actor: float,
+    max_retries: int,
+    num_threads: int,
+) -> RaySettings | None:
+    """What a batch command does before a ranker is loaded: check the strategy, the engine and its Ray
+    options, and the paths; set torch's threads in this process (a Ray actor sets its own). Returns the Ray
+    settings (None: the local engine)."""
+    from blender_core.ranking.strategies import STRATEGIES
+
+    if strategy not in STRATEGIES:
+        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    settings = ray_settings(
+        engine,
+        address=address,
+        actors=actors,
+        gpus_per_actor=gpus_per_actor,
+        cpus_per_actor=cpus_per_actor,
+        max_retries=max_retries,
+        num_threads=num_threads,
+    )
+    if num_threads > 0 and settings is None:
+        import torch
+
+        torch.set_num_threads(num_threads)
+    check_paths(files, out, errors)
+    return settings
+
+
+def ray_ranker_options(
+    model: str | None, settings: RaySettings, *, batch_size: int, device: str | None
+) -> dict[str, Any]:
+    """Check the ranker spec (each actor loads it) and say which ranker (exit 1 when it cannot be one); the
+    loading options each actor passes to ``load_ranker``."""
     from blender_core.ranking.registry import check_ranker_spec, spec_name
 
     shown = spec_name(model)
@@ -207,6 +250,20 @@ def announce_ray_ranker(model: str | None, settings: RaySettings) -> None:
         raise typer.Exit(1) from exc
     actors = settings.actors if settings.actors is not None else "one per GPU (else 1)"
     typer.echo(f"ranker: {shown} (loaded by each Ray actor; actors: {actors})")
+    options: dict[str, Any] = {"batch_size": batch_size}
+    if device is not None:
+        options["device"] = device
+    return options
+
+
+def load_local_ranker(model: str | None, *, device: str | None, batch_size: int) -> tuple[Ranker, str]:
+    """The local engine's ranker, loaded now and announced with its loading time and device; and its name."""
+    from blender_core.app.commands._ranker import device_of, ranker_from_option
+
+    start = time.perf_counter()
+    ranker, shown = ranker_from_option(model, device=device, batch_size=batch_size)
+    typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})")
+    return ranker, shown
 
 
 def error_printer(files: Sequence[Path]) -> Callable[[LineError], None]:

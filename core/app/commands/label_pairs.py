@@ -3,7 +3,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -28,13 +27,12 @@ from blender_core.app.commands._batch import (
     ScoreKey,
     ShardSize,
     Strategy,
-    announce_ray_ranker,
-    check_paths,
     error_printer,
-    ray_settings,
+    load_local_ranker,
+    prepare_job,
+    ray_ranker_options,
     run_batch,
 )
-from blender_core.app.commands._ranker import device_of, ranker_from_option
 
 Pairs = Annotated[
     str,
@@ -87,10 +85,7 @@ def register(app: typer.Typer) -> None:
         from blender_core.batch.pairs import PAIR_CHOICES, PairPolicy
         from blender_core.batch.pairs import label_pairs as run_label_pairs
         from blender_core.batch.rank_file import BatchRankReport
-        from blender_core.ranking.strategies import STRATEGIES
 
-        if strategy not in STRATEGIES:
-            raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
         if pairs not in PAIR_CHOICES:
             raise typer.BadParameter(
                 f"unknown choice {pairs!r}; choose one of {', '.join(PAIR_CHOICES)}", param_hint="'--pairs'"
@@ -99,8 +94,12 @@ def register(app: typer.Typer) -> None:
             policy = PairPolicy(pairs, margin)  # type: ignore[arg-type]  # checked against PAIR_CHOICES above
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="'--margin'") from exc
-        settings = ray_settings(
-            engine,
+        settings = prepare_job(
+            files,
+            out,
+            errors,
+            strategy=strategy,
+            engine=engine,
             address=address,
             actors=actors,
             gpus_per_actor=gpus_per_actor,
@@ -108,11 +107,6 @@ def register(app: typer.Typer) -> None:
             max_retries=max_retries,
             num_threads=num_threads,
         )
-        if num_threads > 0 and settings is None:
-            import torch
-
-            torch.set_num_threads(num_threads)
-        check_paths(files, out, errors)
         common: dict[str, Any] = {
             "policy": policy,
             "strategy": strategy,
@@ -125,10 +119,7 @@ def register(app: typer.Typer) -> None:
         }
         job: Callable[[], BatchRankReport]
         if settings is not None:
-            announce_ray_ranker(model, settings)
-            options: dict[str, Any] = {"batch_size": batch_size}
-            if device is not None:
-                options["device"] = device
+            options = ray_ranker_options(model, settings, batch_size=batch_size, device=device)
 
             def job() -> BatchRankReport:
                 return run_label_pairs(
@@ -142,12 +133,8 @@ def register(app: typer.Typer) -> None:
                 )
 
         else:
-            start = time.perf_counter()
+            load_local_ranker(model, device=device, batch_size=batch_size)
             loading = {"device": device, "batch_size": batch_size}
-            ranker, shown = ranker_from_option(model, **loading)
-            typer.echo(
-                f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})"
-            )
 
             def job() -> BatchRankReport:
                 # the spec, not the object: parts are named after it; load_ranker's cache has it loaded already

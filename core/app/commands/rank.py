@@ -5,7 +5,6 @@ this process or on Ray actors (``--engine ray``). The options and helpers it sha
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
@@ -30,13 +29,12 @@ from blender_core.app.commands._batch import (
     ScoreKey,
     ShardSize,
     Strategy,
-    announce_ray_ranker,
-    check_paths,
     error_printer,
-    ray_settings,
+    load_local_ranker,
+    prepare_job,
+    ray_ranker_options,
     run_batch,
 )
-from blender_core.app.commands._ranker import device_of, ranker_from_option
 
 if TYPE_CHECKING:
     from blender_core.batch.rank_file import BatchRankReport
@@ -80,12 +78,13 @@ def register(app: typer.Typer) -> None:
         from blender_core.batch.ray_engine import rank_with_ray
         from blender_core.batch.sharded import run_sharded
         from blender_core.batch.shards import JobSpec, LocalExecutor, RankRows
-        from blender_core.ranking.strategies import STRATEGIES
 
-        if strategy not in STRATEGIES:
-            raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-        settings = ray_settings(
-            engine,
+        settings = prepare_job(
+            files,
+            out,
+            errors,
+            strategy=strategy,
+            engine=engine,
             address=address,
             actors=actors,
             gpus_per_actor=gpus_per_actor,
@@ -93,11 +92,6 @@ def register(app: typer.Typer) -> None:
             max_retries=max_retries,
             num_threads=num_threads,
         )
-        if num_threads > 0 and settings is None:
-            import torch
-
-            torch.set_num_threads(num_threads)
-        check_paths(files, out, errors)
         common: dict[str, Any] = {
             "errors_path": errors,
             "show_progress": not no_progress,
@@ -105,10 +99,7 @@ def register(app: typer.Typer) -> None:
         }
         job: Callable[[], BatchRankReport]
         if settings is not None:
-            announce_ray_ranker(model, settings)
-            options: dict[str, Any] = {"batch_size": batch_size}
-            if device is not None:
-                options["device"] = device
+            options = ray_ranker_options(model, settings, batch_size=batch_size, device=device)
 
             def job() -> BatchRankReport:
                 return rank_with_ray(
@@ -125,11 +116,7 @@ def register(app: typer.Typer) -> None:
                 )
 
         else:
-            start = time.perf_counter()
-            ranker, shown = ranker_from_option(model, device=device, batch_size=batch_size)
-            typer.echo(
-                f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})"
-            )
+            ranker, shown = load_local_ranker(model, device=device, batch_size=batch_size)
             if len(files) == 1:
 
                 def job() -> BatchRankReport:
