@@ -24,7 +24,9 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
-Key = tuple[str, Any]  # ("id", "q17") or ("line", 12)
+Key = tuple[
+    str, Any
+]  # ("id", "q17"), ("line", 12), or ("line", ("b.jsonl", 12)) in a job over several inputs
 
 
 @dataclass(frozen=True)
@@ -34,10 +36,12 @@ class Written:
     Attributes:
         line: the input line number (``None`` when the record does not say).
         line_hash: the fingerprint of that line (``None`` in outputs written before fingerprints).
+        file: the input it came from, in the output of a job over several inputs (else ``None``).
     """
 
     line: int | None
     line_hash: str | None
+    file: str | None = None
 
 
 def check_writable(path: str | Path, what: str, example: str = "ranked.jsonl") -> Path:
@@ -98,11 +102,13 @@ def check_errors_path(errors_path: str | Path, input_path: str | Path, out_path:
 
 
 def _key_of(obj: dict[str, Any]) -> Key | None:
-    """The key of an output line, or None when it has neither ``id`` nor ``line``."""
+    """The key of an output line (its line keyed with its ``file`` when it has one), or None when it has
+    neither ``id`` nor ``line``."""
     if "id" in obj:
         return ("id", str(obj["id"]))
     if isinstance(obj.get("line"), int):
-        return ("line", obj["line"])
+        file = obj.get("file")
+        return ("line", (file, obj["line"]) if isinstance(file, str) else obj["line"])
     return None
 
 
@@ -117,8 +123,12 @@ def _parse(raw: bytes) -> tuple[Key, Written] | None:
     key = _key_of(obj)
     if key is None:
         return None
-    line, digest = obj.get("line"), obj.get("line_hash")
-    return key, Written(line if isinstance(line, int) else None, digest if isinstance(digest, str) else None)
+    line, digest, file = obj.get("line"), obj.get("line_hash"), obj.get("file")
+    return key, Written(
+        line if isinstance(line, int) else None,
+        digest if isinstance(digest, str) else None,
+        file if isinstance(file, str) else None,
+    )
 
 
 def read_written(out_path: str | Path, *, repair: bool = True) -> dict[Key, Written]:

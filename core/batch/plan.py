@@ -28,7 +28,7 @@ from pathlib import Path
 from typing import Any
 
 from blender_core.batch.output import Key, Written, read_written
-from blender_core.batch.resume import InputChangedError, line_fingerprint
+from blender_core.batch.resume import line_fingerprint
 from blender_core.batch.sources import Input
 from blender_core.data.lines import DataFormatError, DataReadError, decode_line
 from blender_core.data.records import CandidateSet, Pair, parse_record
@@ -154,112 +154,21 @@ def rank_chunk(ranker: Ranker, items: Sequence[Item], strategy: str) -> list[Ran
 # ---------------------------------------------------------------------------- the output already written
 
 
-def _output_key(obj: Any) -> Key | None:
-    """The key of an output line of a job over several inputs (None when it has none)."""
-    if not isinstance(obj, dict):
-        return None
-    if "id" in obj:
-        return ("id", str(obj["id"]))
-    if isinstance(obj.get("line"), int) and isinstance(obj.get("file"), str):
-        return ("line", (obj["file"], obj["line"]))
-    return None
-
-
 def read_output(out: str | Path, *, several: bool) -> dict[Key, Written]:
     """The records already in ``out`` by key, as :func:`~blender_core.batch.output.read_written` reads them
-    (a partial last line is repaired); with ``several`` inputs, line-numbered keys include the input's name.
+    (a partial last line is repaired); a record of a job over several inputs is keyed by file and line.
 
     Raises:
         ValueError: when ``out`` holds records of a job over several inputs (with a ``file`` field) and this
             job reads one: their line numbers are not this input's.
     """
     written = read_written(out)
-    if not written:
-        return written
-    data = Path(out).read_bytes()
-    if not several and b'"file"' not in data:
-        return written
-    found: dict[Key, Written] = {}
-    for raw in data.split(b"\n"):
-        try:
-            obj = json.loads(raw)
-        except (json.JSONDecodeError, UnicodeDecodeError):
-            continue  # read_written already warned about it
-        if not several and isinstance(obj, dict) and isinstance(obj.get("file"), str):
-            raise ValueError(
-                f"the output {str(out)!r} holds records of a job over several inputs (they have a 'file' field); "
-                "resume it with the same inputs, or write this one to another output file"
-            )
-        key = _output_key(obj)
-        if key is not None:
-            line, digest = obj.get("line"), obj.get("line_hash")
-            found[key] = Written(
-                line if isinstance(line, int) else None, digest if isinstance(digest, str) else None
-            )
-    return found if several else written
-
-
-def _changed(name: str, out: Path, what: str) -> InputChangedError:
-    return InputChangedError(
-        f"{name}: {what}: the input changed since {out} was written (lines inserted, deleted or edited), so "
-        "records matched by line number no longer fit its lines. Nothing was ranked or written. Restore the "
-        "input as it was, or rank it into a new output file (--out); records with an 'id' field resume "
-        "across such edits"
-    )
-
-
-def check_unchanged(inputs: Sequence[Input], out: str | Path, written: Mapping[Key, Written]) -> None:
-    """Check every record of ``written`` keyed by line number against its input's line at that number.
-
-    The same check as :func:`~blender_core.batch.resume.check_input_unchanged`, for every input format and
-    for several inputs (a key then names its input). Reads each input only up to its last such line; an
-    input that cannot be read that far stops its check there (the run reports it when it gets there).
-
-    Raises:
-        InputChangedError: at the first line whose fingerprint differs from the one stored with its record,
-            or when an input now ends before a line that has a record.
-    """
-    out = Path(out)
-    unchecked = sum(1 for w in written.values() if w.line_hash is None)
-    if unchecked:
-        logger.warning(
-            "%s: %d of its %d records have no line fingerprint (written by an older version): they resume "
-            "as before, but a changed input cannot be detected for them",
-            out,
-            unchecked,
-            len(written),
+    if not several and any(w.file is not None for w in written.values()):
+        raise ValueError(
+            f"the output {str(out)!r} holds records of a job over several inputs (they have a 'file' field); "
+            "resume it with the same inputs, or write this one to another output file"
         )
-    several = len(inputs) > 1
-    for source in inputs:
-        expected: dict[int, str] = {}
-        for key, w in written.items():
-            if key[0] != "line" or w.line is None or w.line_hash is None:
-                continue
-            if not several or (isinstance(key[1], tuple) and key[1][0] == source.name):
-                expected[w.line] = w.line_hash
-        if not expected:
-            continue
-        last, lineno = max(expected), 0
-        try:
-            for lineno, raw in source.lines():
-                want = expected.get(lineno)
-                if want is not None and line_fingerprint(raw) != want:
-                    raise _changed(
-                        source.name,
-                        out,
-                        f"line {lineno} is not the line that {out} ranked as line {lineno} "
-                        f"(fingerprint {line_fingerprint(raw)}; the record says {want})",
-                    )
-                if lineno >= last:
-                    break
-            else:
-                raise _changed(
-                    source.name,
-                    out,
-                    f"the input ends at line {lineno}, but {out} holds a record of line {last}",
-                )
-        except DataReadError:
-            continue
+    return written
 
 
 # ---------------------------------------------------------------------------- sorting the input lines

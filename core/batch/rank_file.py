@@ -55,14 +55,13 @@ from blender_core.batch.plan import (
     Item,
     LineError,
     Scan,
-    check_unchanged,
     error_line,
     rank_chunk,
     ranked_record,
     read_output,
     warn_changed,
 )
-from blender_core.batch.resume import InputChangedError
+from blender_core.batch.resume import InputChangedError, check_unchanged
 from blender_core.batch.sources import FileInput
 from blender_core.data.lines import DataReadError
 from blender_core.ranking.interface import Ranker

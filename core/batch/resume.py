@@ -2,7 +2,7 @@
 
 Each output record stores ``line_hash``, a short fingerprint of the bytes of its input line
 (:func:`line_fingerprint`). A record without an ``id`` is keyed by its line number, so on resume the
-input's line at that number must still be the line it was ranked from: :func:`check_input_unchanged`
+input's line at that number must still be the line it was ranked from: :func:`check_unchanged`
 compares them before anything is ranked, and a difference (a line inserted, deleted or edited above it)
 is an :class:`InputChangedError`, since matching by number would rank some records twice and skip
 others. Records with an ``id`` are matched by id wherever their line now stands; ``rank_file`` keeps the
@@ -20,11 +20,12 @@ from __future__ import annotations
 
 import hashlib
 import logging
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from blender_core.batch.output import Key, Written
-from blender_core.data.lines import DataReadError, iter_raw_lines
+from blender_core.batch.sources import Input
+from blender_core.data.lines import DataReadError
 
 logger = logging.getLogger(__name__)
 
@@ -38,28 +39,27 @@ def line_fingerprint(raw: bytes) -> str:
     return hashlib.blake2b(raw.rstrip(b"\r\n"), digest_size=8).hexdigest()
 
 
-def _changed(inp: Path, out: Path, what: str) -> InputChangedError:
+def _changed(name: str, out: Path, what: str) -> InputChangedError:
     return InputChangedError(
-        f"{inp}: {what}: the input changed since {out} was written (lines inserted, deleted or edited), so "
+        f"{name}: {what}: the input changed since {out} was written (lines inserted, deleted or edited), so "
         "records matched by line number no longer fit its lines. Nothing was ranked or written. Restore the "
         "input as it was, or rank it into a new output file (--out); records with an 'id' field resume "
         "across such edits"
     )
 
 
-def check_input_unchanged(
-    input_path: str | Path, out_path: str | Path, written: Mapping[Key, Written]
-) -> None:
-    """Check every record of ``written`` keyed by line number against the input's line at that number.
+def check_unchanged(inputs: Sequence[Input], out: str | Path, written: Mapping[Key, Written]) -> None:
+    """Check every record of ``written`` keyed by line number against its input's line at that number.
 
-    Reads the input only up to the last such line. A cut or corrupt input stops the check where it stops
-    being readable (the run reports it when it gets there).
+    For every input format, and for several inputs (a key then names its input). Reads each input only up to
+    its last such line; an input that cannot be read that far stops its check there (the run reports it when
+    it gets there).
 
     Raises:
         InputChangedError: at the first line whose fingerprint differs from the one stored with its record,
-            or when the input now ends before a line that has a record.
+            or when an input now ends before a line that has a record.
     """
-    inp, out = Path(input_path), Path(out_path)
+    out = Path(out)
     unchecked = sum(1 for w in written.values() if w.line_hash is None)
     if unchecked:
         logger.warning(
@@ -69,26 +69,34 @@ def check_input_unchanged(
             unchecked,
             len(written),
         )
-    expected = {
-        w.line: w.line_hash
-        for key, w in written.items()
-        if key[0] == "line" and w.line is not None and w.line_hash is not None
-    }
-    if not expected:
-        return
-    last, lineno = max(expected), 0
-    try:
-        for lineno, raw in iter_raw_lines(inp):
-            want = expected.get(lineno)
-            if want is not None and line_fingerprint(raw) != want:
+    several = len(inputs) > 1
+    for source in inputs:
+        expected: dict[int, str] = {}
+        for key, w in written.items():
+            if key[0] != "line" or w.line is None or w.line_hash is None:
+                continue
+            if not several or (isinstance(key[1], tuple) and key[1][0] == source.name):
+                expected[w.line] = w.line_hash
+        if not expected:
+            continue
+        last, lineno = max(expected), 0
+        try:
+            for lineno, raw in source.lines():
+                want = expected.get(lineno)
+                if want is not None and line_fingerprint(raw) != want:
+                    raise _changed(
+                        source.name,
+                        out,
+                        f"line {lineno} is not the line that {out} ranked as line {lineno} "
+                        f"(fingerprint {line_fingerprint(raw)}; the record says {want})",
+                    )
+                if lineno >= last:
+                    break
+            else:
                 raise _changed(
-                    inp,
+                    source.name,
                     out,
-                    f"line {lineno} is not the line that {out} ranked as line {lineno} "
-                    f"(fingerprint {line_fingerprint(raw)}; the record says {want})",
+                    f"the input ends at line {lineno}, but {out} holds a record of line {last}",
                 )
-            if lineno >= last:
-                return
-    except DataReadError:
-        return
-    raise _changed(inp, out, f"the input ends at line {lineno}, but {out} holds a record of line {last}")
+        except DataReadError:
+            continue

@@ -43,12 +43,12 @@ from blender_core.batch.plan import (
     Item,
     LineError,
     Scan,
-    check_unchanged,
     error_line,
     read_output,
     warn_changed,
 )
 from blender_core.batch.rank_file import BatchRankReport, PartialInputError, check_chunk_size
+from blender_core.batch.resume import check_unchanged
 from blender_core.batch.shards import Executor, JobSpec, RankRows, ShardDone, ShardTask
 from blender_core.batch.sources import FileInput, Input
 from blender_core.ranking.strategies import STRATEGIES
