@@ -32,6 +32,7 @@ Example:
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import re
 import warnings
@@ -234,9 +235,7 @@ def run_on_ray(
                 f"the ranker object {spec_name(ranker)!r} cannot be sent to Ray actors ({type(exc).__name__}: {exc}); "
                 "pass its spec instead (a folder, hub id, 'builtin:…' or 'reward:<model>'), which each actor loads"
             ) from exc
-    job = JobSpec(
-        job.maker, job.strategy, job.chunk_size, job.score_key, job.ranker_name or spec_name(ranker)
-    )
+    job = dataclasses.replace(job, ranker_name=job.ranker_name or spec_name(ranker))
     executor = RayExecutor(ranker, dict(ranker_options or {}), ray_settings or RaySettings())
     return run_sharded(
         as_ray_inputs(source),
