@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +16,7 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoTokenizer, DebertaV2Config, PreTrainedTokenizerBase
 
+from blender_core.base.hub import HubOptions
 from blender_core.ranking.config_checks import check_pairrm_config, check_state_shapes, damaged_config
 from blender_core.ranking.configuration_pairrm import PairRMConfig
 from blender_core.ranking.encoding import add_pairrm_tokens
@@ -35,24 +35,6 @@ _HF_PAIRRM_FIELDS = (
     "cand2_prefix_id",
     "cand_prefix_id",
 )
-
-
-@dataclass(frozen=True)
-class HubOptions:
-    """Arguments passed through to every Hugging Face hub call."""
-
-    revision: str | None = None
-    cache_dir: str | None = None
-    local_files_only: bool = False
-    token: str | bool | None = None
-
-    def as_kwargs(self) -> dict[str, Any]:
-        return {
-            "revision": self.revision,
-            "cache_dir": self.cache_dir,
-            "local_files_only": self.local_files_only,
-            "token": self.token,
-        }
 
 
 def resolve_folder(name_or_path: str | Path, hub: HubOptions) -> Path:

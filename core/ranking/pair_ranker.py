@@ -14,6 +14,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedTokenizerBase
 
 from blender_core.base.devices import resolve_device, resolve_dtype
+from blender_core.base.hub import HubOptions
 from blender_core.base.results import Ranking
 from blender_core.base.validation import (
     check_candidate_lists,
@@ -31,7 +32,7 @@ from blender_core.ranking.compact import is_compact_folder, load_compact
 from blender_core.ranking.conversations import conversations_to_pairs
 from blender_core.ranking.encoding import PairEncoder
 from blender_core.ranking.interface import BaseRanker
-from blender_core.ranking.loading import HubOptions, load_pairrm
+from blender_core.ranking.loading import load_pairrm
 from blender_core.ranking.modeling_pairrm import PairRMModel
 
 logger = logging.getLogger(__name__)

@@ -34,6 +34,7 @@ from tqdm.auto import tqdm
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.devices import resolve_device, resolve_dtype
+from blender_core.base.hub import HubOptions
 from blender_core.base.results import Ranking
 from blender_core.base.validation import (
     check_candidate_lists,
@@ -46,7 +47,6 @@ from blender_core.base.validation import (
 from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
 from blender_core.ranking.batching import check_batch_size, length_batches, pad_batch
 from blender_core.ranking.interface import BaseRanker
-from blender_core.ranking.loading import HubOptions
 from blender_core.ranking.reward_inputs import (
     check_conversation,
     keep_end,

@@ -24,7 +24,7 @@ from transformers import (
 )
 from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
-from blender_core.ranking.loading import HubOptions
+from blender_core.base.hub import HubOptions
 
 logger = logging.getLogger(__name__)
 

@@ -14,7 +14,8 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import BertConfig
 
-from blender_core.ranking.loading import HubOptions, load_pairrm
+from blender_core.base.hub import HubOptions
+from blender_core.ranking.loading import load_pairrm
 from blender_core.ranking.pair_ranker import PairRanker
 from blender_core.testing.pairrm import make_tiny_pairrm
 
