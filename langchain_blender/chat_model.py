@@ -25,11 +25,8 @@ from langchain_core.runnables import Runnable, RunnableConfig
 from pydantic import PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
-from blender_core.ensemble import (
-    Ensemble,
-    name_backends,
-)
-from blender_core.ensemble.fields import RankerField, StrategyField
+from blender_core.ensemble import Ensemble, EnsembleSettings, name_backends
+from blender_core.ensemble.fields import RankerField
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import spec_name
 
@@ -42,13 +39,17 @@ from .structured import AnswerCheck, structured_output_check
 AnyCallbackManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
 
 
-class BlenderLLM(BaseChatModel):
+class BlenderLLM(BaseChatModel, EnsembleSettings):
     """A chat model that ensembles several chat models, LLM-Blender style.
 
     Each call goes to every backend concurrently; backends that fail or time out are dropped (and recorded);
     the answers are ranked by the ranker and the top-K fused (or the top-ranked one returned).
     ``response_metadata["blender"]`` accounts for every candidate (backend, score, rank, latency, error),
     the choice and the fuser; ``usage_metadata`` sums the backends' and the fuser's usage.
+
+    The ensemble's settings (``top_k``, ``strategy``, ``timeout``, ``min_successes``, ...) are
+    :class:`~blender_core.ensemble.EnsembleSettings`' fields, the same as the LlamaIndex ``BlenderLLM``'s
+    and the server's ``[ensemble]`` section's.
 
     Tool calling works through :meth:`bind_tools` (the tools go to every backend; tool-call answers are
     ranked on a canonical text of the calls and returned with their ``tool_calls``); tool-call answers are
@@ -70,25 +71,6 @@ class BlenderLLM(BaseChatModel):
     """A ranker, a folder / hub id / built-in name (loaded on first use), or None for the default ranker."""
     fuser: Any = None
     """None (return the top-ranked answer), a ``blender_core`` fuser, or a chat model prompted to fuse."""
-    top_k: int = 3
-    """Answers handed to the fuser (the paper's K = 3)."""
-    strategy: StrategyField = "full"
-    """Ranking strategy: ``full`` (all pairs, best for a few backends), ``knockout``, ``bubble``, ``sort``."""
-    timeout: float | None = None
-    """Seconds each backend call may take from its start (None: no limit); also the fuser's time to its first
-    token, and by default its whole time (``fusion_timeout``)."""
-    min_successes: int = 1
-    """Fewer answers than this fails the call with a clear error."""
-    max_concurrency: int | None = None
-    """At most this many backend calls at once (None: all at once)."""
-    fusion_timeout: float | None = None
-    """Seconds the whole fusion may take (None: ``timeout``); past it a fusion not yet shown falls back to
-    the top-ranked answer, and a streamed one ends where it stands."""
-    max_stuck_calls: int = 2
-    """Calls of a backend still running past their timeout before it is skipped at once (no thread pile-up)."""
-    fallback_on_fuser_error: bool = True
-    """When the fuser fails before its first token (or, not streaming, at all), answer with the top-ranked
-    answer and say why in the metadata; False raises ``FusionError``."""
     backend_callbacks: Literal["tracers", "all"] = "tracers"
     """Which of the caller's callback handlers also see the backend and fuser calls: ``tracers``
     (LangSmith, event streams, LangGraph: the calls show as child runs) or ``all`` (plain handlers too,

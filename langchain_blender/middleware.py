@@ -23,7 +23,14 @@ except ImportError as exc:  # pragma: no cover - exercised only without the extr
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage
 
-from blender_core.ensemble import BackendAnswer, Ensemble, EnsembleConfig, EnsembleOutcome, name_backends
+from blender_core.ensemble import (
+    BackendAnswer,
+    Ensemble,
+    EnsembleConfig,
+    EnsembleOutcome,
+    EnsembleSettings,
+    name_backends,
+)
 from blender_core.ranking.registry import RankerSpec
 
 from .fusers import model_name
@@ -32,6 +39,8 @@ from .messages import message_answer, prompt_text
 #: Tags on the candidate model calls: their tokens stay out of LangGraph's ``stream_mode="messages"``
 #: (only the kept response reaches the agent's state, and the stream, at the end of the model node).
 CANDIDATE_TAGS = ("blender:candidate", "nostream")
+# the ensemble's defaults, declared once
+_DEFAULTS = EnsembleSettings()
 
 
 def _last_ai(response: ModelResponse | AIMessage) -> AIMessage:
@@ -74,11 +83,11 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         first_model: str | BaseChatModel,
         *additional_models: str | BaseChatModel,
         ranker: RankerSpec = None,
-        strategy: str = "full",
+        strategy: str = _DEFAULTS.strategy,
         include_primary: bool = True,
-        timeout: float | None = None,
-        min_successes: int = 1,
-        max_concurrency: int | None = None,
+        timeout: float | None = _DEFAULTS.timeout,
+        min_successes: int = _DEFAULTS.min_successes,
+        max_concurrency: int | None = _DEFAULTS.max_concurrency,
     ) -> None:
         """Args:
         first_model, additional_models: the other models (instances, or ``"provider:model"`` strings).
@@ -86,6 +95,7 @@ class BestOfModelsMiddleware(AgentMiddleware):  # type: ignore[type-arg]
         strategy: ranking strategy.
         include_primary: whether the agent's own model is one of the candidates.
         timeout: seconds each model call may take (None: no limit).
+        The defaults are the ensemble's (:class:`~blender_core.ensemble.EnsembleSettings`).
         min_successes: fewer answers than this fails the model call.
         max_concurrency: at most this many model calls at once (None: all).
         """

@@ -34,10 +34,11 @@ from blender_core.ensemble import (
     Delta,
     Ensemble,
     EnsembleOutcome,
+    EnsembleSettings,
     name_backends,
     render_prompt,
 )
-from blender_core.ensemble.fields import RankerField, StrategyField
+from blender_core.ensemble.fields import RankerField
 from blender_core.fusion.base import BaseFuser
 
 from .fusers import LlamaIndexFuser, blocks_the_loop, usage_of
@@ -98,7 +99,7 @@ def _positive_min(values: Sequence[int], default: int) -> int:
 
 
 # ---------------------------------------------------------------------- the LLM
-class BlenderLLM(LLM):
+class BlenderLLM(LLM, EnsembleSettings):
     """Ask several LlamaIndex LLMs concurrently, rank their answers with a pairwise ranker and fuse the top-K.
 
     Backends that fail or exceed ``timeout`` are dropped (and reported); fewer than ``min_successes``
@@ -130,26 +131,6 @@ class BlenderLLM(LLM):
         default=None,
         exclude=True,
         description="None (pick the best), a BaseFuser, or a LlamaIndex LLM to fuse with.",
-    )
-    # the paper fuses the top 3
-    top_k: int = Field(default=3, description="How many top-ranked answers the fuser merges.")
-    strategy: StrategyField = Field(
-        default="full", description="Ranking strategy: full, bubble, knockout or sort."
-    )
-    timeout: float | None = Field(default=None, description="Seconds each backend may take (None: no limit).")
-    min_successes: int = Field(default=1, description="Fewer answers than this is an error.")
-    max_concurrency: int | None = Field(default=None, description="At most this many backend calls at once.")
-    fusion_timeout: float | None = Field(
-        default=None,
-        description="Seconds the whole fusion may take (None: timeout); past it the top answer or a cut stream.",
-    )
-    max_stuck_calls: int = Field(
-        default=2,
-        description="Calls of a backend still running past their timeout before it is skipped at once.",
-    )
-    fallback_on_fuser_error: bool = Field(
-        default=True,
-        description="When the fuser fails, answer with the top-ranked candidate instead of raising.",
     )
 
     _engine: Ensemble = PrivateAttr()

@@ -250,6 +250,7 @@ def build_ensemble(
         top_k=3,
         strategy="full",
         max_concurrency=max_concurrency,
+        timeout=None,  # local generation cannot hang, and on a busy CPU one answer may take past 30 s
         backend_callbacks="all",  # so that a progress handler sees each backend start and end
         model_name=f"blender({model_id} x{len(backends)})",
     )

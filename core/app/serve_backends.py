@@ -188,13 +188,7 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
         backends=backends,
         ranker=e.ranker,
         fuser=fuser,
-        top_k=e.top_k,
-        strategy=e.strategy,
-        timeout=e.timeout,
-        min_successes=e.min_successes,
-        max_concurrency=e.max_concurrency,
-        fusion_timeout=e.fusion_timeout,
-        fallback_on_fuser_error=e.fallback_on_fuser_error,
         model_name=config.server.model_name,
+        **e.ensemble_settings(),
     )
     return ServedEnsemble(llm, config.server.model_name, keys, redactor, clients)

@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from blender_core.app.demo import LocalBackend
-from blender_core.ensemble.fields import StrategyField
+from blender_core.ensemble.settings import EnsembleSettings
 from blender_core.ranking.registry import check_ranker_spec
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -110,25 +110,15 @@ class LimitSettings(_Section):
     shutdown_timeout: float | None = Field(default=None, gt=0)
 
 
-class EnsembleSettings(_Section):
-    """``[ensemble]``: the ranker, the fuser and the engine's settings (those of ``BlenderLLM``)."""
+class EnsembleSection(EnsembleSettings):
+    """``[ensemble]``: the ranker, the fuser and the engine's settings (:class:`EnsembleSettings`, the same
+    as ``BlenderLLM``'s fields, with the same defaults and checks)."""
+
+    # a typo in a field name is an error, not a silently ignored setting
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
     # Any spec load_ranker accepts; None: the library's default ranker (llm-blender/PairRM, from the hub).
     ranker: Annotated[str | None, AfterValidator(_ranker)] = None
-    # The paper fuses the top 3.
-    top_k: int = Field(default=3, ge=1)
-    # All pairs: the best order for the few backends an ensemble has.
-    strategy: StrategyField = "full"
-    # Seconds per backend call (and to the fuser's first token); a server must not wait forever.
-    timeout: float | None = Field(default=30.0, gt=0)
-    # Fewer answers than this fail the request (502).
-    min_successes: int = Field(default=1, ge=1)
-    # Backend calls of one request at once (None: all).
-    max_concurrency: int | None = Field(default=None, ge=1)
-    # Seconds the whole fusion may take (None: timeout).
-    fusion_timeout: float | None = Field(default=None, gt=0)
-    # A failing fuser answers with the top-ranked candidate instead of failing the request.
-    fallback_on_fuser_error: bool = True
     # A backend name whose model fuses the top K; None: the top-ranked answer is returned.
     fuser: str | None = None
 
@@ -189,7 +179,7 @@ class ServeConfig(_Section):
     """The whole file: ``[server]``, ``[ensemble]``, ``[limits]`` and one ``[[backends]]`` table per backend."""
 
     server: ServerSettings = ServerSettings()
-    ensemble: EnsembleSettings = EnsembleSettings()
+    ensemble: EnsembleSection = EnsembleSection()
     limits: LimitSettings = LimitSettings()
     backends: list[Backend] = Field(min_length=1)
 
@@ -253,7 +243,11 @@ def _messages(exc: ValidationError, data: Any) -> list[str]:
         if err["type"] == "extra_forbidden" or "api_key" in where:
             shown = False
         got = f" (got {err['input']!r})" if shown else ""
-        lines.append(f"{where}: {msg}{got}" if where else msg)
+        field = str(err["loc"][-1]) if err["loc"] else ""
+        if where and field and msg.startswith(f"{field} "):  # the shared settings' checks name the field
+            lines.append(f"{where} {msg.removeprefix(field + ' ')}{got}")
+        else:
+            lines.append(f"{where}: {msg}{got}" if where else msg)
     return lines
 
 

@@ -1,7 +1,8 @@
 """The ensemble engine: ask several backends concurrently (threads or asyncio) with per-backend timeouts,
 keep those that answered (``min_successes``), rank the answers, fuse the top-K (streamed, with a time limit
 on the first token and a fallback to the top answer), and account for every candidate, the timings and the
-summed usage. ``BlendPipeline`` is the batch form over ready candidate lists. The framework adapters only
+summed usage. ``BlendPipeline`` is the batch form over ready candidate lists. ``EnsembleSettings`` declares
+every setting once; the adapters and the server inherit it. The framework adapters only
 translate their messages to and from this engine.
 
 May import: blender_core.base, blender_core.ranking, blender_core.fusion.
@@ -18,11 +19,12 @@ from blender_core.ensemble.backends import (
     call_backends,
     name_backends,
 )
-from blender_core.ensemble.engine import Ensemble, EnsembleConfig
+from blender_core.ensemble.engine import Ensemble
 from blender_core.ensemble.outcome import Delta, EnsembleOutcome
 from blender_core.ensemble.pipeline import BlendPipeline, BlendResult, FusionError
 from blender_core.ensemble.prompts import render_prompt
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
+from blender_core.ensemble.settings import EnsembleConfig, EnsembleSettings
 
 __all__ = [
     "USAGE_KEYS",
@@ -38,6 +40,7 @@ __all__ = [
     "EnsembleConfig",
     "EnsembleError",
     "EnsembleOutcome",
+    "EnsembleSettings",
     "FusionError",
     "UsageSink",
     "acall_backends",

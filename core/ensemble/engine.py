@@ -17,23 +17,21 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import time
 from collections.abc import AsyncIterator, Callable, Iterator, Mapping
-from dataclasses import dataclass, fields, replace
+from dataclasses import replace
 from typing import Any, TypeAlias
 
 from blender_core.base.threads import BackendThreads
 from blender_core.base.usage import UsageSink, sum_usage
-from blender_core.base.validation import check_choice
 from blender_core.ensemble.backends import AsyncCall, acall_backends, call_backends
 from blender_core.ensemble.outcome import Delta, EnsembleOutcome
-from blender_core.ensemble.pipeline import BlendPipeline, FusionError, check_top_k
+from blender_core.ensemble.pipeline import BlendPipeline, FusionError
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
+from blender_core.ensemble.settings import EnsembleConfig
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import RankerSpec
-from blender_core.ranking.strategies import STRATEGIES
 
 #: backend name -> a call that returns its answer (sync), or a coroutine function (async)
 logger = logging.getLogger(__name__)
@@ -42,60 +40,6 @@ Calls: TypeAlias = Mapping[str, Callable[[], BackendAnswer]]
 AsyncCalls: TypeAlias = Mapping[str, AsyncCall]
 #: what a stream yields: pieces of the answer, then the finished outcome
 Event: TypeAlias = Delta | EnsembleOutcome
-
-
-@dataclass(frozen=True)
-class EnsembleConfig:
-    """How the engine asks, ranks and fuses (the adapters expose these as their own fields)."""
-
-    # The paper fuses the top 3 ranked answers.
-    top_k: int = 3
-    # All pairs: the best order for the few backends an ensemble has; knockout / sort for many.
-    strategy: str = "full"
-    # Seconds each backend may take, and the fuser until its first token (None: no limit).
-    timeout: float | None = None
-    # Fewer answers than this fail the call; one answer is enough to reply by default.
-    min_successes: int = 1
-    # At most this many backend calls at once (None: all at once).
-    max_concurrency: int | None = None
-    # A failing fuser should not fail the call: answer with the top-ranked candidate and say why.
-    fallback_on_fuser_error: bool = True
-    # The whole fusion's deadline, in seconds (None: ``timeout``, since a fused answer is about as long as a
-    # backend's; both None: no limit). Past it, a fusion not yet shown falls back to the top answer and a
-    # streamed one ends where it stands.
-    fusion_timeout: float | None = None
-    # Calls of one backend still running past their timeout (stuck threads) before it is skipped at once:
-    # 2 lets one slow call pass without ever piling up threads behind a hung backend.
-    max_stuck_calls: int = 2
-
-    def __post_init__(self) -> None:
-        check_top_k(self.top_k)
-        check_choice(self.strategy, STRATEGIES, "strategy")
-        for name in ("timeout", "fusion_timeout"):
-            value = getattr(self, name)
-            if value is not None and not (_is_number(value) and math.isfinite(value) and value > 0):
-                raise ValueError(
-                    f"{name} must be a positive, finite number of seconds or None, got {value!r}"
-                )
-        for name, lowest in (("min_successes", 1), ("max_stuck_calls", 1)):
-            value = getattr(self, name)
-            if not _is_int(value) or value < lowest:
-                raise ValueError(f"{name} must be an int >= {lowest}, got {value!r}")
-        if self.max_concurrency is not None and (
-            not _is_int(self.max_concurrency) or self.max_concurrency < 1
-        ):
-            raise ValueError(f"max_concurrency must be an int >= 1 or None, got {self.max_concurrency!r}")
-
-    @property
-    def fusion_deadline(self) -> float | None:
-        """Seconds the whole fusion may take: ``fusion_timeout``, else ``timeout``."""
-        return self.fusion_timeout if self.fusion_timeout is not None else self.timeout
-
-    @classmethod
-    def from_settings(cls, owner: Any) -> EnsembleConfig:
-        """The config of an object that carries some of these settings as attributes (an adapter's fields);
-        the others keep their defaults."""
-        return cls(**{f.name: getattr(owner, f.name) for f in fields(cls) if hasattr(owner, f.name)})
 
 
 class Ensemble:
@@ -130,9 +74,9 @@ class Ensemble:
 
     @classmethod
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
-        """The engine of an adapter: its ``ranker``, the settings it carries as attributes
-        (:meth:`EnsembleConfig.from_settings`), checked against its number of ``backends``."""
-        engine = cls(owner.ranker, fuser, EnsembleConfig.from_settings(owner))
+        """The engine of an adapter: its ``ranker``, its :class:`EnsembleSettings` (which it inherits),
+        checked against its number of ``backends``."""
+        engine = cls(owner.ranker, fuser, EnsembleConfig.of(owner))
         engine.check_backend_count(len(owner.backends))
         return engine
 
@@ -380,10 +324,3 @@ def _logged(records: list[CandidateRecord]) -> list[CandidateRecord]:
             logger.warning("backend %r dropped after %.2f s: %s", r.backend, r.latency_s, r.error)
     return records
 
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
-
-
-def _is_number(value: Any) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool)

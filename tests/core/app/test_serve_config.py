@@ -86,11 +86,11 @@ def test_defaults_of_a_minimal_config(tmp_path: Path) -> None:
     [
         (
             ("top_k = 2", "top_k = 0"),
-            "ensemble.top_k: Input should be greater than or equal to 1 (got 0)",
+            "ensemble.top_k must be a positive int (candidates handed to the fuser), got 0",
         ),
         (
             ("timeout = 30.0", "timeout = -1"),
-            "ensemble.timeout: Input should be greater than 0 (got -1)",
+            "ensemble.timeout must be a positive, finite number of seconds or None, got -1",
         ),
         (
             ('fuser = "gpt"', 'fuser = "gtp"'),

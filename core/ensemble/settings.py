@@ -1,0 +1,141 @@
+"""Every setting of the ensemble engine, declared once: its type, default, bounds and description.
+
+:class:`EnsembleSettings` is the one declaration. The engine's :class:`EnsembleConfig` is it, frozen; the
+LangChain and LlamaIndex ``BlenderLLM`` inherit it as their fields; the server's ``[ensemble]`` section
+inherits it with unknown keys refused. A setting added here therefore appears on every surface with the
+same default and the same error (``tests/core/ensemble/test_settings.py`` compares them).
+
+Each check runs on the value as given (before pydantic converts it), so that ``True`` is not taken for
+``1`` nor ``"3"`` for ``3``, and every surface says the same thing about a bad value.
+
+Example:
+    >>> EnsembleConfig(top_k=2, timeout=10).fusion_deadline
+    10.0
+    >>> EnsembleConfig(timeout=float("nan"))  # doctest: +ELLIPSIS
+    Traceback (most recent call last):
+    ...
+    pydantic_core._pydantic_core.ValidationError: 1 validation error for EnsembleConfig
+    timeout
+      Value error, timeout must be a positive, finite number of seconds or None, got nan ...
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Annotated, Any
+
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+
+from blender_core.base.validation import check_choice
+from blender_core.ensemble.pipeline import check_top_k
+from blender_core.ranking.strategies import STRATEGIES
+
+
+def _name(info: ValidationInfo) -> str:
+    return info.field_name or "value"
+
+
+def _seconds(value: Any, info: ValidationInfo) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is not None and not (number and math.isfinite(value) and value > 0):
+        raise ValueError(
+            f"{_name(info)} must be a positive, finite number of seconds or None, got {value!r}"
+        )
+    return value
+
+
+def _count(value: Any, info: ValidationInfo) -> Any:
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ValueError(f"{_name(info)} must be an int >= 1, got {value!r}")
+    return value
+
+
+def _count_or_none(value: Any, info: ValidationInfo) -> Any:
+    if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+        raise ValueError(f"{_name(info)} must be an int >= 1 or None, got {value!r}")
+    return value
+
+
+def _strategy(value: Any) -> Any:
+    return check_choice(value, STRATEGIES, "strategy")
+
+
+def _flag(value: Any, info: ValidationInfo) -> Any:
+    if not isinstance(value, bool):
+        raise ValueError(f"{_name(info)} must be true or false, got {value!r}")
+    return value
+
+
+#: seconds, or None for no limit
+Seconds = Annotated[float | None, BeforeValidator(_seconds)]
+#: a count of at least one
+Count = Annotated[int, BeforeValidator(_count)]
+#: a count of at least one, or None for no limit
+CountOrNone = Annotated[int | None, BeforeValidator(_count_or_none)]
+Flag = Annotated[bool, BeforeValidator(_flag)]
+
+
+class EnsembleSettings(BaseModel):
+    """How the ensemble asks its backends, ranks their answers and fuses the best (the one declaration)."""
+
+    top_k: Annotated[int, BeforeValidator(check_top_k)] = Field(
+        default=3, description="Answers handed to the fuser (the paper fuses the top 3)."
+    )
+    strategy: Annotated[str, BeforeValidator(_strategy)] = Field(
+        default="full",
+        description="Ranking strategy: full (all pairs, best for the few backends an ensemble has), "
+        "knockout, bubble or sort (cheaper for many).",
+    )
+    # Finite by default: an ensemble drops a hung backend and answers with the others; 30 s covers a
+    # typical answer of a hosted model. None waits as long as the backends take.
+    timeout: Seconds = Field(
+        default=30.0,
+        description="Seconds each backend call may take from its start (None: no limit); also the fuser's "
+        "time to its first token, and by default its whole time (fusion_timeout).",
+    )
+    min_successes: Count = Field(
+        default=1, description="Fewer answers than this fail the call (one answer is enough to reply)."
+    )
+    max_concurrency: CountOrNone = Field(
+        default=None, description="At most this many backend calls at once (None: all at once)."
+    )
+    fusion_timeout: Seconds = Field(
+        default=None,
+        description="Seconds the whole fusion may take (None: timeout); past it a fusion not yet shown "
+        "falls back to the top-ranked answer, and a streamed one ends where it stands.",
+    )
+    # 2 lets one slow call pass without ever piling up threads behind a hung backend.
+    max_stuck_calls: Count = Field(
+        default=2,
+        description="Calls of a backend still running past their timeout before it is skipped at once.",
+    )
+    fallback_on_fuser_error: Flag = Field(
+        default=True,
+        description="When the fuser fails before its first token (or, not streaming, at all), answer with "
+        "the top-ranked answer and say why; false raises FusionError.",
+    )
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        """The names of the ensemble settings (those declared here, not a subclass's own fields)."""
+        return tuple(EnsembleSettings.model_fields)
+
+    def ensemble_settings(self) -> dict[str, Any]:
+        """This object's ensemble settings, by name."""
+        return {name: getattr(self, name) for name in EnsembleSettings.model_fields}
+
+
+class EnsembleConfig(EnsembleSettings):
+    """The engine's settings, frozen (see :class:`EnsembleSettings` for each one)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    @property
+    def fusion_deadline(self) -> float | None:
+        """Seconds the whole fusion may take: ``fusion_timeout``, else ``timeout``."""
+        return self.fusion_timeout if self.fusion_timeout is not None else self.timeout
+
+    @classmethod
+    def of(cls, settings: EnsembleSettings) -> EnsembleConfig:
+        """The engine config of an object that carries the settings (an adapter, a config section)."""
+        return cls(**settings.ensemble_settings())
