@@ -109,8 +109,3 @@ class BaseRanker(ABC):
         cands = check_candidate_lists(p, candidates, "best_of_n", 1)
         return [r.best for r in self.rank(p, cands, strategy=strategy, **rank_kwargs)]
 
-
-def ranker_name(ranker: Any) -> str:
-    """A short name for a ranker object (its ``name``, else its class name)."""
-    name = getattr(ranker, "name", None)
-    return name if isinstance(name, str) and name else type(ranker).__name__

@@ -86,7 +86,8 @@ def _check_name(spec: str | Path) -> None:
 
 
 def spec_name(spec: RankerSpec) -> str:
-    """How a spec is shown in metadata and logs: the name or path, the object's ``name``, or the default."""
+    """How a spec or a ranker is shown in metadata and logs: the name or path, the object's ``name`` (else its
+    class name), or the default ranker's for ``None``."""
     if spec is None:
         return DEFAULT_RANKER
     if isinstance(spec, (str, Path)):
