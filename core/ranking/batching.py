@@ -5,13 +5,8 @@ comparisons of every prompt in one such call (:func:`drive_strategies`).
 
 :meth:`PairRanker.logits <blender_core.ranking.pair_ranker.PairRanker.logits>` and
 :meth:`PairRanker.run_strategies <blender_core.ranking.pair_ranker.PairRanker.run_strategies>` are their
-public entry points; every verb of the ranker goes through them.
-
-Example:
-    >>> length_batches([5, 9, 5, 7], batch_size=2, exact=False)
-    [[1, 3], [0, 2]]
-    >>> length_batches([5, 9, 5, 7], batch_size=2, exact=True)
-    [[1], [3], [0, 2]]
+public entry points; every verb of the ranker goes through them. The batches themselves (length-sorted,
+padded per batch) come from :mod:`blender_core.ranking.batches`, which the reward-model ranker shares.
 """
 
 from __future__ import annotations
@@ -26,6 +21,7 @@ import torch
 from tqdm.auto import tqdm
 
 from blender_core.ranking import strategies
+from blender_core.ranking.batches import length_batches, pad_batch
 from blender_core.ranking.encoding import PairEncoder
 from blender_core.ranking.modeling_pairrm import PairRMModel
 
@@ -71,55 +67,6 @@ class LogitCache:
         """Forget the least recently used logits beyond ``size``."""
         while len(self._values) > self.size:
             self._values.popitem(last=False)
-
-
-def check_batch_size(batch_size: object, fn: str) -> int | None:
-    """A per-call batch size: ``None`` (the ranker's own) or a positive int; else a ``ValueError`` naming it.
-
-    Example:
-        >>> check_batch_size(0, "rank")
-        Traceback (most recent call last):
-        ...
-        ValueError: rank(): batch_size must be a positive int (comparisons per forward pass) or None for the ranker's own, got 0
-    """
-    if batch_size is None:
-        return None
-    if isinstance(batch_size, bool) or not isinstance(batch_size, numbers.Integral) or batch_size < 1:
-        raise ValueError(
-            f"{fn}(): batch_size must be a positive int (comparisons per forward pass) or None for the "
-            f"ranker's own, got {batch_size!r}"
-        )
-    return int(batch_size)
-
-
-def length_batches(lengths: Sequence[int], batch_size: int, *, exact: bool) -> list[list[int]]:
-    """Indices of the sequences in batches of up to ``batch_size``, longest first.
-
-    With ``exact``, only sequences of one length share a batch, so nothing is padded: on CPU that runs no
-    padding (attention is quadratic in the padded length; measured 1.7x to 3.7x faster than padded batches
-    of 32 there), and a logit does not depend on what else the call holds (padding moves fp32 rounding,
-    which random or poorly conditioned models amplify past 1e-4). Without it (the GPU default), batches
-    are length-sorted and padded to their longest row, which keeps the device busy.
-    """
-    batches: list[list[int]] = []
-    for i in sorted(range(len(lengths)), key=lambda i: -lengths[i]):
-        last = batches[-1] if batches else None
-        if last and len(last) < batch_size and (not exact or lengths[last[0]] == lengths[i]):
-            last.append(i)
-        else:
-            batches.append([i])
-    return batches
-
-
-def pad_batch(seqs: Sequence[Sequence[int]], pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """``input_ids`` and ``attention_mask``, (batch, longest), the rows padded on the right."""
-    width = max(len(s) for s in seqs)
-    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(seqs), width), dtype=torch.long)
-    for row, seq in enumerate(seqs):
-        ids[row, : len(seq)] = torch.tensor(seq)
-        mask[row, : len(seq)] = 1
-    return ids, mask
 
 
 @torch.inference_mode()

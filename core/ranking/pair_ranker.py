@@ -26,7 +26,8 @@ from blender_core.base.validation import (
 )
 from blender_core.ranking import strategies
 from blender_core.ranking.aggregation import AGGREGATIONS, order_from_scores, ranks_from_scores
-from blender_core.ranking.batching import LogitCache, check_batch_size, drive_strategies, pair_logits
+from blender_core.ranking.batches import check_batch_size
+from blender_core.ranking.batching import LogitCache, drive_strategies, pair_logits
 from blender_core.ranking.builtin import is_builtin, load_builtin
 from blender_core.ranking.compact import is_compact_folder, load_compact
 from blender_core.ranking.conversations import conversations_to_pairs

@@ -45,7 +45,7 @@ from blender_core.base.validation import (
     positive_int,
 )
 from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
-from blender_core.ranking.batching import check_batch_size, length_batches, pad_batch
+from blender_core.ranking.batches import check_batch_size, length_batches, pad_batch
 from blender_core.ranking.interface import BaseRanker
 from blender_core.ranking.reward_inputs import (
     check_conversation,

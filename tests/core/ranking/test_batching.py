@@ -1,22 +1,8 @@
-"""The batched forward-pass engine's parts: length-sorted batches, padding, the LRU logit cache."""
+"""The PairRM forward-pass engine's LRU logit cache."""
 
 from __future__ import annotations
 
-from blender_core.ranking.batching import LogitCache, length_batches, pad_batch
-
-
-def test_batches_are_longest_first_and_exact_ones_hold_one_length() -> None:
-    lengths = [5, 9, 5, 7, 9, 5]
-    assert length_batches(lengths, 2, exact=False) == [[1, 4], [3, 0], [2, 5]]
-    assert length_batches(lengths, 2, exact=True) == [[1, 4], [3], [0, 2], [5]]
-    assert length_batches(lengths, 8, exact=True) == [[1, 4], [3], [0, 2, 5]]
-    assert length_batches([], 4, exact=False) == []
-
-
-def test_rows_are_padded_on_the_right() -> None:
-    ids, mask = pad_batch([[1, 2, 3], [4]], pad_id=0)
-    assert ids.tolist() == [[1, 2, 3], [4, 0, 0]]
-    assert mask.tolist() == [[1, 1, 1], [1, 0, 0]]
+from blender_core.ranking.batching import LogitCache
 
 
 def test_cache_forgets_the_least_recently_used() -> None:
