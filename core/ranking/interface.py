@@ -4,7 +4,7 @@ A ranker ranks each prompt's candidates: ``rank`` takes a batch of prompts and r
 :class:`Ranking` each. That is the whole protocol; :func:`rank_one` ranks one prompt's candidates with any
 ranker (the candidates best first, with their scores), and :class:`BaseRanker` gives ``rank_one`` and
 ``best_of_n`` as methods, so an implementation writes ``rank`` only. The PairRM
-:class:`~blender_core.ranking.pair_ranker.PairRanker` is the first implementation.
+:class:`~blender_core.ranking.pairrm.pair_ranker.PairRanker` is the first implementation.
 
 Example:
     >>> from blender_core.ranking import load_ranker

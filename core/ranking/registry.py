@@ -23,9 +23,9 @@ from typing import Any, TypeAlias
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from blender_core.ranking.builtin import BUILTIN_NAMES, BUILTIN_RANKER, is_builtin
 from blender_core.ranking.interface import Ranker
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.builtin import BUILTIN_NAMES, BUILTIN_RANKER, is_builtin
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 #: the ranker every consumer uses when none is given: the paper's PairRM, fetched from the hub once
 DEFAULT_RANKER = "llm-blender/PairRM"

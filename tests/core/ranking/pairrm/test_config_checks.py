@@ -20,9 +20,9 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from transformers import BertConfig
 
-from blender_core.ranking.compact import DELTA_FILE, FORMAT, META_FILE
-from blender_core.ranking.config_checks import check_encoder_config
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.compact import DELTA_FILE, FORMAT, META_FILE
+from blender_core.ranking.pairrm.config_checks import check_encoder_config
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.pairrm import make_tiny_pairrm
 from tests.helpers.training import make_tiny_encoder
 

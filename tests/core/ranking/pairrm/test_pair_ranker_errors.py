@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 P = "write a poem"
 PAIR = ["yes", "no"]

@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import torch
 
-from blender_core.ranking.conversations import CONVERSATION_INSTRUCTION, conversations_to_pairs
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.conversations import CONVERSATION_INSTRUCTION, conversations_to_pairs
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 PROMPT = "write a poem"
 CANDIDATES = ["a good poem", "bad", "the answer is yes", "yes"]

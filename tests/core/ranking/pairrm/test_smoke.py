@@ -1,6 +1,6 @@
 from __future__ import annotations
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 
 def test_rank_orders_candidates(tiny_ranker: PairRanker) -> None:

@@ -9,11 +9,11 @@ import torch
 from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoModel, AutoTokenizer, PreTrainedTokenizerBase
 
-from blender_core.ranking.config_checks import check_encoder_config, damaged_config
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.encoding import add_pairrm_tokens
-from blender_core.ranking.modeling_pairrm import PairRMModel
-from blender_core.ranking.weight_files import read_weight_shapes
+from blender_core.ranking.pairrm.config_checks import check_encoder_config, damaged_config
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.encoding import add_pairrm_tokens
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.weight_files import read_weight_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -62,7 +62,7 @@ def build_pairrm_from_encoder(
     first step. (A ``[CLS]`` copy does not work for sentence-embedding encoders such as all-MiniLM, whose
     ``[CLS]`` output is the same vector whatever the context: the ranker then starts blind and learns
     very slowly.) The head is freshly initialised. The encoder's weights are loaded strictly, after its
-    config was checked (:mod:`~blender_core.ranking.config_checks`: sane sizes and, for a local folder,
+    config was checked (:mod:`~blender_core.ranking.pairrm.config_checks`: sane sizes and, for a local folder,
     the shapes in its weights file's header), so a damaged config is an error, not an absurd allocation.
 
     Args:

@@ -27,14 +27,14 @@ from blender_core.base.validation import (
 from blender_core.ranking import strategies
 from blender_core.ranking.aggregation import AGGREGATIONS, order_from_scores, ranks_from_scores
 from blender_core.ranking.batches import check_batch_size
-from blender_core.ranking.batching import LogitCache, drive_strategies, pair_logits
-from blender_core.ranking.builtin import is_builtin, load_builtin
-from blender_core.ranking.compact import is_compact_folder, load_compact
-from blender_core.ranking.conversations import conversations_to_pairs
-from blender_core.ranking.encoding import PairEncoder
 from blender_core.ranking.interface import BaseRanker
-from blender_core.ranking.loading import load_pairrm
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.batching import LogitCache, drive_strategies, pair_logits
+from blender_core.ranking.pairrm.builtin import is_builtin, load_builtin
+from blender_core.ranking.pairrm.compact import is_compact_folder, load_compact
+from blender_core.ranking.pairrm.conversations import conversations_to_pairs
+from blender_core.ranking.pairrm.encoding import PairEncoder
+from blender_core.ranking.pairrm.loading import load_pairrm
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 logger = logging.getLogger(__name__)
 
@@ -174,7 +174,7 @@ class PairRanker(BaseRanker):
     ) -> np.ndarray:
         """Logits of (source, candidate 1, candidate 2) comparisons: > 0 means candidate 1 is better.
 
-        Every comparison of the call is batched together (see :mod:`blender_core.ranking.batching`);
+        Every comparison of the call is batched together (see :mod:`blender_core.ranking.pairrm.batching`);
         ``batch_size`` overrides the ranker's for this call; ``progress`` advances by one per comparison.
         """
         size = check_batch_size(batch_size, "logits")

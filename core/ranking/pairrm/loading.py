@@ -1,7 +1,7 @@
 """Resolve and load PairRM checkpoints in the three layouts, strictly: reference, HF (PairRM-hf), native.
 
 The config is checked against the weights' shapes (read from the file header) before the model is built
-(:mod:`blender_core.ranking.config_checks`), so a damaged config is an error naming the field, never an
+(:mod:`blender_core.ranking.pairrm.config_checks`), so a damaged config is an error naming the field, never an
 absurd allocation.
 """
 
@@ -17,11 +17,11 @@ from huggingface_hub.errors import StrictDataclassError
 from transformers import AutoConfig, AutoTokenizer, DebertaV2Config, PreTrainedTokenizerBase
 
 from blender_core.base.hub import HubOptions
-from blender_core.ranking.config_checks import check_pairrm_config, check_state_shapes, damaged_config
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.encoding import add_pairrm_tokens
-from blender_core.ranking.modeling_pairrm import PairRMModel
-from blender_core.ranking.weight_files import BIN, SAFETENSORS, load_bin, read_weight_shapes
+from blender_core.ranking.pairrm.config_checks import check_pairrm_config, check_state_shapes, damaged_config
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.encoding import add_pairrm_tokens
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.weight_files import BIN, SAFETENSORS, load_bin, read_weight_shapes
 
 logger = logging.getLogger(__name__)
 
@@ -191,7 +191,7 @@ def detect_layout(folder: Path) -> tuple[str, dict[str, Any]]:
     raise ValueError(
         f"{folder} is not a ranker checkpoint: its config.json is a {raw.get('model_type')!r} model config "
         f"(architectures {raw.get('architectures')}). Load a PairRM checkpoint, or build a new ranker on this "
-        "encoder with `blender-llm train-ranker --encoder` / blender_core.ranking.modeling_pairrm.PairRMModel"
+        "encoder with `blender-llm train-ranker --encoder` / blender_core.ranking.pairrm.modeling_pairrm.PairRMModel"
     )
 
 

@@ -15,8 +15,8 @@ from safetensors.torch import load_file, save_file
 from transformers import BertConfig
 
 from blender_core.base.hub import HubOptions
-from blender_core.ranking.loading import load_pairrm
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.loading import load_pairrm
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.pairrm import make_tiny_pairrm
 
 PROMPT = "write a poem"

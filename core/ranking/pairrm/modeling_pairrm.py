@@ -9,7 +9,7 @@ from torch import nn
 from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
-from blender_core.ranking.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
 
 
 @dataclass
@@ -78,7 +78,7 @@ class PairRMModel(PreTrainedModel):
             if not bool(hits.any(dim=1).all()):
                 raise ValueError(
                     f"a row of input_ids has no {name} token (id {token_id}); build inputs with "
-                    "PairRanker's encoder (blender_core.encoding.PairEncoder), which lays out the three prefixes"
+                    "PairRanker's encoder (blender_core.ranking.pairrm.encoding.PairEncoder), which lays out the three prefixes"
                 )
             found.append(hits.int().argmax(dim=1))
         return found[0], found[1], found[2]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from blender_core.ranking.batching import LogitCache
+from blender_core.ranking.pairrm.batching import LogitCache
 
 
 def test_cache_forgets_the_least_recently_used() -> None:

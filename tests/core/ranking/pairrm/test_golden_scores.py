@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import pytest
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 LONG = "the answer is good and the question is bad and the world is good " * 3
 PROMPTS = ["write a poem", "What is 2+2?", "explain: " + LONG]  # the last one is cut to 24 tokens

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from transformers import PreTrainedTokenizerBase
 
-from blender_core.ranking.configuration_pairrm import (
+from blender_core.ranking.pairrm.configuration_pairrm import (
     CANDIDATE1_TOKEN,
     CANDIDATE2_TOKEN,
     CANDIDATE_TOKEN,

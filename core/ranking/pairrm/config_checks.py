@@ -32,8 +32,8 @@ from typing import Any
 
 import torch
 
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 logger = logging.getLogger(__name__)
 

@@ -16,7 +16,7 @@ SPECIAL_TOKENS = (SOURCE_TOKEN, CANDIDATE1_TOKEN, CANDIDATE2_TOKEN, CANDIDATE_TO
 
 
 class PairRMConfig(PreTrainedConfig):
-    """Configuration of a :class:`~blender_core.ranking.modeling_pairrm.PairRMModel`.
+    """Configuration of a :class:`~blender_core.ranking.pairrm.modeling_pairrm.PairRMModel`.
 
     The encoder's own config lives in ``encoder_config`` (any ``AutoConfig``: DeBERTa-v2, BERT,
     RoBERTa, ELECTRA…); the fields below are the ranker's settings, saved with it.
@@ -70,6 +70,6 @@ class PairRMConfig(PreTrainedConfig):
         if any(i is None for i in ids):
             raise ValueError(
                 "this PairRMConfig has no special-token ids; build the ranker with PairRanker.from_pretrained "
-                "or blender_core.ranking.modeling_pairrm.build_pairrm, which set them from the tokenizer"
+                "or blender_core.ranking.pairrm.build.build_pairrm_from_encoder, which set them from the tokenizer"
             )
         return ids  # type: ignore[return-value]

@@ -8,8 +8,8 @@ from typing import Any
 import numpy as np
 import pytest
 
-from blender_core.ranking.batching import pair_logits
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.batching import pair_logits
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 P = "write a poem"
 PAIR = ["yes", "no"]

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 from transformers import PreTrainedTokenizerBase
 
-from blender_core.ranking.configuration_pairrm import SPECIAL_TOKENS, PairRMConfig
-from blender_core.ranking.encoding import PairEncoder, add_pairrm_tokens
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.configuration_pairrm import SPECIAL_TOKENS, PairRMConfig
+from blender_core.ranking.pairrm.encoding import PairEncoder, add_pairrm_tokens
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.pairrm import build_tiny_tokenizer
 from tests.helpers.tiny_backbones import tiny_bert_tokenizer
 

