@@ -6,7 +6,7 @@ compact exports, built-ins), the reward-model :class:`RewardModelRanker` and the
 The shared modules here (:mod:`.interface`, :mod:`.strategies`, :mod:`.aggregation`, :mod:`.batches`)
 import no kind; the registry (:mod:`.registry`) and this package's re-exports do.
 
-May import: blender_core.base, blender_core.ranking.pairrm.
+May import: blender_core.base, blender_core.ranking.pairrm, blender_core.ranking.reward.
 """
 
 from __future__ import annotations

@@ -178,6 +178,7 @@ def test_every_package_states_its_rule() -> None:
         "blender_core.local_models",
         "blender_core.ranking",
         "blender_core.ranking.pairrm",
+        "blender_core.ranking.reward",
         "blender_core.testing",
         "blender_core.training",
         "langchain_blender",

@@ -47,7 +47,7 @@ from blender_core.base.validation import (
 from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
 from blender_core.ranking.batches import check_batch_size, length_batches, pad_batch
 from blender_core.ranking.interface import BaseRanker
-from blender_core.ranking.reward_inputs import (
+from blender_core.ranking.reward.inputs import (
     check_conversation,
     keep_end,
     position_limit,
@@ -55,7 +55,7 @@ from blender_core.ranking.reward_inputs import (
     render,
     tokenize,
 )
-from blender_core.ranking.reward_loading import (
+from blender_core.ranking.reward.loading import (
     RemoteCodeError,
     check_reward_model,
     load_reward_model,
