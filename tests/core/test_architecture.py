@@ -177,6 +177,7 @@ def test_every_package_states_its_rule() -> None:
         "blender_core.fusion",
         "blender_core.local_models",
         "blender_core.ranking",
+        "blender_core.ranking.judge",
         "blender_core.ranking.pairrm",
         "blender_core.ranking.reward",
         "blender_core.testing",

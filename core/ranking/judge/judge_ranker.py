@@ -1,7 +1,7 @@
 """JudgeRanker: a pairwise ranker that asks a chat model which of two answers is better (LLM-as-a-judge).
 
-Each comparison is one judge call with the MT-Bench pairwise prompt (:mod:`.judge_prompts`), candidate i
-as assistant A and j as B; its verdict (:mod:`.judge_verdict`) is M[i, j] = +1 (A wins), -1 (B wins) or 0
+Each comparison is one judge call with the MT-Bench pairwise prompt (:mod:`.prompts`), candidate i
+as assistant A and j as B; its verdict (:mod:`.verdict`) is M[i, j] = +1 (A wins), -1 (B wins) or 0
 (tie). The strategies ask both orders of every pair they compare, so they see the both-order margin
 M[i, j] - M[j, i], which cancels a judge's position bias exactly as with the PairRM ranker; ``knockout`` and
 ``bubble`` cost 2(n-1) calls, ``full`` n(n-1).
@@ -23,10 +23,10 @@ from blender_core.base.validation import check_candidate_lists, check_choice, ch
 from blender_core.ranking import strategies
 from blender_core.ranking.aggregation import AGGREGATIONS
 from blender_core.ranking.interface import BaseRanker
-from blender_core.ranking.judge_calls import AsyncCall, Blocking, acall_all, call_all
-from blender_core.ranking.judge_chat import JudgeChat, Message, as_judge_chat
-from blender_core.ranking.judge_prompts import MT_BENCH_PAIR, JudgePrompt, judge_messages
-from blender_core.ranking.judge_session import Comparison, JudgeSession
+from blender_core.ranking.judge.calls import AsyncCall, Blocking, acall_all, call_all
+from blender_core.ranking.judge.chat import JudgeChat, Message, as_judge_chat
+from blender_core.ranking.judge.prompts import MT_BENCH_PAIR, JudgePrompt, judge_messages
+from blender_core.ranking.judge.session import Comparison, JudgeSession
 
 
 class JudgeRanker(BaseRanker):
@@ -52,7 +52,7 @@ class JudgeRanker(BaseRanker):
         name: str | None = None,
     ) -> None:
         """Args:
-        chat: the judge: a :class:`~blender_core.ranking.judge_chat.JudgeChat`, or a function of the
+        chat: the judge: a :class:`~blender_core.ranking.judge.chat.JudgeChat`, or a function of the
             messages returning a ``ChatReply`` or a ``str`` (wrapped in ``CallableChat``).
         prompt: the pairwise prompt (default: MT-Bench's).
         max_concurrency: judge calls in flight at once, across the prompts of a call.

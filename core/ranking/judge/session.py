@@ -15,8 +15,8 @@ from collections.abc import Callable, Mapping
 from blender_core.base.results import Ranking
 from blender_core.base.usage import sum_usage
 from blender_core.ranking import strategies
-from blender_core.ranking.judge_calls import CallOutcome
-from blender_core.ranking.judge_verdict import VERDICT_VALUES, excerpt, parse_verdict
+from blender_core.ranking.judge.calls import CallOutcome
+from blender_core.ranking.judge.verdict import VERDICT_VALUES, excerpt, parse_verdict
 
 logger = logging.getLogger(__name__)
 

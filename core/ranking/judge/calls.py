@@ -9,7 +9,7 @@ from typing import Any, TypeVar
 
 from blender_core.base.calls import AsyncCall, Blocking, CallResult, arun_calls, run_calls
 from blender_core.base.threads import BackendThreads
-from blender_core.ranking.judge_chat import ChatReply, as_reply
+from blender_core.ranking.judge.chat import ChatReply, as_reply
 
 K = TypeVar("K", bound=Hashable)
 

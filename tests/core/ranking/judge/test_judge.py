@@ -11,9 +11,9 @@ import pytest
 
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.judge import JudgeRanker
-from blender_core.ranking.judge_chat import CallableChat, ChatReply
-from blender_core.ranking.judge_prompts import MT_BENCH_PAIR, MT_BENCH_SYSTEM, JudgePrompt, judge_messages
-from blender_core.ranking.judge_verdict import parse_verdict
+from blender_core.ranking.judge.chat import CallableChat, ChatReply
+from blender_core.ranking.judge.prompts import MT_BENCH_PAIR, MT_BENCH_SYSTEM, JudgePrompt, judge_messages
+from blender_core.ranking.judge.verdict import parse_verdict
 from tests.helpers.core_fakes import ScriptedJudge, always, judged_answers, prefers_longer
 
 Q = "Name a prime number."

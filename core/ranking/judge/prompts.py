@@ -12,7 +12,7 @@ from __future__ import annotations
 import string
 from dataclasses import dataclass
 
-from blender_core.ranking.judge_chat import Message
+from blender_core.ranking.judge.chat import Message
 
 MT_BENCH_SYSTEM = (
     "Please act as an impartial judge and evaluate the quality of the responses provided by two AI assistants "
