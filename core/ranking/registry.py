@@ -150,7 +150,8 @@ def cached_specs() -> list[str]:
 
 def _load(name: str, options: dict[str, Any]) -> Ranker:
     if name.startswith(REWARD_PREFIX):
-        from blender_core.ranking.reward import RewardModelRanker  # the reward models' loader, on demand
+        # the reward models' loader, on demand
+        from blender_core.ranking.reward.reward_ranker import RewardModelRanker
 
         return RewardModelRanker.from_pretrained(name.removeprefix(REWARD_PREFIX), **options)
     return PairRanker.from_pretrained(name, **options)
