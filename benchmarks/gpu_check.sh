@@ -28,7 +28,7 @@ if [ ! -x "$VENV/bin/python" ]; then
   "$PYTHON" -m venv --system-site-packages "$VENV" || exit 1
 fi
 "$VENV/bin/python" -m pip install -q --no-deps --no-build-isolation -e . || exit 1
-"$VENV/bin/python" -c "import torch, transformers, blender_core.ranking.pair_ranker as r; \
+"$VENV/bin/python" -c "import torch, transformers, blender_core.ranking.pairrm.pair_ranker as r; \
 print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), '| transformers', transformers.__version__)" || exit 1
 
 echo "== pytest -m gpu"

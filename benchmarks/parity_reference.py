@@ -321,7 +321,7 @@ def make_data(root: Path) -> Data:
 
 def truncated(ranker_path: Path, p: Prompts) -> tuple[int, int]:
     """How many sources, and candidates, are longer than the ranker's limits (in tokens)."""
-    from blender_core.ranking.pair_ranker import PairRanker
+    from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
     enc = PairRanker.from_pretrained(ranker_path, device="cpu").encoder
     sources = [i + x for i, x in zip(p.instructions, p.inputs, strict=True)]

@@ -42,7 +42,7 @@ from _common import (
     usable_reference,
 )
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.pairrm import make_tiny_pairrm
 
 TOLERANCE = 1e-4

@@ -11,7 +11,8 @@ the application (``blender_core.app``: CLI, demo) -> the adapters (``langchain_b
 ``llamaindex_blender``) -> the engine (``ensemble``) -> ``ranking`` / ``fusion`` -> ``base``; beside them
 ``data``, ``training``, ``evaluation``, ``batch``, ``compat`` and ``testing`` (fixtures only).
 
-May import: blender_core.base, blender_core.ranking, blender_core.fusion, blender_core.ensemble.
+May import: blender_core.base, blender_core.ranking, blender_core.ranking.pairrm, blender_core.fusion,
+blender_core.ensemble.
 """
 
 from __future__ import annotations
@@ -39,8 +40,8 @@ from blender_core.ranking import (
     RewardModelRanker,
     load_ranker,
 )
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 try:
     __version__ = version("blender-llm")

@@ -5,7 +5,8 @@ Names load on first use, so ``import langchain_blender`` stays light (the ranker
 first adapter you touch) and needs only ``langchain-core``; the agent middleware also needs ``langchain``
 (``pip install "blender-llm[agents]"``).
 
-May import: blender_core.base, blender_core.ranking, blender_core.fusion, blender_core.ensemble.
+May import: blender_core.base, blender_core.ranking, blender_core.ranking.judge, blender_core.fusion,
+blender_core.ensemble.
 
 Example:
     >>> from langchain_blender import BlenderLLM  # doctest: +SKIP

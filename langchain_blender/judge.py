@@ -8,7 +8,7 @@ from langchain_core.messages import BaseMessage, convert_to_messages
 from langchain_core.runnables import Runnable
 
 from blender_core.ranking.judge import JudgeRanker
-from blender_core.ranking.judge_chat import ChatReply, Message
+from blender_core.ranking.judge.chat import ChatReply, Message
 
 from .fusers import model_name
 from .messages import message_usage

@@ -5,7 +5,8 @@ Example:
     >>> rerank = PairRankerRerank(ranker="llm-blender/PairRM", top_n=3)  # doctest: +SKIP
     >>> llm = BlenderLLM([llm_a, llm_b, llm_c], ranker="llm-blender/PairRM", fuser=llm_a)  # doctest: +SKIP
 
-May import: blender_core.base, blender_core.ranking, blender_core.fusion, blender_core.ensemble.
+May import: blender_core.base, blender_core.ranking, blender_core.ranking.judge, blender_core.fusion,
+blender_core.ensemble.
 """
 
 from __future__ import annotations

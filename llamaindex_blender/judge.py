@@ -8,7 +8,7 @@ from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.llms import LLM
 
 from blender_core.ranking.judge import JudgeRanker
-from blender_core.ranking.judge_chat import ChatReply, Message
+from blender_core.ranking.judge.chat import ChatReply, Message
 
 from .fusers import blocks_the_loop, usage_of
 

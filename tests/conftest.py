@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from blender_core.ranking import JudgeRanker, Ranker, load_ranker
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.pairrm import make_tiny_pairrm
 from blender_core.testing.rewards import make_tiny_reward_model
 from tests.helpers.core_fakes import ScriptedJudge

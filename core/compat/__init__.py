@@ -1,6 +1,6 @@
 """A drop-in for the reference package ``llm-blender`` 0.0.2: ``from blender_core.compat import Blender``.
 
-May import: blender_core.base, blender_core.ranking, blender_core.fusion.
+May import: blender_core.base, blender_core.ranking, blender_core.ranking.pairrm, blender_core.fusion.
 """
 
 from __future__ import annotations

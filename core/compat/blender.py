@@ -44,7 +44,7 @@ import numpy as np
 from blender_core.compat.configs import BlenderConfig, GenFuserConfig, RankerConfig, coerce_config
 from blender_core.compat.fuser_methods import FuserMethods
 from blender_core.compat.ranker_methods import RankerMethods
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 
 class Blender(RankerMethods, FuserMethods):

@@ -31,10 +31,10 @@ from blender_core.compat.inputs import (
     source_texts,
 )
 from blender_core.ranking import strategies
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.conversations import conversations_to_pairs
-from blender_core.ranking.encoding import PairEncoder
-from blender_core.ranking.pair_ranker import REF_MODES, PairRanker, reference_answer
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.conversations import conversations_to_pairs
+from blender_core.ranking.pairrm.encoding import PairEncoder
+from blender_core.ranking.pairrm.pair_ranker import REF_MODES, PairRanker, reference_answer
 
 logger = logging.getLogger(__name__)
 

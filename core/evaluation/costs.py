@@ -17,7 +17,8 @@ from typing import Any
 
 from blender_core.base.results import Ranking
 from blender_core.base.usage import sum_usage
-from blender_core.ranking.interface import BaseRanker, Ranker, ranker_name
+from blender_core.ranking.interface import BaseRanker, Ranker
+from blender_core.ranking.registry import spec_name
 
 #: issue messages kept as examples (the count covers them all)
 N_EXAMPLES = 3
@@ -60,7 +61,7 @@ class MeteredRanker(BaseRanker):
 
     def __init__(self, ranker: Ranker) -> None:
         self.ranker = ranker
-        self.name = ranker_name(ranker)
+        self.name = spec_name(ranker)
         self._rankings: list[Ranking] = []
 
     def rank(

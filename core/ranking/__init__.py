@@ -1,20 +1,29 @@
 """Ranking: the ranker interface every consumer uses, ``load_ranker`` (one cached, thread-safe way to
-turn a spec into a ranker) and its first implementation, the PairRM :class:`PairRanker`: config and model
-(a real transformers model), input layout, loading of every checkpoint layout (reference, PairRM-hf,
-native, compact exports, built-ins), strategies and aggregation.
+turn a spec into a ranker), the strategies and their aggregation, and a package per ranker kind:
+:mod:`.pairrm` (the PairRM :class:`PairRanker`: config and model, input layout, every checkpoint layout,
+compact exports, built-ins), :mod:`.reward` (the :class:`RewardModelRanker`) and :mod:`.judge` (the LLM
+:class:`JudgeRanker`).
 
-May import: blender_core.base.
+The shared modules here (:mod:`.interface`, :mod:`.strategies`, :mod:`.aggregation`, :mod:`.batches`)
+import no kind; the registry (:mod:`.registry`) and this package's re-exports do.
+
+May import: blender_core.base, blender_core.ranking.pairrm, blender_core.ranking.reward,
+blender_core.ranking.judge.
 """
 
 from __future__ import annotations
 
 from blender_core.base.results import RankedCandidate, Ranking
-from blender_core.ranking.builtin import BUILTIN_RANKER
 from blender_core.ranking.interface import BaseRanker, Ranker
-from blender_core.ranking.judge import JudgeRanker
-from blender_core.ranking.judge_chat import CallableChat, ChatReply, JudgeChat
-from blender_core.ranking.judge_prompts import MT_BENCH_PAIR, JudgePrompt
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.judge import (
+    MT_BENCH_PAIR,
+    CallableChat,
+    ChatReply,
+    JudgeChat,
+    JudgePrompt,
+    JudgeRanker,
+)
+from blender_core.ranking.pairrm import BUILTIN_RANKER, PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, RankerSpec, check_ranker_spec, load_ranker
 from blender_core.ranking.reward import RewardModelRanker
 from blender_core.ranking.strategies import STRATEGIES

@@ -4,7 +4,7 @@ A ranker ranks each prompt's candidates: ``rank`` takes a batch of prompts and r
 :class:`Ranking` each. That is the whole protocol; :func:`rank_one` ranks one prompt's candidates with any
 ranker (the candidates best first, with their scores), and :class:`BaseRanker` gives ``rank_one`` and
 ``best_of_n`` as methods, so an implementation writes ``rank`` only. The PairRM
-:class:`~blender_core.ranking.pair_ranker.PairRanker` is the first implementation.
+:class:`~blender_core.ranking.pairrm.pair_ranker.PairRanker` is the first implementation.
 
 Example:
     >>> from blender_core.ranking import load_ranker
@@ -109,8 +109,3 @@ class BaseRanker(ABC):
         cands = check_candidate_lists(p, candidates, "best_of_n", 1)
         return [r.best for r in self.rank(p, cands, strategy=strategy, **rank_kwargs)]
 
-
-def ranker_name(ranker: Any) -> str:
-    """A short name for a ranker object (its ``name``, else its class name)."""
-    name = getattr(ranker, "name", None)
-    return name if isinstance(name, str) and name else type(ranker).__name__

@@ -23,9 +23,9 @@ from typing import Any, TypeAlias
 from huggingface_hub.errors import HFValidationError
 from huggingface_hub.utils import validate_repo_id
 
-from blender_core.ranking.builtin import BUILTIN_NAMES, BUILTIN_RANKER, is_builtin
 from blender_core.ranking.interface import Ranker
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.builtin import BUILTIN_NAMES, BUILTIN_RANKER, is_builtin
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 #: the ranker every consumer uses when none is given: the paper's PairRM, fetched from the hub once
 DEFAULT_RANKER = "llm-blender/PairRM"
@@ -86,7 +86,8 @@ def _check_name(spec: str | Path) -> None:
 
 
 def spec_name(spec: RankerSpec) -> str:
-    """How a spec is shown in metadata and logs: the name or path, the object's ``name``, or the default."""
+    """How a spec or a ranker is shown in metadata and logs: the name or path, the object's ``name`` (else its
+    class name), or the default ranker's for ``None``."""
     if spec is None:
         return DEFAULT_RANKER
     if isinstance(spec, (str, Path)):
@@ -149,7 +150,8 @@ def cached_specs() -> list[str]:
 
 def _load(name: str, options: dict[str, Any]) -> Ranker:
     if name.startswith(REWARD_PREFIX):
-        from blender_core.ranking.reward import RewardModelRanker  # the reward models' loader, on demand
+        # the reward models' loader, on demand
+        from blender_core.ranking.reward.reward_ranker import RewardModelRanker
 
         return RewardModelRanker.from_pretrained(name.removeprefix(REWARD_PREFIX), **options)
     return PairRanker.from_pretrained(name, **options)

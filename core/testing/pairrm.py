@@ -15,9 +15,9 @@ from typing import Any, Literal
 import torch
 from transformers import DebertaV2Config, DebertaV2Tokenizer
 
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.encoding import add_pairrm_tokens
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.encoding import add_pairrm_tokens
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 _WORDS = (
     "the a an of to and in is it that for on with as was be by this are or from at which but not have "
@@ -138,7 +138,7 @@ def make_tiny_pairrm(
     state = {k: v.contiguous() for k, v in model.state_dict().items()}
 
     if layout == "native":
-        from blender_core.ranking.pair_ranker import PairRanker
+        from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
         PairRanker(model, tokenizer).save_pretrained(root)
         return root

@@ -3,5 +3,6 @@ config fields both use (``training.config``), AdamW and its progress-driven sche
 the run's counters, clock and log (``training.run``), and the accelerate set-up and training loop
 (``training.base``). Inference never imports this package.
 
-May import: blender_core.base, blender_core.data, blender_core.ranking, blender_core.fusion, blender_core.local_models.
+May import: blender_core.base, blender_core.data, blender_core.ranking, blender_core.ranking.pairrm, blender_core.fusion,
+blender_core.local_models.
 """

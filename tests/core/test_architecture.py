@@ -177,6 +177,9 @@ def test_every_package_states_its_rule() -> None:
         "blender_core.fusion",
         "blender_core.local_models",
         "blender_core.ranking",
+        "blender_core.ranking.judge",
+        "blender_core.ranking.pairrm",
+        "blender_core.ranking.reward",
         "blender_core.testing",
         "blender_core.training",
         "langchain_blender",
@@ -228,6 +231,32 @@ def test_engine_and_pipeline_tests_pass_without_any_framework() -> None:
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "LEAKED []" in proc.stdout
     assert " passed" in proc.stdout
+
+
+def test_ranker_kinds_use_only_the_shared_ranking_modules() -> None:
+    """A ranker kind (a package under ``ranking/``) imports no other kind and, of ``blender_core.ranking``, only
+    the shared modules: never the registry nor the package itself, which import the kinds (the "May import"
+    rules cannot say this, since a kind's parent is open to it)."""
+    modules = find_modules(ROOT, PACKAGES)
+    known = set(modules)
+    kinds = {n for n, m in modules.items() if m.is_package and n.startswith("blender_core.ranking.")}
+    assert kinds == {"blender_core.ranking.judge", "blender_core.ranking.pairrm", "blender_core.ranking.reward"}
+    shared = {
+        n
+        for n in known
+        if n.startswith("blender_core.ranking.") and unit_of(n, kinds) is None and n != "blender_core.ranking.registry"
+    }
+    offenders = []
+    for name, module in modules.items():
+        kind = unit_of(name, kinds)
+        if kind is None:
+            continue
+        for target in sorted(imports_of(module, known)):
+            if target.split(".")[:2] != ["blender_core", "ranking"] or unit_of(target, kinds) == kind:
+                continue
+            if target not in shared:
+                offenders.append(f"{name} imports {target}")
+    assert offenders == []
 
 
 # ---------------------------------------------------------------------------- the checker itself

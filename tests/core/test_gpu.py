@@ -12,7 +12,7 @@ import pytest
 import torch
 
 from blender_core.compat import Blender
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 pytestmark = [
     pytest.mark.gpu,

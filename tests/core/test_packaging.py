@@ -35,7 +35,7 @@ def test_blender_core_imports_from_anywhere(tmp_path: Path) -> None:
     code = "import blender_core, blender_core.ranking; print(blender_core.PairRanker.__module__)"
     proc = run_python(code, tmp_path)
     assert proc.returncode == 0, proc.stderr
-    assert proc.stdout.strip() == "blender_core.ranking.pair_ranker"
+    assert proc.stdout.strip() == "blender_core.ranking.pairrm.pair_ranker"
 
 
 def test_typed_and_versioned() -> None:

@@ -19,7 +19,7 @@ from blender_core.ensemble import BackendAnswer
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
 from blender_core.ranking.interface import BaseRanker
-from blender_core.ranking.judge_chat import ChatReply
+from blender_core.ranking.judge.chat import ChatReply
 
 
 class LengthRanker(BaseRanker):

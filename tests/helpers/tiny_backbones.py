@@ -6,9 +6,9 @@ from typing import Any
 
 from transformers import BertConfig, BertTokenizer, ElectraConfig, PreTrainedConfig, RobertaConfig
 
-from blender_core.ranking.configuration_pairrm import PairRMConfig
-from blender_core.ranking.encoding import add_pairrm_tokens
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.pairrm.encoding import add_pairrm_tokens
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 WORDS = "the a an answer question good bad yes no hello world write poem python code sea is it of".split()
 BACKBONES: dict[str, type[PreTrainedConfig]] = {

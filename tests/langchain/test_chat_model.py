@@ -15,7 +15,7 @@ from langchain_core.tools import tool
 from langchain_core.tracers.run_collector import RunCollectorCallbackHandler
 
 from blender_core.ensemble import EnsembleError
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from langchain_blender import BlenderLLM, ChatModelFuser
 from langchain_blender.selection import prompt_text
 from langchain_blender.tool_calls import canonical_tool_calls

@@ -16,7 +16,7 @@ from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda, RunnableParallel
 from langchain_core.tools import tool
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from langchain_blender import (
     PairRankerCompressor,
     PairRankerRunnable,

@@ -15,7 +15,7 @@ from langchain_core.outputs import ChatResult
 from pydantic import BaseModel, PrivateAttr, ValidationError
 
 from blender_core.ensemble import EnsembleError
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from langchain_blender import BlenderLLM
 from tests.helpers.langchain_fakes import ScriptedChatModel
 

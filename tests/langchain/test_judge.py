@@ -8,7 +8,7 @@ import pytest
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
 
 from blender_core.ranking.judge import JudgeRanker
-from blender_core.ranking.judge_prompts import MT_BENCH_SYSTEM
+from blender_core.ranking.judge.prompts import MT_BENCH_SYSTEM
 from langchain_blender import BlenderLLM, judge_ranker
 from tests.helpers.core_fakes import judged_answers, prefers_longer
 from tests.helpers.langchain_fakes import ScriptedChatModel, three_backends

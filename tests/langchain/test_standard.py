@@ -8,7 +8,7 @@ import pytest
 from langchain_tests.integration_tests import ChatModelIntegrationTests
 from langchain_tests.unit_tests import ChatModelUnitTests
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from langchain_blender import BlenderLLM
 from tests.helpers.langchain_fakes import three_backends
 

@@ -20,7 +20,7 @@ from llama_index.core.bridge.pydantic import PrivateAttr
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_completion_callback
 
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from llamaindex_blender import BlenderLLM
 from llamaindex_blender.fusers import blocks_the_loop
 from tests.helpers.llamaindex_fakes import FakeLLM

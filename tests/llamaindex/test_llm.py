@@ -23,7 +23,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.llms.callbacks import llm_chat_callback
 
 from blender_core.ensemble import EnsembleError, FusionError, render_prompt
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from llamaindex_blender import BlenderLLM, LlamaIndexFuser
 from tests.helpers.llamaindex_fakes import FakeLLM
 

@@ -21,7 +21,7 @@ from llama_index.core.llms import MockLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
 
 from blender_core.ranking import registry
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from llamaindex_blender import PairRankerRerank
 
 QUERY = "explain the answer to the question"

@@ -2,7 +2,7 @@
 :class:`~blender_core.ranking.JudgeRanker` over a local chat model (:class:`~blender_core.fusion.chat.LocalChat`
 wrapped in a ``CallableChat``), and the judge options both commands share.
 
-The default prompt is :data:`~blender_core.ranking.judge_prompts.VERDICT_ONLY_PAIR`: an explanation first
+The default prompt is :data:`~blender_core.ranking.judge.prompts.VERDICT_ONLY_PAIR`: an explanation first
 (MT-Bench's way) costs a few hundred generated tokens per comparison, which a small model on CPU cannot
 afford (SmolLM2-135M generates about 15 tokens a second on two cores).
 """
@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING, Annotated, Any
 import typer
 
 from blender_core.ranking import MT_BENCH_PAIR, CallableChat, ChatReply, JudgePrompt, JudgeRanker
-from blender_core.ranking.judge_chat import Message
-from blender_core.ranking.judge_prompts import VERDICT_ONLY_PAIR
+from blender_core.ranking.judge.chat import Message
+from blender_core.ranking.judge.prompts import VERDICT_ONLY_PAIR
 
 if TYPE_CHECKING:
     from blender_core.fusion.chat import LocalChat

@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
         Multi-GPU: `accelerate launch --num_processes N "$(which blender-llm)" train-ranker ...` (one process per GPU).
         """
         from blender_core.data.records import read_records, split_by_prompt, write_jsonl
-        from blender_core.ranking.build import build_pairrm_from_encoder
+        from blender_core.ranking.pairrm.build import build_pairrm_from_encoder
         from blender_core.training.ranker.config import TrainConfig
         from blender_core.training.ranker.trainer import RankerTrainer
 
@@ -103,7 +103,7 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"training records: {len(train_records)}; dev records: {len(dev_records)}")
 
         if init_from is not None:  # exactly one of --encoder / --init-from, checked above
-            from blender_core.ranking.pair_ranker import PairRanker
+            from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
             ranker = PairRanker.from_pretrained(init_from, device="cpu", dtype=None)
             model, tokenizer = ranker.model, ranker.tokenizer

@@ -14,8 +14,8 @@ from dataclasses import dataclass
 import torch
 
 from blender_core.data.records import CandidateSet, Pair
-from blender_core.ranking.configuration_pairrm import CANDIDATE_TOKEN
-from blender_core.ranking.encoding import PairEncoder
+from blender_core.ranking.pairrm.configuration_pairrm import CANDIDATE_TOKEN
+from blender_core.ranking.pairrm.encoding import PairEncoder
 from blender_core.training.ranker.config import TrainConfig
 from blender_core.training.ranker.sampling import sample_pairs
 

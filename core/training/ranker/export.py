@@ -1,7 +1,7 @@
 """Write a compact export of a fine-tuned PairRanker: only what differs from the encoder it was built on.
 
 The format (``ranker.json`` and ``ranker_delta.safetensors``) and its loading are
-:mod:`blender_core.ranking.compact`; writing one is training's job, here.
+:mod:`blender_core.ranking.pairrm.compact`; writing one is training's job, here.
 """
 
 from __future__ import annotations
@@ -13,8 +13,8 @@ from typing import Any
 
 import torch
 
-from blender_core.ranking.compact import DELTA_FILE, FORMAT, META_FILE
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.compact import DELTA_FILE, FORMAT, META_FILE
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 logger = logging.getLogger(__name__)
 
@@ -36,7 +36,7 @@ def export_compact(
         model: the trained ranker (adapters merged).
         base_state: the state dict of ``build_pairrm_from_encoder(encoder, …)`` with the same limits,
             i.e. the starting point of training.
-        encoder: the name :func:`~blender_core.ranking.build.build_pairrm_from_encoder` rebuilds it from.
+        encoder: the name :func:`~blender_core.ranking.pairrm.build.build_pairrm_from_encoder` rebuilds it from.
         rank: rank kept for changed 2-D weights (the LoRA rank: exact; lower: an approximation).
         dtype: storage dtype of the tensors (fp16 halves the size; the error is far below the model's).
     """

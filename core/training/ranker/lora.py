@@ -8,7 +8,7 @@ from typing import Any
 
 from torch import nn
 
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 
 
 def _require_peft() -> Any:

@@ -1,7 +1,7 @@
 """The PairRanker training losses: the paper's "instructgpt" pairwise loss and per-side BCE / MSE.
 
 Every loss takes the per-side head outputs ``left`` / ``right`` (batch, n_tasks) of
-:class:`~blender_core.ranking.modeling_pairrm.PairRMModel` and ``sign`` (batch,): +1 when candidate 1 (left) is
+:class:`~blender_core.ranking.pairrm.modeling_pairrm.PairRMModel` and ``sign`` (batch,): +1 when candidate 1 (left) is
 better, -1 when candidate 2 is. Rows with ``sign == 0`` (ties) are ignored.
 """
 

@@ -24,8 +24,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from blender_core.data.records import CandidateSet, Pair
-from blender_core.ranking.encoding import PairEncoder
-from blender_core.ranking.modeling_pairrm import PairRMModel
+from blender_core.ranking.pairrm.encoding import PairEncoder
+from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
 from blender_core.training.base import BaseTrainer
 from blender_core.training.optim import lr_multiplier
 from blender_core.training.ranker.augment import synthetic_pairs
@@ -65,7 +65,7 @@ class TrainResult:
 def dev_accuracy(model: Any, tokenizer: PreTrainedTokenizerBase, pairs: Sequence[Pair], *, device: torch.device,
                  batch_size: int) -> float:
     """Accuracy of the both-orders margin on non-tie pairs (a tie of the margin counts one half)."""
-    from blender_core.ranking.pair_ranker import PairRanker
+    from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
     was_training = model.training
     ranker = PairRanker(model, tokenizer, device=device, dtype=torch.float32, batch_size=batch_size)

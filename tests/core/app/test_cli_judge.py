@@ -17,8 +17,8 @@ from blender_core.app.commands._judge import judge_from_option
 from blender_core.data.records import Pair, read_records
 from blender_core.fusion.chat import LocalChat
 from blender_core.ranking import CallableChat, ChatReply, JudgeRanker
-from blender_core.ranking.judge_prompts import VERDICT_ONLY_PAIR
-from blender_core.ranking.judge_verdict import parse_verdict
+from blender_core.ranking.judge.prompts import VERDICT_ONLY_PAIR
+from blender_core.ranking.judge.verdict import parse_verdict
 from blender_core.testing.fusers import make_tiny_causal_lm
 from tests.helpers.core_fakes import forcing_reply
 from tests.helpers.training import make_pair_file, make_tiny_encoder

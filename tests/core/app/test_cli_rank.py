@@ -15,7 +15,7 @@ from typer.testing import CliRunner, Result
 
 from blender_core.app.cli import app
 from blender_core.ranking import load_ranker
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, clear_ranker_cache
 from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
 

@@ -13,7 +13,7 @@ pytest.importorskip("langchain_huggingface")
 
 from blender_core.app import demo
 from blender_core.app.cli import app
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.fusers import make_tiny_causal_lm
 
 PROMPT = "hello there, which answer is better?"

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blender_core.batch.rank_file import LineError, rank_file, read_done
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
 from tests.helpers.core_fakes import LengthRanker
 

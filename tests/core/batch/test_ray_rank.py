@@ -24,7 +24,7 @@ from blender_core.batch.ray_cluster import RaySettings
 from blender_core.batch.ray_engine import rank_with_ray
 from blender_core.batch.sharded import ShardJobError
 from blender_core.batch.shards import ShardDone
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.core.batch.ray_local import ONE_ACTOR, TWO_ACTORS, local_ray
 from tests.core.batch.ray_rankers import CrashOnce, InterruptAfter
 from tests.core.batch.records import read_lines, write_lines

@@ -11,8 +11,8 @@ import pytest
 import torch
 
 from blender_core.compat import Blender, BlenderConfig, RankerConfig
-from blender_core.ranking.conversations import conversations_to_pairs
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.conversations import conversations_to_pairs
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.helpers.golden_inputs import (
     BUBBLE_SEED,
     CONVERSATION_LIMITS,

@@ -22,7 +22,7 @@ from blender_core.evaluation.fusion import (
 )
 from blender_core.evaluation.text_metrics import rouge_l, token_f1
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 
 
 def test_token_f1_hand_computed() -> None:

@@ -19,7 +19,7 @@ from blender_core.evaluation.ranker import (
     selection_metrics,
 )
 from blender_core.evaluation.report import build_report, write_report
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.helpers.core_fakes import LengthRanker
 
 PAIRS = [

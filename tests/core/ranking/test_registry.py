@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from blender_core.ranking import PairRanker, check_ranker_spec, load_ranker, registry
-from blender_core.ranking.builtin import BUILTIN_RANKER
+from blender_core.ranking.pairrm.builtin import BUILTIN_RANKER
 from blender_core.ranking.registry import DEFAULT_RANKER
 
 

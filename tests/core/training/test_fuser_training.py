@@ -14,7 +14,7 @@ from typer.testing import CliRunner
 from blender_core.data.alpacaeval import load_alpacaeval
 from blender_core.fusion.causal import LLMFuser
 from blender_core.fusion.seq2seq import GenFuser
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.fusers import make_tiny_causal_lm, make_tiny_gen_fuser
 from blender_core.training.fuser import (
     FuserTrainConfig,

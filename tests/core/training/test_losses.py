@@ -9,8 +9,8 @@ import pytest
 import torch
 
 from blender_core.data.records import read_records
-from blender_core.ranking.build import build_pairrm_from_encoder
-from blender_core.ranking.encoding import PairEncoder
+from blender_core.ranking.pairrm.build import build_pairrm_from_encoder
+from blender_core.ranking.pairrm.encoding import PairEncoder
 from blender_core.training.ranker.config import TrainConfig
 from blender_core.training.ranker.dataset import Collator, ComparisonDataset, TokenCache, plan_epoch
 from blender_core.training.ranker.losses import bce_loss, get_loss, instructgpt_loss, mse_loss

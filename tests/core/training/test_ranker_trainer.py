@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from blender_core.data.records import read_records
-from blender_core.ranking.build import build_pairrm_from_encoder
-from blender_core.ranking.compact import DELTA_FILE, apply_compact, load_compact
-from blender_core.ranking.pair_ranker import PairRanker
+from blender_core.ranking.pairrm.build import build_pairrm_from_encoder
+from blender_core.ranking.pairrm.compact import DELTA_FILE, apply_compact, load_compact
+from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.training.ranker.config import TrainConfig
 from blender_core.training.ranker.trainer import RankerTrainer, lr_multiplier
 from tests.helpers.training import make_candidate_file, make_pair_file, make_tiny_encoder
