@@ -12,13 +12,12 @@ from blender_core.ranking.judge.chat import ChatReply, Message
 
 from .fusers import model_name
 from .messages import message_usage
+from .sync_only import runs_in_executor
 
 
 class ChatModelJudge:
     """A LangChain chat model on the judge's plain call interface (``complete`` / ``acomplete``): the reply's
     text, and its ``usage_metadata`` as the usage. ``invoke_kwargs`` go to every call."""
-
-    blocking_async = False  # LangChain's ainvoke runs a sync-only model in an executor, off the loop
 
     def __init__(self, model: Runnable[Any, BaseMessage], **invoke_kwargs: Any) -> None:
         if not isinstance(model, Runnable):
@@ -28,6 +27,9 @@ class ChatModelJudge:
             )
         self.model = model
         self.invoke_kwargs = invoke_kwargs
+        # a model with no async path of its own is called through complete() in the judge's bounded
+        # daemon threads, never in the event loop's shared executor (where a hung call keeps a worker)
+        self.blocking_async = runs_in_executor(model)
         self.name = model_name(model)
 
     def complete(self, messages: list[Message]) -> ChatReply:

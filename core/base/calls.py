@@ -80,11 +80,10 @@ def run_calls(
     while waiting or running:
         while waiting and len(running) < limit:
             key = waiting.popleft()
-            refusal = threads.refuses(owner(key))
-            if refusal is not None:
-                out[key] = CallResult(refused=refusal)
+            job = threads.try_start(owner(key), calls[key])
+            if isinstance(job, str):
+                out[key] = CallResult(refused=job)
                 continue
-            job = threads.start(owner(key), calls[key])
             job.add_done_callback(report_to(key))
             running[key] = job
         if not running:  # every call left was refused
@@ -110,7 +109,8 @@ def run_calls(
 
 
 async def _in_thread(name: str, call: Blocking, threads: BackendThreads, timeout: float | None) -> CallResult:
-    """A blocking call from async code: in a daemon thread, awaited without blocking the event loop."""
+    """A blocking call from async code: in a daemon thread, awaited without blocking the event loop (or
+    refused at once when its owner holds too many stuck calls)."""
     loop = asyncio.get_running_loop()
     finished: asyncio.Future[None] = loop.create_future()
 
@@ -121,7 +121,9 @@ async def _in_thread(name: str, call: Blocking, threads: BackendThreads, timeout
     def wake(_: Job) -> None:
         loop.call_soon_threadsafe(resolve)
 
-    job = threads.start(name, call.call)
+    job = threads.try_start(name, call.call)
+    if isinstance(job, str):
+        return CallResult(refused=job)
     job.add_done_callback(wake)
     try:
         await asyncio.wait_for(asyncio.shield(finished), timeout)
@@ -151,9 +153,6 @@ async def arun_calls(
             await gate.acquire()  # waiting for a slot is not charged to the call
         try:
             if isinstance(call, Blocking):
-                refusal = threads.refuses(owner(key))
-                if refusal is not None:
-                    return CallResult(refused=refusal)
                 return await _in_thread(owner(key), call, threads, timeout)
             start = time.perf_counter()
             try:

@@ -87,7 +87,7 @@ def judge_from_option(
         )
         judge = JudgeRanker(
             CallableChat(_replies(chat), name=name), prompt=JUDGE_PROMPTS[prompt],
-            max_concurrency=concurrency, timeout=timeout,
+            max_concurrency=concurrency, max_stuck_calls=max(8, concurrency), timeout=timeout,
         )  # fmt: skip
     except (OSError, ValueError, ImportError) as exc:
         typer.echo(f"error: could not load the judge {spec!r}: {exc}", err=True)

@@ -57,7 +57,9 @@ class JudgeRanker(BaseRanker):
         prompt: the pairwise prompt (default: MT-Bench's).
         max_concurrency: judge calls in flight at once, across the prompts of a call.
         timeout: seconds each judge call may take (None: no limit); past it the call is a tie.
-        max_stuck_calls: calls still running past their timeout before the judge is skipped at once.
+        max_stuck_calls: calls still running past their timeout before the judge is skipped at once; the
+            threads a hung judge holds stay within it (at least ``max_concurrency``: every call in flight
+            may hang).
         name: shown in metadata and logs (default ``judge:<the chat's name>``).
         """
         self.chat = as_judge_chat(chat)
@@ -67,6 +69,13 @@ class JudgeRanker(BaseRanker):
         self.max_concurrency = positive_int(max_concurrency, "JudgeRanker: max_concurrency")
         self.timeout = _check_timeout(timeout)
         self.max_stuck_calls = positive_int(max_stuck_calls, "JudgeRanker: max_stuck_calls")
+        if self.max_stuck_calls < self.max_concurrency:
+            # every call in flight may hang at once: a lower bound could not hold
+            raise ValueError(
+                f"JudgeRanker: max_stuck_calls ({max_stuck_calls}) must be >= max_concurrency "
+                f"({max_concurrency}): all the calls in flight may hang together; raise max_stuck_calls or "
+                "lower max_concurrency"
+            )
         self.name = name or f"judge:{getattr(self.chat, 'name', None) or type(self.chat).__name__}"
         self._threads = BackendThreads(self.max_stuck_calls, thread_prefix="blender-judge")
 

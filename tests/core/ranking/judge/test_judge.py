@@ -148,7 +148,7 @@ def test_a_judge_past_its_timeout_is_a_tie_within_about_the_timeout() -> None:
 
 def test_a_hung_judge_is_skipped_once_it_holds_max_stuck_calls_then_asked_again() -> None:
     judge = ScriptedJudge(delay=10.0)
-    ranker = JudgeRanker(judge, timeout=0.3, max_stuck_calls=2)
+    ranker = JudgeRanker(judge, timeout=0.3, max_concurrency=4, max_stuck_calls=4)  # the 4 first-round calls may all hang
     start = time.perf_counter()
     (r,) = ranker.rank([Q], [["a", "bb", "ccc", "dddd"]], strategy="knockout")
     assert time.perf_counter() - start < 1.5  # the final's round is skipped, not waited for
