@@ -2,7 +2,7 @@
 
 - ``POST /v1/chat/completions``: the ensemble's answer, whole or streamed (server-sent events ending with
   ``data: [DONE]``); tools; ``usage`` summed over backends, ranker and fuser; the account with
-  ``"blender": {"account": true}`` (see :mod:`blender_core.app.serve_protocol`).
+  ``"blender": {"account": true}`` (see :mod:`blender_core.app.serve.protocol`).
 - ``GET /v1/models``: the one model this server is. ``GET /health``: ready (the ranker is loaded before the
   server accepts requests) and the requests in flight; it needs no key.
 
@@ -13,8 +13,8 @@ the fusion. A stream's headers go out with its first piece: a request that fails
 down: 502) gets a plain HTTP error.
 
 Example:
-    >>> from blender_core.app.serve_app import create_app
-    >>> from blender_core.app.serve_config import load_config
+    >>> from blender_core.app.serve.app import create_app
+    >>> from blender_core.app.serve.config import load_config
     >>> app = create_app(load_config("ensemble.toml"))  # doctest: +SKIP
     >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
 """
@@ -34,10 +34,10 @@ from starlette.background import BackgroundTask
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from blender_core.app.serve_backends import ServedEnsemble, build_served
-from blender_core.app.serve_config import ServeConfig
-from blender_core.app.serve_guard import CHAT_PATH, Guard, InFlight
-from blender_core.app.serve_protocol import (
+from blender_core.app.serve.backends import ServedEnsemble, build_served
+from blender_core.app.serve.config import ServeConfig
+from blender_core.app.serve.guard import CHAT_PATH, Guard, InFlight
+from blender_core.app.serve.protocol import (
     ApiError,
     ChunkStream,
     Completion,

@@ -20,14 +20,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blender_core.app.serve_config import (
+from blender_core.app.serve.config import (
     HuggingFaceBackend,
     OpenAIBackend,
     ServeConfig,
     backend_key,
     server_keys,
 )
-from blender_core.app.serve_secrets import Redactor, redacting_http_client
+from blender_core.app.serve.redaction import Redactor, redacting_http_client
 
 logger = logging.getLogger(__name__)
 

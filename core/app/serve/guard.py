@@ -18,7 +18,7 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from blender_core.app.serve_protocol import error_body
+from blender_core.app.serve.protocol import error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
