@@ -371,6 +371,10 @@ class Completion:
         self.model = model
         self.redact = redact
 
+    def _common(self) -> dict[str, Any]:
+        """The fields a completion and each of its chunks share."""
+        return {"id": self.id, "created": self.created, "model": self.model, "system_fingerprint": None}
+
     def response(self, message: AIMessage, *, with_account: bool) -> ChatCompletion:
         """The ``chat.completion`` of the ensemble's answer."""
         calls = _tool_calls(message)
@@ -381,11 +385,8 @@ class Completion:
         if with_account:
             extra["blender"] = account(message.response_metadata["blender"], self.redact)
         return ChatCompletion(
-            id=self.id,
             object="chat.completion",
-            created=self.created,
-            model=self.model,
-            system_fingerprint=None,
+            **self._common(),
             choices=[
                 Choice(index=0, message=reply, finish_reason="tool_calls" if calls else "stop", logprobs=None)
             ],
@@ -395,15 +396,7 @@ class Completion:
 
     def chunk(self, choices: list[ChunkChoice], **fields: Any) -> ChatCompletionChunk:
         """A ``chat.completion.chunk`` of this response."""
-        return ChatCompletionChunk(
-            id=self.id,
-            object="chat.completion.chunk",
-            created=self.created,
-            model=self.model,
-            system_fingerprint=None,
-            choices=choices,
-            **fields,
-        )
+        return ChatCompletionChunk(object="chat.completion.chunk", **self._common(), choices=choices, **fields)
 
 
 class ChunkStream:
