@@ -233,7 +233,7 @@ def _where(loc: tuple[int | str, ...]) -> str:
     for k, part in enumerate(loc):
         if isinstance(part, int):
             out += f"[{part}]"
-        elif k >= 2 and loc[0] == "messages" and isinstance(loc[k - 1], int) and part in _ROLES:
+        elif k == 2 and loc[0] == "messages" and part in _ROLES:  # the role tag of messages[i]
             continue
         elif part in ("str", "int", "float", "bool", "none") or "[" in part or "-" in part:
             continue  # a union member's label, e.g. 'list[ContentPart]'

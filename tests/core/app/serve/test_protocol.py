@@ -91,6 +91,8 @@ def test_messages_are_typed_by_role_and_keep_what_clients_add() -> None:
         ({"messages": [{"role": "tool", "content": "sunny"}]}, "messages", "messages[0].tool_call_id: Field required"),
         ({"messages": [{"role": "user", "content": [{"type": "text"}]}]}, "messages",
          "messages[0].content[0]: a text part needs a string 'text'"),
+        ({"messages": [{"role": "assistant", "tool_calls": [{"id": "c1", "type": "function", "function": {}}]}]},
+         "messages", "messages[0].tool_calls[0].function.arguments: Field required"),
         ({"messages": []}, "messages", "messages: List should have at least 1 item"),
         ({"temperature": "hot"}, "temperature", "temperature: Input should be a valid number"),
         ({"stream_options": {"include_usage": "maybe"}}, "stream_options", "stream_options.include_usage:"),
