@@ -27,6 +27,7 @@ from llama_index.core.constants import DEFAULT_CONTEXT_WINDOW, DEFAULT_NUM_OUTPU
 from llama_index.core.llms import LLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
+from blender_core.base.usage import openai_usage
 from blender_core.ensemble import (
     AsyncCall,
     BackendAnswer,
@@ -190,15 +191,10 @@ class BlenderLLM(LLM, EnsembleSettings):
     # ------------------------------------------------------------------ engine -> LlamaIndex
     @staticmethod
     def _raw(outcome: EnsembleOutcome) -> dict[str, Any]:
-        usage = outcome.usage
         return {
             "blender": outcome.metadata(),
             # the keys LlamaIndex's token counting (get_tokens_from_response) reads
-            "usage": {
-                "prompt_tokens": usage["input_tokens"],
-                "completion_tokens": usage["output_tokens"],
-                "total_tokens": usage["total_tokens"],
-            },
+            "usage": openai_usage(outcome.usage),
         }
 
     @staticmethod

@@ -66,9 +66,9 @@ def readme_server(tiny_reference_ckpt: Path) -> Iterator[str]:
     """A live ``blender-llm serve`` on loopback over two fake upstreams, keyed by ``BLENDER_API_KEY``."""
     pytest.importorskip("fastapi")
     pytest.importorskip("langchain_openai")
-    from blender_core.app.serve_app import create_app
-    from blender_core.app.serve_config import parse_config
-    from tests.core.app.serve_support import backend
+    from blender_core.app.serve.app import create_app
+    from blender_core.app.serve.config import parse_config
+    from tests.core.app.serve.support import backend
     from tests.helpers.openai_upstreams import FakeUpstream, LiveServer
 
     with (

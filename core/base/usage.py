@@ -33,3 +33,16 @@ def sum_usage(usages: Sequence[Mapping[str, int] | None]) -> dict[str, int]:
         if not u.get("total_tokens"):
             total["total_tokens"] += int(u.get("input_tokens", 0) or 0) + int(u.get("output_tokens", 0) or 0)
     return total
+
+
+def openai_usage(usage: Mapping[str, int] | None) -> dict[str, int]:
+    """Token usage in the OpenAI API's keys (``prompt_tokens``, ``completion_tokens``, ``total_tokens``),
+    as OpenAI-compatible clients and LlamaIndex's token counting read it; total = prompt + completion when
+    not given."""
+    usage = usage or {}
+    prompt, completion = int(usage.get("input_tokens", 0) or 0), int(usage.get("output_tokens", 0) or 0)
+    return {
+        "prompt_tokens": prompt,
+        "completion_tokens": completion,
+        "total_tokens": int(usage.get("total_tokens") or prompt + completion),
+    }

@@ -60,3 +60,15 @@ def test_every_subpackage_is_listed_for_the_wheel() -> None:
             parts = init.parent.relative_to(root / top).parts
             found.add(".".join((name, *parts)))
     assert found == listed
+
+
+def test_the_server_package_is_installed_and_reads_its_config_without_the_serve_extra(tmp_path: Path) -> None:
+    """``blender_core.app.serve`` installs with the wheel, and its config (what ``blender-llm serve`` checks
+    before anything else) imports none of the ``[serve]`` extra's packages."""
+    code = (
+        "import sys, blender_core.app.serve.config as c, blender_core.app.serve.run\n"
+        "print(c.__name__, sorted(m for m in ('fastapi', 'openai', 'uvicorn', 'langchain_openai') if m in sys.modules))"
+    )
+    proc = run_python(code, tmp_path)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "blender_core.app.serve.config []"

@@ -75,7 +75,7 @@ def judge_from_option(
     exits with its error message and status 1, as a ranker does."""
     if prompt not in JUDGE_PROMPTS:
         raise typer.BadParameter(f"unknown judge prompt {prompt!r}; choose one of {', '.join(JUDGE_PROMPTS)}")
-    from blender_core.app.demo import load_chat_model
+    from blender_core.app.local_chat import load_chat_model
     from blender_core.fusion.chat import LocalChat
 
     tokens = DEFAULT_MAX_NEW_TOKENS[prompt] if max_new_tokens is None else max_new_tokens

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import os
 import textwrap
+import threading
 import time
+from collections.abc import Callable, Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated
+from typing import TYPE_CHECKING, Annotated, Any
+from uuid import UUID
 
 import typer
 
@@ -41,6 +44,54 @@ def _show(answer: DemoAnswer, index: int, total: int) -> None:
         f"time: generate {t['generate_s']:.1f} s, rank {t['rank_s']:.1f} s, fuse {t['fuse_s']:.1f} s, "
         f"total {t['total_s']:.1f} s  [{index}/{total}]"
     )
+
+
+def progress_handler(emit: Callable[[str], None], n_backends: int) -> Any:
+    """A LangChain callback handler that reports each backend's start and end through ``emit``, and
+    the ranking step once every backend has answered."""
+    from langchain_core.callbacks import BaseCallbackHandler
+
+    class _Progress(BaseCallbackHandler):
+        def __init__(self) -> None:
+            self.lock = threading.Lock()
+            self.runs: dict[UUID, tuple[str, float]] = {}
+            self.finished = 0
+
+        def _backend(self, metadata: Mapping[str, Any] | None) -> str | None:
+            return (metadata or {}).get("blender_backend")
+
+        def _finish(self, run_id: UUID) -> tuple[tuple[str, float] | None, int]:
+            """The backend run that ended (None: not a backend's) and how many have ended so far."""
+            with self.lock:
+                run = self.runs.pop(run_id, None)
+                if run is not None:
+                    self.finished += 1
+                return run, self.finished
+
+        def on_chat_model_start(
+            self, serialized: Any, messages: Any, *, run_id: UUID, metadata: Any = None, **kwargs: Any
+        ) -> None:
+            name = self._backend(metadata)
+            if name is not None:
+                with self.lock:
+                    self.runs[run_id] = (name, time.perf_counter())
+                emit(f"  {name}: generating…")
+
+        def on_llm_end(self, response: Any, *, run_id: UUID, **kwargs: Any) -> None:
+            run, finished = self._finish(run_id)
+            if run is None:
+                return
+            text = response.generations[0][0].text if response.generations and response.generations[0] else ""
+            emit(f"  {run[0]}: {len(text.split())} words in {time.perf_counter() - run[1]:.1f} s")
+            if finished % n_backends == 0:
+                emit(f"  ranking {n_backends} answers…")
+
+        def on_llm_error(self, error: BaseException, *, run_id: UUID, **kwargs: Any) -> None:
+            run, _ = self._finish(run_id)
+            if run is not None:
+                emit(f"  {run[0]}: failed ({type(error).__name__}: {error})")
+
+    return _Progress()
 
 
 def _auto_threads() -> int | None:
@@ -106,7 +157,8 @@ def register(app: typer.Typer) -> None:
         built-in ranker and fuses the top 3 with the same model. Shows every candidate with its score
         and rank, the chosen ones, the fused answer (streamed) and timings.
         """
-        from blender_core.app.demo import DEFAULT_BACKENDS, DEFAULT_PROMPTS, check_packages
+        from blender_core.app.demo import DEFAULT_BACKENDS, DEFAULT_PROMPTS
+        from blender_core.app.local_chat import check_packages
 
         total_start = time.perf_counter()
         try:
@@ -122,7 +174,8 @@ def register(app: typer.Typer) -> None:
         import torch
 
         from blender_core.app.commands._ranker import ranker_from_option
-        from blender_core.app.demo import ask, build_ensemble, load_chat_model, progress_handler
+        from blender_core.app.demo import ask, build_ensemble
+        from blender_core.app.local_chat import load_chat_model
 
         threads = num_threads or _auto_threads()
         if threads:

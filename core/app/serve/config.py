@@ -35,7 +35,7 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from blender_core.app.demo import LocalBackend
+from blender_core.app.local_chat import LocalBackend
 from blender_core.ensemble.settings import EnsembleSettings
 from blender_core.ranking.registry import check_ranker_spec
 
@@ -139,7 +139,8 @@ class OpenAIBackend(_Section):
 
 
 class HuggingFaceBackend(_Section):
-    """A local transformers chat model (a folder, or a hub id fetched once), as the demo runs it."""
+    """A local transformers chat model (a folder, or a hub id fetched once), run as the demo runs its own
+    (:mod:`blender_core.app.local_chat`)."""
 
     kind: Literal["huggingface"]
     name: BackendName
@@ -158,11 +159,11 @@ class HuggingFaceBackend(_Section):
 
     @model_validator(mode="after")
     def _sampling(self) -> HuggingFaceBackend:
-        self.local_backend()  # the demo's own check of the sampling settings
+        self.local_backend()  # LocalBackend's own check of the sampling settings
         return self
 
     def local_backend(self) -> LocalBackend:
-        """This backend as the demo's :class:`~blender_core.app.demo.LocalBackend`."""
+        """This backend as a :class:`~blender_core.app.local_chat.LocalBackend`."""
         return LocalBackend(
             self.name,
             self.system_prompt,

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.core.app.serve_support import ENV, FUSED, serve
+from tests.core.app.serve.support import ENV, FUSED, serve
 from tests.helpers.openai_upstreams import FakeUpstream, LiveServer
 
 
@@ -72,8 +72,8 @@ retry_after = 3
 request_timeout = 10.0
 
 {tables}"""
-    from blender_core.app.serve_app import create_app
-    from blender_core.app.serve_config import load_config
+    from blender_core.app.serve.app import create_app
+    from blender_core.app.serve.config import load_config
 
     path = tmp_path_factory.mktemp("serve") / "ensemble.toml"
     path.write_text(text)

@@ -1,47 +1,31 @@
-"""The OpenAI-compatible server of ``blender-llm serve``: FastAPI routes over the served ``BlenderLLM``.
-
-- ``POST /v1/chat/completions``: the ensemble's answer, whole or streamed (server-sent events ending with
-  ``data: [DONE]``); tools; ``usage`` summed over backends, ranker and fuser; the account with
-  ``"blender": {"account": true}`` (see :mod:`blender_core.app.serve_protocol`).
-- ``GET /v1/models``: the one model this server is. ``GET /health``: ready (the ranker is loaded before the
-  server accepts requests) and the requests in flight; it needs no key.
+"""Serving one chat completion: the request read before its deadline, the ensemble called in a task of its
+own, and how that task ends (vLLM's ``OpenAIServingChat``, for the ensemble).
 
 Each chat completion runs in a task of its own, so that it can be stopped: past the request's deadline
 (504, or an error event once streaming), or as soon as the client disconnects, while waiting for the
 answer or mid-stream. Stopping it cancels the backend calls (their HTTP requests are closed upstream) and
 the fusion. A stream's headers go out with its first piece: a request that fails before (all backends
 down: 502) gets a plain HTTP error.
-
-Example:
-    >>> from blender_core.app.serve_app import create_app
-    >>> from blender_core.app.serve_config import load_config
-    >>> app = create_app(load_config("ensemble.toml"))  # doctest: +SKIP
-    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-import os
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable
 from typing import Any, TypeVar
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse, Response, StreamingResponse
+from fastapi import Request
+from fastapi.responses import Response, StreamingResponse
 from starlette.background import BackgroundTask
-from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from blender_core.app.serve_backends import ServedEnsemble, build_served
-from blender_core.app.serve_config import ServeConfig
-from blender_core.app.serve_guard import CHAT_PATH, Guard, InFlight
-from blender_core.app.serve_protocol import (
+from blender_core.app.serve.backends import ServedEnsemble
+from blender_core.app.serve.config import LimitSettings
+from blender_core.app.serve.protocol import (
     ApiError,
     ChunkStream,
     Completion,
-    error_body,
     parse_request,
     to_messages,
 )
@@ -55,10 +39,6 @@ _END = object()
 
 class ClientGone(Exception):
     """The client disconnected before its answer was ready."""
-
-
-def _error_response(error: ApiError) -> JSONResponse:
-    return JSONResponse(error.body(), status_code=error.status, headers=error.headers)
 
 
 async def _disconnected(request: Request) -> None:
@@ -148,39 +128,16 @@ class ChunkQueue:
         await _settle(self.task)
 
 
-def create_app(
-    config: ServeConfig, *, environ: Mapping[str, str] | None = None, served: ServedEnsemble | None = None
-) -> FastAPI:
-    """The server's ASGI app for a validated config.
+class ChatServing:
+    """``POST /v1/chat/completions`` over the served ensemble, within the config's limits."""
 
-    Args:
-        config: the validated config.
-        environ: where the keys' environment variables are read (default ``os.environ``).
-        served: an already built ensemble (default: built from the config).
+    def __init__(self, served: ServedEnsemble, limits: LimitSettings) -> None:
+        self.served = served
+        self.limits = limits
 
-    Raises:
-        ConfigError: an environment variable the config names is not set.
-        ImportError: a package the server or a backend needs is missing (naming the extra to install).
-    """
-    served = (
-        served if served is not None else build_served(config, os.environ if environ is None else environ)
-    )
-    limits = config.limits
-    in_flight = InFlight(limits.max_in_flight)
-    redact = served.redactor
-
-    @contextlib.asynccontextmanager
-    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
-        await asyncio.to_thread(served.warm_up)
-        logger.info("serving %s: %d backends", served.model_name, len(served.llm.backends))
-        yield
-        await served.aclose()
-
-    app = FastAPI(title="blender-llm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    app.state.served = served
-    app.state.in_flight = in_flight
-
-    def describe(exc: BaseException) -> ApiError:
+    def describe(self, exc: BaseException) -> ApiError:
+        """The API error of an exception of the ensemble call, its text scrubbed of secrets."""
+        redact = self.served.redactor
         if isinstance(exc, ApiError):
             return exc
         if isinstance(exc, EnsembleError):
@@ -192,74 +149,54 @@ def create_app(
             500, "the ensemble failed; see the server log", type="server_error", code="internal_error"
         )
 
-    @app.exception_handler(ApiError)
-    async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
-        return _error_response(exc)
+    async def create_chat_completion(self, raw_request: Request) -> Response:
+        """The completion, whole or streamed; 499 (unsent) when the client left first.
 
-    @app.exception_handler(StarletteHTTPException)
-    async def _http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-        return JSONResponse(
-            error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers
-        )
-
-    @app.get("/health")
-    async def health() -> dict[str, Any]:
-        return {"status": "ok", "in_flight": in_flight.count, "max_in_flight": in_flight.limit}
-
-    @app.get("/v1/models")
-    async def models() -> dict[str, Any]:
-        return {
-            "object": "list",
-            "data": [{"id": served.model_name, "object": "model", "created": 0, "owned_by": "blender-llm"}],
-        }
-
-    @app.post(CHAT_PATH)
-    async def chat_completions(request: Request) -> Response:
-        answering = Answering(request, asyncio.get_running_loop().time() + limits.request_timeout, describe)
+        Raises:
+            ApiError: 400 a bad request, 404 another model, 502 the backends or the fuser failed, 504 the
+                deadline passed (before the stream began).
+        """
+        loop = asyncio.get_running_loop()
+        answering = Answering(raw_request, loop.time() + self.limits.request_timeout, self.describe)
         try:
-            body = await asyncio.wait_for(request.body(), answering.remaining())
+            body = await asyncio.wait_for(raw_request.body(), answering.remaining())
         except ClientDisconnect:  # gone, or (the guard says) its body passed the limit
             return Response(status_code=499)
         except (TimeoutError, asyncio.TimeoutError):
             raise answering.deadline_error() from None
-        req = parse_request(body, max_messages=limits.max_messages)
-        if req.model != served.model_name:
+        request = parse_request(body, max_messages=self.limits.max_messages)
+        served = self.served
+        if request.model != served.model_name:
             raise ApiError(
                 404,
-                f"the model {req.model!r} does not exist here; this server is {served.model_name!r}",
+                f"the model {request.model!r} does not exist here; this server is {served.model_name!r}",
                 param="model",
                 code="model_not_found",
             )
-        messages = to_messages(req.messages)
+        messages = to_messages(request.messages)
         llm: Any = served.llm
-        if req.tools:
+        if request.tools:
             try:
-                llm = llm.bind_tools(req.tools, **req.tool_options())
+                llm = llm.bind_tools(request.tools, **request.tool_options())
             except (TypeError, ValueError) as exc:
-                raise ApiError(400, redact(str(exc)), param="tools") from None
-        options = req.call_options()
-        completion = Completion(served.model_name, redact)
+                raise ApiError(400, served.redactor(str(exc)), param="tools") from None
+        options = request.call_options()
+        completion = Completion(served.model_name, served.redactor)
         try:
-            if not req.stream:
-                message = await answering.until_ready(asyncio.ensure_future(llm.ainvoke(messages, **options)))
-                return JSONResponse(completion.body(message, with_account=req.wants_account))
+            if not request.stream:
+                call = asyncio.ensure_future(llm.ainvoke(messages, **options))
+                message = await answering.until_ready(call)
+                reply = completion.response(message, with_account=request.wants_account)
+                return Response(reply.model_dump_json(exclude_unset=True), media_type="application/json")
             return await _stream(
                 answering,
                 ChunkQueue(lambda: llm.astream(messages, **options)),
-                ChunkStream(completion, include_usage=req.include_usage, with_account=req.wants_account),
+                ChunkStream(
+                    completion, include_usage=request.include_usage, with_account=request.wants_account
+                ),
             )
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; the ensemble call is already stopped
-
-    app.add_middleware(
-        Guard,
-        keys=served.server_keys,
-        in_flight=in_flight,
-        max_body_bytes=limits.max_body_bytes,
-        retry_after=limits.retry_after,
-    )
-    return app
 
 
 async def _stream(answering: Answering, chunks: ChunkQueue, events: ChunkStream) -> Response:

@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from blender_core.app.cli import app
-from blender_core.app.serve_config import (
+from blender_core.app.serve.config import (
     ConfigError,
     HuggingFaceBackend,
     OpenAIBackend,
@@ -19,10 +19,10 @@ from blender_core.app.serve_config import (
     parse_config,
     server_keys,
 )
-from blender_core.app.serve_run import check_bind, is_loopback
-from blender_core.app.serve_secrets import RedactingFilter, Redactor
+from blender_core.app.serve.redaction import RedactingFilter, Redactor
+from blender_core.app.serve.run import check_bind, is_loopback
 
-ROOT = Path(__file__).resolve().parents[3]
+ROOT = Path(__file__).resolve().parents[4]
 EXAMPLE = ROOT / "scripts" / "ensemble.example.toml"
 
 MINIMAL = """

@@ -20,9 +20,9 @@ pytest.importorskip("fastapi")
 pytest.importorskip("langchain_openai")
 
 
-from blender_core.app.serve_app import create_app
-from blender_core.app.serve_config import parse_config
-from tests.core.app.serve_support import (
+from blender_core.app.serve.app import create_app
+from blender_core.app.serve.config import parse_config
+from tests.core.app.serve.support import (
     ENV,
     FUSED,
     MODEL,

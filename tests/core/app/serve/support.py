@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import httpx
 
-from blender_core.app.serve_config import parse_config
+from blender_core.app.serve.config import parse_config
 from tests.helpers.openai_upstreams import FakeUpstream, LiveServer
 
 if TYPE_CHECKING:
@@ -38,7 +38,7 @@ def backend(fake: FakeUpstream, *, key: bool = True) -> dict[str, Any]:
 
 
 def serve(ranker: Path, fakes: list[FakeUpstream], **sections: dict[str, Any]) -> LiveServer:
-    from blender_core.app.serve_app import create_app
+    from blender_core.app.serve.app import create_app
 
     ensemble = {"ranker": str(ranker), "top_k": 2, **sections.pop("ensemble", {})}
     config = parse_config({"ensemble": ensemble, "backends": [backend(f) for f in fakes], **sections})

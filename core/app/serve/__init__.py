@@ -1,0 +1,16 @@
+"""``blender-llm serve``: the ensemble as an OpenAI-compatible server (FastAPI over the LangChain
+``BlenderLLM``), laid out as vLLM's ``entrypoints/openai/``.
+
+- :mod:`~blender_core.app.serve.config`: the TOML config, validated (no server package needed).
+- :mod:`~blender_core.app.serve.protocol`: the wire format: a typed request, and responses as the
+  ``openai`` package's own ``ChatCompletion`` / ``ChatCompletionChunk`` / ``CompletionUsage``.
+- :mod:`~blender_core.app.serve.serving`: one chat completion: its deadline, the client leaving, the stream.
+- :mod:`~blender_core.app.serve.routes`: the routes, on a module-level router reading the app's state.
+- :mod:`~blender_core.app.serve.guard`: keys, the in-flight bound and the body limit (ASGI middleware).
+- :mod:`~blender_core.app.serve.app`: ``create_app``: the app, its state, the router and the guard.
+- :mod:`~blender_core.app.serve.backends`: the served ensemble, built from the config.
+- :mod:`~blender_core.app.serve.redaction`: keys kept out of logs, errors and responses.
+- :mod:`~blender_core.app.serve.run`: where it may listen, and uvicorn with a graceful shutdown.
+
+Nothing is imported here, so that the config can be read without the ``[serve]`` extra.
+"""

@@ -1,0 +1,89 @@
+"""The server's ASGI app: :func:`create_app` builds the served ensemble, sets the app's state, includes
+the routes (:mod:`blender_core.app.serve.routes`) and puts the guard in front
+(:mod:`blender_core.app.serve.guard`). Every error leaves in OpenAI's shape.
+
+Example:
+    >>> from blender_core.app.serve.app import create_app
+    >>> from blender_core.app.serve.config import load_config
+    >>> app = create_app(load_config("ensemble.toml"))  # doctest: +SKIP
+    >>> # uvicorn.run(app, host="127.0.0.1", port=8000)
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import os
+from collections.abc import AsyncIterator, Mapping
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from starlette.exceptions import HTTPException as StarletteHTTPException
+
+from blender_core.app.serve.backends import ServedEnsemble, build_served
+from blender_core.app.serve.config import ServeConfig
+from blender_core.app.serve.guard import Guard, InFlight
+from blender_core.app.serve.protocol import ApiError, error_body
+from blender_core.app.serve.routes import router
+from blender_core.app.serve.serving import ChatServing
+
+logger = logging.getLogger(__name__)
+
+
+async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, ApiError)  # registered for ApiError only
+    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+
+
+async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, StarletteHTTPException)  # registered for HTTPException only
+    kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
+    return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
+
+
+def create_app(
+    config: ServeConfig, *, environ: Mapping[str, str] | None = None, served: ServedEnsemble | None = None
+) -> FastAPI:
+    """The server's ASGI app for a validated config.
+
+    Its state: ``served`` (the :class:`ServedEnsemble`), ``in_flight`` (the chat completions in flight)
+    and ``chat`` (the :class:`ChatServing` the chat route calls).
+
+    Args:
+        config: the validated config.
+        environ: where the keys' environment variables are read (default ``os.environ``).
+        served: an already built ensemble (default: built from the config).
+
+    Raises:
+        ConfigError: an environment variable the config names is not set.
+        ImportError: a package the server or a backend needs is missing (naming the extra to install).
+    """
+    if served is None:
+        served = build_served(config, os.environ if environ is None else environ)
+    limits = config.limits
+    in_flight = InFlight(limits.max_in_flight)
+    ensemble = served
+
+    @contextlib.asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        await asyncio.to_thread(ensemble.warm_up)
+        logger.info("serving %s: %d backends", ensemble.model_name, len(ensemble.llm.backends))
+        yield
+        await ensemble.aclose()
+
+    app = FastAPI(title="blender-llm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
+    app.state.served = served
+    app.state.in_flight = in_flight
+    app.state.chat = ChatServing(served, limits)
+    app.include_router(router)
+    app.add_exception_handler(ApiError, _api_error)
+    app.add_exception_handler(StarletteHTTPException, _http_error)
+    app.add_middleware(
+        Guard,
+        keys=served.server_keys,
+        in_flight=in_flight,
+        max_body_bytes=limits.max_body_bytes,
+        retry_after=limits.retry_after,
+    )
+    return app
