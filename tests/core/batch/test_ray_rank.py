@@ -28,7 +28,7 @@ from blender_core.ranking.pair_ranker import PairRanker
 from tests.core.batch.ray_local import ONE_ACTOR, TWO_ACTORS, local_ray
 from tests.core.batch.ray_rankers import CrashOnce, InterruptAfter
 from tests.core.batch.records import read_lines, write_lines
-from tests.core.batch.sharded_records import errors_of, keys, many_sets, same_rankings, with_bad_lines
+from tests.core.batch.sharded_records import counts, errors_of, keys, many_sets, same_rankings, with_bad_lines
 from tests.helpers.core_fakes import LengthRanker
 
 
@@ -67,12 +67,7 @@ def test_the_output_equals_single_process_rank(
     )
     same_rankings(tmp_path / "got.jsonl", tmp_path / "want.jsonl")  # same records, same order, same scores
     assert errors_of(tmp_path / "got.err") == errors_of(tmp_path / "want.err")
-    assert (got.written, got.skipped, got.pairs, got.errors) == (
-        want.written,
-        want.skipped,
-        want.pairs,
-        want.errors,
-    )
+    assert counts(got) == counts(want)
     assert seen == list(want.errors)
     assert (
         got.shards_ranked
@@ -243,3 +238,4 @@ def test_a_ranker_that_cannot_travel_is_a_clear_error(ray_instance: Any, tmp_pat
         rank_with_ray(inp, tmp_path / "out.jsonl", scripted_judge(), show_progress=False)
     with pytest.raises(ValueError, match=r"actors must be a positive int or None, got 0"):
         RaySettings(actors=0)
+
