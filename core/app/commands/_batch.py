@@ -300,12 +300,13 @@ def run_command(
     """Run a batch command: check its options, load (or check) the ranker, run the library's ``job``
     (``rank_files`` or ``label_pairs``, with ``job_args``) on the engine chosen, and print the summary; errors
     as one line and exit status 1 (2 for a usage error)."""
-    from blender_core.batch.parts import OutputBusyError
+    from blender_core.batch.parts import OutputBusyError, PartStore
     from blender_core.batch.resume import InputChangedError
     from blender_core.batch.sharded import PartialInputError, ShardJobError
 
     settings = prepare_job(opts)
     try:
+        PartStore(opts.out).check_free()  # before the ranker is loaded, which may take minutes
         loading = ranker_options(opts, settings)
         report = job(
             list(opts.files),
