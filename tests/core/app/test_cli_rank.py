@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,6 +19,7 @@ from blender_core.ranking import load_ranker
 from blender_core.ranking.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, clear_ranker_cache
 from tests.core.batch.lock_holder import lock_held_elsewhere
+from tests.core.batch.old_rank import DATA as OLD
 from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
 
 
@@ -271,3 +273,17 @@ def test_a_second_run_on_the_same_out_is_refused_before_loading(tiny_native_ckpt
     assert res.exit_code == 0, res.output
     assert len(read_lines(out)) == len(SETS)
 
+
+def test_an_output_the_old_rank_left_resumes(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    """An output that ``rank`` left half-written before it ran on the one engine (cut in the middle of a line)."""
+    out = tmp_path / "ranked.jsonl"
+    shutil.copyfile(OLD / "partial_cut.jsonl", out)
+    before = (OLD / "partial.jsonl").read_bytes()
+    args = ["rank", str(OLD / "in.jsonl"), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "ranked 30 records; 5 of them pairs; skipped 15 already in" in res.stdout
+    assert "skipped 9 bad lines" in res.stdout
+    assert out.read_bytes().startswith(before)  # the old records untouched, the cut one ranked again
+    keys = [(r.get("id"), r["line"]) for r in read_lines(out)]
+    assert keys == [(r.get("id"), r["line"]) for r in read_lines(OLD / "ranked.jsonl")]  # every record once

@@ -2,9 +2,10 @@
 append-and-flush loop for one input), kept in ``tests/core/batch/data/old_rank/`` so that the tests can
 check that today's engine writes the same bytes and resumes what the old one left.
 
-The files were made by running this module (``python -m tests.core.batch.old_rank``) on that commit; it
-refuses to overwrite them. The ranker is :class:`FractionRanker`, deterministic and with scores that are
-not whole numbers, so the bytes do not depend on the machine, and how floats are written is tested too:
+The files were made by running this module (``python -m tests.core.batch.old_rank``) on that commit
+(where :class:`FractionRanker` was written out in full, and stopped itself; the same scores); it refuses to
+overwrite them. The ranker is deterministic, with scores that are not whole numbers, so the bytes do not
+depend on the machine, and how floats are written is tested too:
 
 - ``in.jsonl``: every kind of record and bad line (``with_bad_lines``), non-ASCII text, a bad byte, a
   line ending in ``\\r\\n``, blank lines.
@@ -17,15 +18,11 @@ not whole numbers, so the bytes do not depend on the machine, and how floats are
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
 from pathlib import Path
 
-import numpy as np
-
-from blender_core.base.results import Ranking
-from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
-from blender_core.ranking.interface import BaseRanker
+from tests.core.batch.ray_rankers import InterruptAfter, Interrupted
 from tests.core.batch.sharded_records import many_sets, with_bad_lines
+from tests.helpers.core_fakes import LengthRanker
 
 DATA = Path(__file__).parent / "data" / "old_rank"
 CHUNK = 5  # records per chunk of the old run
@@ -33,39 +30,18 @@ STOP_AFTER = 3  # chunks the old run flushed before it was stopped
 CUT = 30  # bytes of the next record a crash in the middle of a write left
 
 
-class Stopped(Exception):
-    """Stands for the run being stopped (not an error that ranking recovers from, so the run stops)."""
-
-
-class FractionRanker(BaseRanker):
+class FractionRanker(LengthRanker):
     """Deterministic scores that are not whole numbers: a third of a candidate's length, less a seventh of
-    its position. Stops (raises :class:`Stopped`) at call ``stop_at`` when given; records each call's prompts."""
+    its position (``calls`` records what it ranked, as :class:`LengthRanker` does)."""
 
     name = "fraction"
 
-    def __init__(self, stop_at: int | None = None) -> None:
-        self.stop_at = stop_at
-        self.prompts: list[str] = []
-        self.calls = 0
+    def score(self, index: int, text: str) -> float:
+        return len(text) / 3 - index / 7
 
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        self.calls += 1
-        if self.calls == self.stop_at:
-            raise Stopped(f"stopped at call {self.calls}")
-        self.prompts.extend(prompts)
-        out = []
-        for cands in candidates:
-            scores = np.array([len(c) / 3 - k / 7 for k, c in enumerate(cands)])
-            order = order_from_scores(scores)
-            out.append(Ranking(scores, ranks_from_scores(scores), order, order[0], strategy, n_forward=0))
-        return out
+    def ranked(self) -> list[str]:
+        """The prompts it ranked, in order."""
+        return [p for prompts, _, _ in self.calls for p in prompts]
 
 
 def input_bytes() -> bytes:
@@ -110,13 +86,13 @@ def main() -> None:
     )
     try:
         rank_file(
-            FractionRanker(stop_at=STOP_AFTER + 1),
+            InterruptAfter(FractionRanker(), STOP_AFTER),
             inp,
             DATA / "partial.jsonl",
             chunk_size=CHUNK,
             show_progress=False,
         )
-    except Stopped:
+    except Interrupted:
         pass
     else:
         raise SystemExit("the run was not stopped")

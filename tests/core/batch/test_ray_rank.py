@@ -239,3 +239,37 @@ def test_a_ranker_that_cannot_travel_is_a_clear_error(ray_instance: Any, tmp_pat
     with pytest.raises(ValueError, match=r"actors must be a positive int or None, got 0"):
         RaySettings(actors=0)
 
+
+def test_on_ray_the_bytes_rank_wrote_and_its_old_partial_output(ray_instance: Any, tmp_path: Path) -> None:
+    """The outputs ``rank`` wrote before the one engine (``test_old_outputs``), from Ray actors: the same bytes, and
+    an output an interrupted old run left (cut mid-write) resumed, every record once."""
+    from blender_core.batch.rank_file import rank_files
+    from tests.core.batch.old_rank import DATA, FractionRanker
+
+    out, errors = tmp_path / "ranked.jsonl", tmp_path / "ranked.errors.jsonl"
+    report = rank_files(
+        DATA / "in.jsonl",
+        out,
+        FractionRanker(),
+        engine="ray",
+        ray_settings=ONE_ACTOR,
+        shard_size=7,
+        chunk_size=3,
+        errors_path=errors,
+        show_progress=False,
+    )
+    assert out.read_bytes() == (DATA / "ranked.jsonl").read_bytes()
+    assert errors.read_bytes() == (DATA / "ranked.errors.jsonl").read_bytes()
+    assert report.written == 45
+    resumed = tmp_path / "resumed.jsonl"
+    resumed.write_bytes((DATA / "partial_cut.jsonl").read_bytes())
+    again = rank_with_ray(
+        DATA / "in.jsonl",
+        resumed,
+        FractionRanker(),
+        ray_settings=ONE_ACTOR,
+        shard_size=7,
+        show_progress=False,
+    )
+    assert resumed.read_bytes() == (DATA / "ranked.jsonl").read_bytes()
+    assert (again.skipped, again.written) == (15, 30)
