@@ -1,9 +1,14 @@
 """Offline jobs over files: rank every candidate set of JSON-lines or Parquet inputs, or turn them into
 preference pairs, resumably and exactly once, in this process or on Ray actors.
 
-``rank_file`` (one input, this process); ``sharded`` / ``shards`` / ``parts`` (the sharded engine and its
-exactly-once part files); ``ray_cluster`` / ``ray_engine`` (the same on Ray: ``ray`` is imported only there,
-lazily, from the ``[ray]`` extra); ``pairs`` (``label_pairs``, TRL's preference format).
+One engine runs every job, however it is scheduled: ``sharded`` (plan the shards while reading, merge their
+parts in input order), ``shards`` (the unit of work, what a job writes per record, the local executor),
+``parts`` (atomic part files, the journaled merge, the output's lock). What reads inputs and outputs:
+``sources``, ``plan``, ``output``, ``resume``. Who ranks: ``jobs`` picks the executor of ``engine="local"`` or
+``"ray"``; ``ray_executor`` / ``ray_cluster`` are the Ray executor and where its actors run (``ray`` is imported
+only there, lazily, from the ``[ray]`` extra). The jobs: ``rank_file`` (``rank_files``, and ``rank_file`` for
+one input) and ``pairs`` (``label_pairs``, TRL's preference format); ``ray_engine.rank_with_ray`` is
+``rank_files`` on Ray.
 
 May import: blender_core.base, blender_core.data, blender_core.ranking.
 """

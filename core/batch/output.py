@@ -1,4 +1,4 @@
-"""The output file of :func:`~blender_core.batch.rank_file.rank_file`: where it may go, and what it already holds.
+"""The output file of a batch job (:mod:`blender_core.batch.sharded`): where it may go, and what it already holds.
 
 Before a run, :func:`check_output_path` says in one sentence why a path cannot take the rankings (a folder,
 the input itself, a ``.gz``, a folder that cannot be created, no permission to write), so that a command

@@ -21,7 +21,7 @@ Which pairs (:class:`PairPolicy`); the candidates are taken in the ranker's orde
 A pair is kept only when the chosen candidate is ranked above the rejected one and its score is higher by
 more than ``margin`` (default 0: ties give no pair), so a record may give no pair at all.
 
-The reading, bad-line reports, resume and exactly-once writing are the sharded engine's
+The reading, bad-line reports, resume and exactly-once writing are the one batch engine's, as for ``rank``
 (:mod:`blender_core.batch.sharded`), in this process (``engine="local"``) or on Ray actors (``"ray"``); the
 two write the same lines. A record's key fields (``id`` / ``file`` / ``line``, ``line_hash``) are on each of
 its pairs, so a rerun skips records that already have pairs in the output (a record that gave none is ranked
@@ -41,23 +41,15 @@ from pathlib import Path
 from typing import Any, Literal
 
 from blender_core.base.validation import check_choice
+from blender_core.batch.jobs import Engine, run_job
 from blender_core.batch.plan import Item, LineError, record_head
 from blender_core.batch.ray_cluster import RaySettings
-from blender_core.batch.ray_engine import run_on_ray
-from blender_core.batch.sharded import (
-    DEFAULT_SHARD_SIZE,
-    ShardedReport,
-    as_inputs,
-    check_job_paths,
-    run_sharded,
-)
-from blender_core.batch.shards import JobSpec, LocalExecutor, ShardDone
-from blender_core.ranking.registry import RankerSpec, load_ranker, spec_name
+from blender_core.batch.sharded import DEFAULT_SHARD_SIZE, RunOptions, ShardedReport
+from blender_core.batch.shards import JobSpec, ShardDone
+from blender_core.ranking.registry import RankerSpec, spec_name
 
 PairChoice = Literal["best-vs-worst", "best-vs-each", "all-pairs"]
 PAIR_CHOICES: tuple[str, ...] = ("best-vs-worst", "best-vs-each", "all-pairs")
-Engine = Literal["local", "ray"]
-ENGINES: tuple[str, ...] = ("local", "ray")
 
 
 @dataclass(frozen=True)
@@ -143,20 +135,18 @@ def label_pairs(
     """Rank every record of the input(s) and write its preference pairs to ``out_path`` (resumable, exactly once).
 
     Args:
-        source: a path (JSON lines, ``.gz``, Parquet) or a list of paths; with ``engine="ray"`` also a
-            ``ray.data.Dataset``.
+        source: a path (JSON lines, ``.gz``, Parquet), a ``ray.data.Dataset``, or a list of them.
         out_path: the output JSON lines file (one pair per line).
         ranker: any spec ``load_ranker`` accepts, or a ranker object.
         policy: which pairs (default: best vs worst, margin 0).
-        engine: ``local`` (this process) or ``ray`` (Ray actors; see
-            :func:`~blender_core.batch.ray_engine.rank_with_ray`).
+        engine: ``local`` (this process) or ``ray`` (Ray actors; see :mod:`blender_core.batch.ray_executor`).
         ranker_options: loading options for ``load_ranker`` (``batch_size``, ``device``…).
         ray_settings: a :class:`~blender_core.batch.ray_cluster.RaySettings` (``engine="ray"`` only).
         strategy: ``full`` (scores for every candidate; the default), ``sort``, ``knockout`` or ``bubble``
             (the tournaments rank only the best for sure: prefer ``best-vs-worst`` / ``best-vs-each``).
-        shard_size: input lines per shard (the unit of work and of resume).
+        shard_size: input lines per shard (the unit of work, of resume, and of what a stopped run loses).
         chunk_size: records per ``rank`` call.
-        score_key: MixInstruct only (see ``rank_file``).
+        score_key: MixInstruct only (see :func:`~blender_core.batch.rank_file.rank_files`).
         errors_path: each skipped line of this run is also written there.
         show_progress: a tqdm bar over the records to rank.
         on_error: called with each skipped line.
@@ -164,29 +154,17 @@ def label_pairs(
 
     Returns:
         A :class:`~blender_core.batch.sharded.ShardedReport` (``rows``: pairs written).
+
+    Raises:
+        As :func:`~blender_core.batch.rank_file.rank_files`.
     """
-    check_choice(engine, ENGINES, "engine")
-    job = JobSpec(PairRows(policy or PairPolicy()), strategy, chunk_size, score_key, spec_name(ranker))
-    common: dict[str, Any] = {
-        "shard_size": shard_size,
-        "errors_path": errors_path,
-        "show_progress": show_progress,
-        "on_error": on_error,
-        "on_shard": on_shard,
-    }
-    if engine == "ray":
-        return run_on_ray(
-            source,
-            out_path,
-            ranker,
-            job=job,
-            ranker_options=ranker_options,
-            ray_settings=ray_settings,
-            **common,
-        )
-    if ray_settings is not None:
-        raise ValueError("ray_settings is for engine='ray'; the local engine runs in this process")
-    inputs = as_inputs(source)
-    check_job_paths(inputs, out_path, errors_path)  # before the ranker is loaded, which may take minutes
-    executor = LocalExecutor(load_ranker(ranker, **dict(ranker_options or {})))
-    return run_sharded(inputs, out_path, executor, job=job, **common)
+    return run_job(
+        source,
+        out_path,
+        ranker,
+        JobSpec(PairRows(policy or PairPolicy()), strategy, chunk_size, score_key, spec_name(ranker)),
+        RunOptions(shard_size, errors_path, show_progress, on_error, on_shard),
+        engine=engine,
+        ranker_options=ranker_options,
+        ray_settings=ray_settings,
+    )

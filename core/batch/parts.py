@@ -13,9 +13,11 @@ a folder next to the output, ``OUT.parts/``, then merges the parts into ``OUT`` 
   ``OUT.parts/merging.json``; the part is deleted once the rows are on disk, then the journal. A run that
   starts and finds a journal undoes the half-done merge (``OUT`` is cut back to that length) when the part
   is still there, so the merge is redone from it whole; when the part is gone, the merge had finished.
-- **One job at a time.** A run holds an exclusive lock on ``OUT.parts/lock`` (released when its process
-  ends, even by ``kill -9``); a second run on the same output stops with an error instead of writing
-  beside it.
+- **One job at a time.** Every run, in this process or on Ray, holds an exclusive lock on
+  ``OUT.parts/lock`` (the ``filelock`` package: ``flock`` on POSIX, the system's file lock on Windows;
+  released when its process ends, even by ``kill -9``) and says who it is in ``OUT.parts/owner.json``; a
+  second run on the same output stops with an :class:`OutputBusyError` that names the run holding it
+  (process, machine, start time, command), instead of writing beside it.
 
 Example:
     >>> store = PartStore("ranked.jsonl")  # doctest: +SKIP
@@ -29,17 +31,24 @@ import contextlib
 import json
 import logging
 import os
+import shlex
+import socket
+import sys
+import time
 import uuid
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from filelock import FileLock, Timeout
+
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part.jsonl"
 JOURNAL = "merging.json"
 LOCK = "lock"
+OWNER = "owner.json"
 _TMP_PREFIX = ".tmp-"
 
 
@@ -103,13 +112,7 @@ def write_part(
     }
     lines = [json.dumps(header, ensure_ascii=False)] + [json.dumps(r, ensure_ascii=False) for r in rows]
     final = folder / f"{shard}{PART_SUFFIX}"
-    tmp = folder / f"{_TMP_PREFIX}{shard}-{uuid.uuid4().hex}"
-    try:
-        _fsync_write(tmp, ("\n".join(lines) + "\n").encode("utf-8"))
-        os.replace(tmp, final)
-    finally:
-        with contextlib.suppress(FileNotFoundError):
-            tmp.unlink()
+    _replace(final, ("\n".join(lines) + "\n").encode("utf-8"))
     return final
 
 
@@ -150,22 +153,47 @@ class PartStore:
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
-        """Hold the output's lock for the block (``OutputBusyError`` when another run holds it)."""
-        import fcntl  # POSIX; Ray runs on Linux and macOS
+        """Hold the output's lock for the block (``OutputBusyError``, naming the holder, when another run has it).
 
+        The folder is removed on the way out when the run left nothing else in it (see :meth:`remove`).
+        """
         self.folder.mkdir(parents=True, exist_ok=True)
-        with (self.folder / LOCK).open("a") as f:
-            try:
-                fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError as exc:
-                raise OutputBusyError(
-                    f"another run is writing {self.out} (it holds {self.folder / LOCK}); wait for it to finish, "
-                    "or stop it, then run again"
-                ) from exc
-            try:
-                yield
-            finally:
-                fcntl.flock(f.fileno(), fcntl.LOCK_UN)
+        lock = self._acquire()
+        try:
+            _replace(self.folder / OWNER, json.dumps(_owner()).encode())
+            yield
+        finally:
+            lock.release()
+            # after the release: Windows deletes no file that is open; a folder holding more is kept
+            with contextlib.suppress(OSError):
+                if {p.name for p in self.folder.iterdir()} <= {LOCK}:
+                    (self.folder / LOCK).unlink(missing_ok=True)
+                    self.folder.rmdir()
+
+    def check_free(self) -> None:
+        """``OutputBusyError`` (naming the holder) when another run holds the lock now; takes nothing, creates
+        nothing: a check to make before minutes of loading (the run takes the lock itself when it starts)."""
+        if (self.folder / LOCK).exists():
+            self._acquire().release()
+
+    def _acquire(self) -> FileLock:
+        lock = FileLock(self.folder / LOCK)
+        try:
+            lock.acquire(timeout=0)
+        except Timeout as exc:
+            raise OutputBusyError(
+                f"another run is writing {self.out}: {self.holder()}. Wait for it to finish, or stop it, then "
+                f"run again (its lock, {self.folder / LOCK}, is released when its process ends)"
+            ) from exc
+        return lock
+
+    def holder(self) -> str:
+        """Which run holds the lock, as its ``owner.json`` says: process, machine, start time and command."""
+        try:
+            who = json.loads((self.folder / OWNER).read_text(encoding="utf-8"))
+            return f"process {int(who['pid'])} on {who['host']}, started {who['started']} ({who['command']})"
+        except (OSError, ValueError, KeyError, TypeError):
+            return "a run that has not said who it is yet"
 
     def recover(self) -> None:
         """Undo a merge that a crash cut short (see the module docstring); a no-op without a journal."""
@@ -197,9 +225,7 @@ class PartStore:
         """Append a part's rows to the output (journaled), then delete the part."""
         journal = self.folder / JOURNAL
         offset = self.out.stat().st_size if self.out.exists() else 0
-        tmp = self.folder / f"{_TMP_PREFIX}{JOURNAL}"
-        _fsync_write(tmp, json.dumps({"shard": part.shard, "offset": offset}).encode())
-        os.replace(tmp, journal)
+        _replace(journal, json.dumps({"shard": part.shard, "offset": offset}).encode())
         with self.out.open("ab") as f:
             f.write(b"".join(part.rows))
             f.flush()
@@ -218,11 +244,40 @@ class PartStore:
         self.path(shard).unlink(missing_ok=True)
 
     def remove(self) -> None:
-        """Delete the folder and what this module puts in it (anything else is left, and the folder with it)."""
+        """Delete what this module put in the folder but the lock, which :meth:`locked` deletes with the folder
+        once released (anything else is left, and the folder with it)."""
         if not self.folder.is_dir():
             return
         for p in self.folder.iterdir():
-            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in (JOURNAL, LOCK):
+            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in (JOURNAL, OWNER):
                 p.unlink(missing_ok=True)
-        with contextlib.suppress(OSError):
-            self.folder.rmdir()
+
+
+def _replace(path: Path, data: bytes) -> None:
+    """Write ``path`` whole or not at all: a temporary file beside it, flushed to disk, renamed over it (atomic),
+    and the rename itself flushed (POSIX: the folder's entry; Windows cannot open a folder, and needs not)."""
+    tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")
+    try:
+        _fsync_write(tmp, data)
+        os.replace(tmp, path)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+    if os.name == "posix":
+        fd = os.open(path.parent, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+
+def _owner() -> dict[str, Any]:
+    """Who this run is, for the message of a run that finds the output busy: process, machine, start, command."""
+    argv = list(getattr(sys, "orig_argv", sys.argv)) or ["python"]
+    command = " ".join(shlex.join([Path(argv[0]).name, *argv[1:]]).split())  # on one line, for a message
+    return {
+        "pid": os.getpid(),
+        "host": socket.gethostname(),
+        "started": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
+        "command": command if len(command) <= 300 else command[:299] + "…",
+    }

@@ -1,10 +1,10 @@
-"""What every batch engine does before ranking: read each input line, parse it, key it, and sort it into a
+"""What the batch engine does before ranking: read each input line, parse it, key it, and sort it into a
 bad line, a record already in the output (resume), or a record to rank.
 
-The single-process :func:`~blender_core.batch.rank_file.rank_file` and the sharded engines
-(:mod:`blender_core.batch.sharded`, :mod:`blender_core.batch.ray_engine`) all go through :class:`Scan`, so a
-bad line is reported with the same number and reason, a repeated key is caught the same way, and a resumed
-output is matched the same way, whichever engine runs.
+The engine (:mod:`blender_core.batch.sharded`) reads through :class:`Scan`, and the executors parse a shard's
+lines again with :func:`parse_line` where they rank it (in this process or on a Ray actor), so a bad line is
+reported with the same number and reason, a repeated key is caught the same way, and a resumed output is
+matched the same way, whichever executor runs.
 
 **Keys.** A record is keyed by its ``id`` (``idx`` for MixInstruct) when it has one, else by its line number.
 When a job reads several inputs, ids stay global (an id is an identity: the same id in two files is a repeat,

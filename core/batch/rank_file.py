@@ -1,8 +1,8 @@
-"""Batch ranking of a JSON-lines file of candidate sets, resumable and tolerant of bad lines.
+"""Batch ranking of candidate sets in JSON-lines or Parquet files, resumable, exactly once and tolerant of bad
+lines: :func:`rank_files` (any inputs, ``engine="local"`` or ``"ray"``) and :func:`rank_file` (one input, a
+ranker object, this process). Both run on the one batch engine (:mod:`blender_core.batch.sharded`).
 
-:func:`rank_file` reads the input line by line, ranks the candidate sets in chunks (every comparison
-of a chunk batched together) and appends one JSON line per record to the output, flushed after each
-chunk::
+One JSON line per record, in input order::
 
     {"id": "q17", "line": 17, "line_hash": "9c1e0f4b2a7d5e13", "prompt": "...", "scores": [0.8, -0.3, ...],
      "ranks": [1, 3, ...], "best": 0, "best_text": "...", "best_model": "gpt-4"}
@@ -17,6 +17,10 @@ before anything is ranked (:class:`~blender_core.batch.resume.InputChangedError`
 matched by id wherever its line now stands; when its text changed, its earlier ranking is kept, a
 warning says so, and the report lists the line in ``changed``.
 
+Records are ranked in chunks (every comparison of a chunk batched together) and reach the output a shard
+(``shard_size`` input lines) at a time, through a part file merged in input order, so a run stopped part
+way loses at most the shard in progress (:mod:`blender_core.batch.parts`).
+
 Input lines may be in any format of :mod:`blender_core.data`; a Parquet input (``.parquet``) is read row by
 row, a row standing for a line (:mod:`blender_core.batch.sources`). A pair (``{prompt, a, b, label}``) is
 ranked as a set of two candidates (``a`` is candidate 0, ``b`` candidate 1; its label is not used). A
@@ -30,42 +34,33 @@ It needs only the :class:`~blender_core.ranking.Ranker` interface (``rank``), so
 size, device and the like are loading options of the ranker (``load_ranker(spec, batch_size=...)``).
 
 Example:
-    >>> from blender_core.ranking import load_ranker
-    >>> ranker = load_ranker("llm-blender/PairRM", batch_size=64)  # doctest: +SKIP
-    >>> report = rank_file(ranker, "sets.jsonl", "ranked.jsonl")  # doctest: +SKIP
+    >>> report = rank_files(["sets.jsonl", "more.parquet"], "ranked.jsonl", "llm-blender/PairRM",
+    ...                     ranker_options={"batch_size": 64})  # doctest: +SKIP
     >>> report.written, report.skipped, len(report.errors)  # doctest: +SKIP
     (998, 0, 2)
 """
 
 from __future__ import annotations
 
-import contextlib
-import json
-import logging
-import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Callable, Mapping
 from pathlib import Path
+from typing import Any
 
-from tqdm.auto import tqdm
-
-from blender_core.base.validation import check_choice
-from blender_core.batch.output import check_errors_path, check_output_path, read_done
-from blender_core.batch.plan import (
-    Item,
-    LineError,
-    Scan,
-    error_line,
-    rank_chunk,
-    ranked_record,
-    read_output,
-    warn_changed,
+from blender_core.batch.jobs import Engine, run_job
+from blender_core.batch.output import read_done
+from blender_core.batch.plan import LineError
+from blender_core.batch.ray_cluster import RaySettings
+from blender_core.batch.resume import InputChangedError
+from blender_core.batch.sharded import (
+    DEFAULT_SHARD_SIZE,
+    BatchRankReport,
+    PartialInputError,
+    RunOptions,
+    ShardedReport,
 )
-from blender_core.batch.resume import InputChangedError, check_unchanged
-from blender_core.batch.sources import FileInput
-from blender_core.data.lines import DataReadError
+from blender_core.batch.shards import JobSpec, RankRows, ShardDone, check_chunk_size
 from blender_core.ranking.interface import Ranker
-from blender_core.ranking.strategies import STRATEGIES
+from blender_core.ranking.registry import RankerSpec, spec_name
 
 __all__ = [
     "BatchRankReport",
@@ -74,53 +69,83 @@ __all__ = [
     "PartialInputError",
     "check_chunk_size",
     "rank_file",
+    "rank_files",
     "read_done",
 ]
 
-logger = logging.getLogger(__name__)
 
+def rank_files(
+    source: Any,
+    out_path: str | Path,
+    ranker: RankerSpec = None,
+    *,
+    engine: Engine = "local",
+    ranker_options: Mapping[str, Any] | None = None,
+    ray_settings: RaySettings | None = None,
+    strategy: str = "full",
+    shard_size: int = DEFAULT_SHARD_SIZE,
+    chunk_size: int = 32,
+    score_key: str | None = None,
+    errors_path: str | Path | None = None,
+    show_progress: bool = True,
+    on_error: Callable[[LineError], None] | None = None,
+    on_shard: Callable[[ShardDone], None] | None = None,
+) -> ShardedReport:
+    """Rank every candidate set of the input(s) into ``out_path``: resumable, exactly once, in input order.
 
-@dataclass(frozen=True)
-class BatchRankReport:
-    """What a :func:`rank_file` run did.
+    Args:
+        source: a path (JSON lines, ``.gz``, Parquet), a ``ray.data.Dataset`` (a row is a record), or a list
+            of them; with several inputs every output record has a ``file`` field and records without an id
+            are keyed by (file, line) (see :mod:`blender_core.batch.plan`).
+        out_path: the output JSON lines file (plain text; a missing folder is created); records already in
+            it are skipped. Parts go to ``OUT.parts/`` while the job runs.
+        ranker: any spec ``load_ranker`` accepts (a folder, hub id, ``builtin:…``, ``reward:<model>``), or a
+            ranker object (on Ray: a picklable one). A spec is loaded when the first shard is ranked.
+        engine: ``local`` (this process) or ``ray`` (Ray actors, each loading the ranker once; see
+            :mod:`blender_core.batch.ray_executor`).
+        ranker_options: loading options for ``load_ranker`` (``batch_size``, ``device``, ``dtype``…); on Ray,
+            ``device`` defaults to ``cuda`` for GPU actors and ``cpu`` otherwise.
+        ray_settings: where and how the actors run (:class:`~blender_core.batch.ray_cluster.RaySettings`;
+            ``engine="ray"`` only).
+        strategy: ``full`` (n(n-1) comparisons, scores for every candidate), ``bubble``, ``knockout``
+            (2(n-1), for the best one) or ``sort``.
+        shard_size: input lines per shard: the unit of work, of retry (Ray), of resume, and of what a stopped
+            run loses.
+        chunk_size: records per ``rank`` call (their comparisons batched together).
+        score_key: MixInstruct only: which score of the candidates' ``scores`` mapping the data uses
+            (parsing needs it; ranking ignores the scores).
+        errors_path: when given, each skipped line of this run is also written there as
+            ``{"line", "error", "text"}`` (``"file"`` too with several inputs; the raw line, to fix and rank
+            again; bytes that are not UTF-8 appear as ``\\xNN``).
+        show_progress: a tqdm bar over the input records.
+        on_error: called with each skipped line (e.g. to print it).
+        on_shard: called as each shard's part is written.
 
-    Attributes:
-        written: records ranked and written by this run.
-        skipped: records skipped because the output already had them (resume).
-        errors: input lines skipped as malformed, in input order.
-        pairs: how many of the written records were pairs ranked as two-candidate sets.
-        elapsed_s: wall time of the run.
-        changed: input lines of skipped records with an id whose line changed since it was ranked (their
-            earlier ranking was kept).
+    Returns:
+        A :class:`~blender_core.batch.sharded.ShardedReport`.
+
+    Raises:
+        FileNotFoundError: when an input does not exist.
+        ImportError: for a Parquet input without pyarrow, or ``engine="ray"`` without Ray Data.
+        ValueError: on an unknown engine or strategy, a chunk or shard size below 1, or an output (or errors
+            file) that cannot be written: a folder, an input itself, a gzipped output, no permission.
+        InputChangedError: when the output holds records of another version of the input (nothing is
+            ranked or written).
+        OutputBusyError: when another run is writing the same output (the message names it).
+        ShardJobError: when the Ray job fails; the parts written so far are kept for the next run.
+        PartialInputError: when an input cannot be read to its end, after ranking and writing every
+            complete line before the damage.
     """
-
-    written: int
-    skipped: int
-    errors: tuple[LineError, ...]
-    pairs: int
-    elapsed_s: float
-    changed: tuple[int, ...] = ()
-
-
-class PartialInputError(DataReadError):
-    """The input could not be read to its end (a cut or corrupt ``.gz``); every complete line before the
-    damage was ranked and written. ``report`` says what the run did; rerun on the complete file to resume."""
-
-    def __init__(self, cause: DataReadError, out: Path, report: BatchRankReport) -> None:
-        super().__init__(cause.path, cause.last_line, cause.reason)
-        self.report = report
-        done = (
-            f"Lines 1-{cause.last_line} were ranked into {out}" if cause.last_line else "Nothing was ranked"
-        )
-        self.args = (
-            f"{cause}. {done}; restore the complete file and run again with the same output to rank the rest",
-        )
-
-
-def check_chunk_size(chunk_size: int, name: str = "chunk_size") -> None:
-    """A ``ValueError`` unless ``chunk_size`` is a positive int."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ValueError(f"{name} must be a positive int, got {chunk_size!r}")
+    return run_job(
+        source,
+        out_path,
+        ranker,
+        JobSpec(RankRows(), strategy, chunk_size, score_key, spec_name(ranker)),
+        RunOptions(shard_size, errors_path, show_progress, on_error, on_shard),
+        engine=engine,
+        ranker_options=ranker_options,
+        ray_settings=ray_settings,
+    )
 
 
 def rank_file(
@@ -134,112 +159,27 @@ def rank_file(
     errors_path: str | Path | None = None,
     show_progress: bool = True,
     on_error: Callable[[LineError], None] | None = None,
-) -> BatchRankReport:
-    """Rank every candidate set of ``input_path`` and append the results to ``out_path`` (resumable).
+    shard_size: int = DEFAULT_SHARD_SIZE,
+) -> ShardedReport:
+    """Rank every candidate set of one input with a ranker object, in this process: :func:`rank_files` for
+    one file (see it for the arguments and errors).
 
-    Args:
-        ranker: any :class:`~blender_core.ranking.Ranker` (e.g. from ``load_ranker``; its batch size is a
-            loading option).
-        input_path: JSON lines (``.gz`` too) in any format of :mod:`blender_core.data`, or Parquet.
-        out_path: the output JSON lines file (plain text); records already in it are skipped. A missing
-            folder is created.
-        strategy: ``full`` (n(n-1) comparisons, scores for every candidate), ``bubble``, ``knockout``
-            (2(n-1), for the best one) or ``sort``.
-        chunk_size: records ranked together (and written, then flushed, together).
-        score_key: MixInstruct only: which score of the candidates' ``scores`` mapping the data uses
-            (parsing needs it; ranking ignores the scores).
-        errors_path: when given, each skipped line of this run is also written there as
-            ``{"line", "error", "text"}`` (the raw line, to fix and rank again; bytes that are not UTF-8
-            appear as ``\\xNN``).
-        show_progress: a tqdm bar over input records.
-        on_error: called with each skipped line as it is found (e.g. to print it).
-
-    Returns:
-        A :class:`BatchRankReport`.
-
-    Raises:
-        FileNotFoundError: when the input does not exist.
-        ImportError: for a Parquet input without pyarrow installed.
-        ValueError: on an unknown strategy or chunk size, or an output (or errors file) that cannot be
-            written: a folder, the input itself, a gzipped output, no permission.
-        InputChangedError: when the output holds records of another version of the input (nothing is
-            ranked or written).
-        PartialInputError: when the input cannot be read to its end, after ranking and writing every
-            complete line before the damage.
+    Example:
+        >>> from blender_core.ranking import load_ranker
+        >>> ranker = load_ranker("llm-blender/PairRM", batch_size=64)  # doctest: +SKIP
+        >>> report = rank_file(ranker, "sets.jsonl", "ranked.jsonl")  # doctest: +SKIP
     """
-    start = time.perf_counter()
-    check_choice(strategy, STRATEGIES, "strategy")
-    check_chunk_size(chunk_size)
-    inp = Path(input_path)
-    if not inp.is_file():
-        raise FileNotFoundError(f"input file {str(inp)!r} does not exist")
-    out = check_output_path(out_path, inp)
-    if errors_path is not None:
-        check_errors_path(errors_path, inp, out)
-    source = FileInput.of(inp)
-    written = read_output(out, several=False)
-    check_unchanged([source], out, written)
-    if written:
-        logger.info("%s already has %d records; they are skipped", out, len(written))
-    out.parent.mkdir(parents=True, exist_ok=True)
-
-    errors: list[LineError] = []
-    changed: list[int] = []
-    chunk: list[tuple[Item, bytes]] = []
-    counts = {"written": 0, "skipped": 0, "pairs": 0}
-    scan = Scan([source], written, score_key)
-    with contextlib.ExitStack() as stack:
-        sink = stack.enter_context(out.open("a", encoding="utf-8"))
-        # rewritten by each run: a run reports every bad line of the input again
-        err_sink = stack.enter_context(Path(errors_path).open("w", encoding="utf-8")) if errors_path else None
-
-        def skip(error: LineError, raw: bytes) -> None:
-            errors.append(error)
-            logger.info("skipped %s", error)
-            if on_error is not None:
-                on_error(error)
-            if err_sink is not None:
-                err_sink.write(error_line(error, raw))
-                err_sink.flush()
-
-        def flush() -> None:
-            results = rank_chunk(ranker, [item for item, _ in chunk], strategy)
-            for (item, raw), result in zip(chunk, results, strict=True):
-                if isinstance(result, str):
-                    skip(LineError(item.line, result), raw)
-                    continue
-                sink.write(json.dumps(ranked_record(item, *result), ensure_ascii=False) + "\n")
-                counts["written"] += 1
-                counts["pairs"] += item.is_pair
-            sink.flush()
-            chunk.clear()
-
-        total = source.count() if show_progress else None
-        bar = stack.enter_context(tqdm(total=total, desc="rank", unit="rec", disable=not show_progress))
-        for entry in scan:
-            bar.update(1)
-            if entry.error is not None:
-                skip(entry.error, entry.raw)
-            elif entry.done:
-                counts["skipped"] += 1
-                if entry.changed:
-                    changed.append(entry.line)
-            else:
-                assert entry.item is not None
-                chunk.append((entry.item, entry.raw))
-                if len(chunk) >= chunk_size:
-                    flush()
-        if chunk:
-            flush()
-    warn_changed(str(inp), out, changed)
-    report = BatchRankReport(
-        counts["written"],
-        counts["skipped"],
-        tuple(sorted(errors, key=lambda e: e.line)),
-        counts["pairs"],
-        time.perf_counter() - start,
-        tuple(changed),
+    if not isinstance(input_path, (str, Path)):
+        raise TypeError(f"rank_file() ranks one file; got {type(input_path).__name__} (use rank_files)")
+    return rank_files(
+        input_path,
+        out_path,
+        ranker,
+        strategy=strategy,
+        shard_size=shard_size,
+        chunk_size=chunk_size,
+        score_key=score_key,
+        errors_path=errors_path,
+        show_progress=show_progress,
+        on_error=on_error,
     )
-    if scan.cuts:
-        raise PartialInputError(scan.cuts[0], out, report)
-    return report

@@ -2,7 +2,7 @@
 
 :class:`RaySettings` says where (the cluster's address) and how (how many actors, the GPUs and CPUs each
 reserves, how often a shard is retried, torch threads, more actor options) the actors of the Ray engine
-(:mod:`blender_core.batch.ray_engine`) run; :func:`connect` joins that cluster (or the Ray this process
+(:mod:`blender_core.batch.ray_executor`) run; :func:`connect` joins that cluster (or the Ray this process
 already joined, or a new local Ray); :func:`import_ray` imports Ray Data or says which extra to install.
 
 Example:

@@ -5,8 +5,8 @@ Each output record stores ``line_hash``, a short fingerprint of the bytes of its
 input's line at that number must still be the line it was ranked from: :func:`check_unchanged`
 compares them before anything is ranked, and a difference (a line inserted, deleted or edited above it)
 is an :class:`InputChangedError`, since matching by number would rank some records twice and skip
-others. Records with an ``id`` are matched by id wherever their line now stands; ``rank_file`` keeps the
-ranking of one whose text changed and says so (see its docstring).
+others. Records with an ``id`` are matched by id wherever their line now stands; the engine keeps the
+ranking of one whose text changed and says so (see :mod:`blender_core.batch.rank_file`).
 
 Outputs written before fingerprints existed still resume (matched as before); a warning says once that
 a changed input cannot be detected for them.

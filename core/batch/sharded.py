@@ -1,25 +1,30 @@
-"""The driver of a sharded job: plan the shards, hand them to an executor, merge their parts into the output
-exactly once. The engine behind ``rank --engine ray`` and ``label-pairs``.
+"""The one engine of every batch job (``rank`` and ``label-pairs``, in this process or on Ray): plan the shards,
+hand them to an executor, merge their parts into the output exactly once.
 
 :func:`run_sharded` reads the inputs in one pass (:class:`~blender_core.batch.plan.Scan`: bad lines are
-reported, and written to the errors file, as the single-process ``rank`` reports them; records already in
-the output are skipped), cuts the records to rank into **shards by input position** (shard ``k`` of input
-``i`` holds the records of lines ``k*S+1 .. (k+1)*S``; ``S`` is ``shard_size``), hands the shards that have
-no valid part yet to an executor, and merges the parts into the output **in shard order**, so the output is
-in input order. The shards, what is written per record, and the executors that rank them (in this process or
-on Ray actors) are :mod:`blender_core.batch.shards`; the part files are :mod:`blender_core.batch.parts`.
+reported, and written to the errors file, as they are read; records already in the output are skipped), cuts
+the records to rank into **shards by input position** (shard ``k`` of input ``i`` holds the records of lines
+``k*S+1 .. (k+1)*S``; ``S`` is the shard size), hands each shard that has no valid part yet to an executor as
+soon as the scan has passed it, and merges the parts into the output **in shard order**, so the output is in
+input order. The shards, what is written per record, and the executors that rank them (in this process, one
+shard at a time as they are planned, or on Ray actors) are :mod:`blender_core.batch.shards`; the part files
+are :mod:`blender_core.batch.parts`.
 
-Exactly once: every record to rank is in exactly one shard; a shard's rows reach the output only through
-its part, which is complete or absent and pinned to the shard's records by a digest; parts are merged one
-at a time, journaled, and deleted once merged; a merged record is never planned again (resume by key). A
-run killed at any point and started again with the same arguments therefore ends with every record's rows
-in the output exactly once.
+Exactly once, whichever executor ranks: every record to rank is in exactly one shard; a shard's rows reach
+the output only through its part, which is complete or absent and pinned to the shard's records by a digest;
+parts are merged one at a time, journaled, and deleted once merged; a merged record is never planned again
+(resume by key); and one run at a time holds the output's lock. A run stopped or killed at any point and
+started again with the same arguments therefore ends with every record's rows in the output exactly once,
+having lost at most the shards in progress.
+
+The output is the same, byte for byte, whatever the shard size and the executor (up to float noise of
+batching in the scores of a real ranker), and the same as ``rank`` wrote before it ran on this engine, so an
+output an earlier version left half-written resumes here.
 
 Example:
     >>> from blender_core.batch.shards import LocalExecutor
-    >>> from blender_core.ranking import load_ranker
-    >>> ex = LocalExecutor(load_ranker("builtin:pairrm-minilm-l6"))  # doctest: +SKIP
-    >>> report = run_sharded(["a.jsonl", "b.jsonl"], "ranked.jsonl", ex)  # doctest: +SKIP
+    >>> report = run_sharded(["a.jsonl", "b.jsonl"], "ranked.jsonl",
+    ...                      LocalExecutor("builtin:pairrm-minilm-l6"))  # doctest: +SKIP
 """
 
 from __future__ import annotations
@@ -29,29 +34,20 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from tqdm.auto import tqdm
 
-from blender_core.base.validation import check_choice
 from blender_core.batch.output import Key, Written, check_errors_path, check_output_path, check_writable
-from blender_core.batch.parts import PartStore, read_part
-from blender_core.batch.plan import (
-    Item,
-    LineError,
-    Scan,
-    error_line,
-    read_output,
-    warn_changed,
-)
-from blender_core.batch.rank_file import BatchRankReport, PartialInputError, check_chunk_size
+from blender_core.batch.parts import Part, PartStore, read_part
+from blender_core.batch.plan import Entry, LineError, Scan, error_line, read_output, warn_changed
 from blender_core.batch.resume import check_unchanged
-from blender_core.batch.shards import Executor, JobSpec, RankRows, ShardDone, ShardTask
-from blender_core.batch.sources import FileInput, Input
-from blender_core.ranking.strategies import STRATEGIES
+from blender_core.batch.shards import Executor, JobSpec, RankRows, ShardDone, ShardTask, check_chunk_size
+from blender_core.batch.sources import Input, as_inputs
+from blender_core.data.lines import DataReadError
 
 logger = logging.getLogger(__name__)
 
@@ -60,9 +56,30 @@ DEFAULT_SHARD_SIZE = 256
 
 
 @dataclass(frozen=True)
+class BatchRankReport:
+    """What a batch run did.
+
+    Attributes:
+        written: records whose rows reached the output in this run.
+        skipped: records skipped because the output already had them (resume).
+        errors: input lines skipped as malformed (and records whose ranking failed), in input order.
+        pairs: how many of the written records were pairs ranked as two-candidate sets.
+        elapsed_s: wall time of the run.
+        changed: input lines of skipped records with an id whose line changed since it was ranked (their
+            earlier ranking was kept).
+    """
+
+    written: int
+    skipped: int
+    errors: tuple[LineError, ...]
+    pairs: int
+    elapsed_s: float
+    changed: tuple[int, ...] = ()
+
+
+@dataclass(frozen=True)
 class ShardedReport(BatchRankReport):
-    """What a sharded run did: :class:`~blender_core.batch.rank_file.BatchRankReport`'s fields (``written``:
-    records whose rows reached the output in this run), and:
+    """What a run of the engine did: :class:`BatchRankReport`'s fields, and:
 
     Attributes:
         rows: output lines written by this run (for ``rank``, one per record).
@@ -75,66 +92,96 @@ class ShardedReport(BatchRankReport):
     shards_reused: int = 0
 
 
+class PartialInputError(DataReadError):
+    """An input could not be read to its end (a cut or corrupt ``.gz`` or Parquet file); every complete line
+    before the damage was ranked and written. ``report`` says what the run did; rerun on the complete file."""
+
+    def __init__(self, cause: DataReadError, out: Path, report: ShardedReport) -> None:
+        super().__init__(cause.path, cause.last_line, cause.reason)
+        self.report = report
+        done = (
+            f"Lines 1-{cause.last_line} were ranked into {out}" if cause.last_line else "Nothing was ranked"
+        )
+        self.args = (
+            f"{cause}. {done}; restore the complete file and run again with the same output to rank the rest",
+        )
+
+
 class ShardJobError(RuntimeError):
     """The executor failed (e.g. a Ray task failed more often than its retries allow); the parts written so
     far are kept, and the same command resumes."""
 
 
+@dataclass(frozen=True)
+class RunOptions:
+    """How the driver plans and reports a run (what stays in this process; :class:`JobSpec` is what every
+    shard is ranked with).
+
+    Attributes:
+        shard_size: input lines per shard: the unit of work, of retry, of resume, and of what a stopped run
+            loses.
+        errors_path: each skipped line of this run is also written there (rewritten by each run).
+        show_progress: a tqdm bar over the input records.
+        on_error: called with each skipped line (bad lines as they are read, records whose ranking failed as
+            their shard is merged).
+        on_shard: called as each shard's part is written.
+    """
+
+    shard_size: int = DEFAULT_SHARD_SIZE
+    errors_path: str | Path | None = None
+    show_progress: bool = True
+    on_error: Callable[[LineError], None] | None = None
+    on_shard: Callable[[ShardDone], None] | None = None
+
+    def __post_init__(self) -> None:
+        check_chunk_size(self.shard_size, "shard_size")
+
+
 @dataclass
-class _Plan:
-    """The shards of a run, built while scanning."""
+class _Planner:
+    """Gathers the records to rank into shards while the inputs are read; a shard is closed (returned) as soon
+    as the scan has passed it."""
 
     size: int
     several: bool
     settings: str
-    shards: list[ShardTask] = field(default_factory=list)
     _current: tuple[int, int] | None = None
+    _source: Input | None = None
     _lines: list[tuple[int, str]] = field(default_factory=list)
     _keys: list[str] = field(default_factory=list)
-    _source: Input | None = None
 
-    def add(self, index: int, source: Input, item: Item, raw: bytes) -> None:
-        where = (index, (item.line - 1) // self.size)
-        if where != self._current:
-            self.close()
-            self._current, self._source = where, source
-        self._lines.append((item.line, raw.decode("utf-8")))
+    def passing(self, index: int, line: int) -> ShardTask | None:
+        """The open shard, closed, when line ``line`` of input ``index`` is past it."""
+        if self._current is not None and self._current != (index, (line - 1) // self.size):
+            return self.close()
+        return None
+
+    def add(self, source: Input, entry: Entry) -> None:
+        """Add a record to rank (to the open shard: :meth:`passing` closed the one before)."""
+        assert entry.item is not None
+        if self._current is None:
+            self._current, self._source = (entry.index, (entry.line - 1) // self.size), source
+        self._lines.append((entry.line, entry.raw.decode("utf-8")))
+        item = entry.item
         self._keys.append(json.dumps([item.key[0], item.key[1], item.line_hash], ensure_ascii=False))
 
-    def close(self) -> None:
-        if self._current is None or not self._lines:
-            return
-        assert self._source is not None
+    def close(self) -> ShardTask | None:
+        """The open shard as a task (None when none is open)."""
+        if self._current is None or self._source is None:
+            return None
         digest = hashlib.blake2b(
             "\n".join([self.settings, *self._keys]).encode("utf-8", "surrogatepass"), digest_size=16
         ).hexdigest()
         index, number = self._current
-        name = f"{index:04d}-{number:08d}"
         file = self._source.name if self.several else None
-        self.shards.append(ShardTask(name, digest, self._source.name, file, tuple(self._lines)))
-        self._current, self._lines, self._keys = None, [], []
-
-
-def as_inputs(source: str | Path | Input | Iterable[str | Path | Input]) -> list[Input]:
-    """The inputs of a job: a path, an :class:`~blender_core.batch.sources.Input`, or a list of them."""
-    if isinstance(source, (str, Path)):
-        return [FileInput.of(source)]
-    if hasattr(source, "lines") and hasattr(source, "name"):
-        return [source]  # type: ignore[list-item]
-    items = list(source)  # type: ignore[arg-type]
-    out: list[Input] = [FileInput.of(s) if isinstance(s, (str, Path)) else s for s in items]
-    if not out:
-        raise ValueError("no input given; pass at least one file")
-    names = [s.name for s in out]
-    if len(set(names)) != len(names):
-        repeated = sorted({n for n in names if names.count(n) > 1})
-        raise ValueError(f"the input {repeated[0]!r} is given more than once; pass each input once")
-    return out
+        task = ShardTask(f"{index:04d}-{number:08d}", digest, self._source.name, file, tuple(self._lines))
+        self._current, self._source, self._lines, self._keys = None, None, [], []
+        return task
 
 
 def check_job_paths(inputs: Sequence[Input], out_path: str | Path, errors_path: str | Path | None) -> Path:
-    """Check that every file input exists and that the output (and errors file) can take the job's lines, as
-    ``rank_file`` checks them; return the output's path."""
+    """Check that every file input exists and that the output (and errors file) can take the job's lines;
+    return the output's path."""
     out = Path(out_path)
     files = [Path(p) for p in (getattr(s, "path", None) for s in inputs) if p is not None]
     for file in files:
@@ -156,195 +203,225 @@ def check_job_paths(inputs: Sequence[Input], out_path: str | Path, errors_path: 
 
 
 def run_sharded(
-    source: str | Path | Input | Iterable[str | Path | Input],
+    source: Any,
     out_path: str | Path,
     executor: Executor,
-    *,
     job: JobSpec | None = None,
-    shard_size: int = DEFAULT_SHARD_SIZE,
-    errors_path: str | Path | None = None,
-    show_progress: bool = True,
-    on_error: Callable[[LineError], None] | None = None,
-    on_shard: Callable[[ShardDone], None] | None = None,
+    run: RunOptions | None = None,
 ) -> ShardedReport:
-    """Run a sharded job: scan, shard, rank the shards with ``executor``, merge the parts (module docstring).
+    """Run a batch job: scan, shard, rank the shards with ``executor``, merge the parts (module docstring).
 
     Args:
-        source: the input(s): paths (JSON lines, ``.gz``, Parquet) or :class:`~blender_core.batch.sources.Input`
-            objects; several inputs are keyed as :mod:`blender_core.batch.plan` says.
+        source: the input(s): paths (JSON lines, ``.gz``, Parquet), :class:`~blender_core.batch.sources.Input`
+            objects or ``ray.data.Dataset`` s; several inputs are keyed as :mod:`blender_core.batch.plan` says.
         out_path: the output JSON lines file; its parts go to ``OUT.parts/`` beside it while the job runs.
         executor: ranks the shards (:class:`~blender_core.batch.shards.LocalExecutor`, or the Ray executor).
         job: what to write per record, the strategy, chunk size and score key (default: the ``rank`` output).
-        shard_size: input lines per shard (the unit of work, of retry and of resume).
-        errors_path: each skipped line of this run is also written there (rewritten by each run).
-        show_progress: a tqdm bar over the records to rank.
-        on_error: called with each skipped line (the bad lines as they are read, records whose ranking failed
-            as their shard is merged).
-        on_shard: called as each shard's part is written.
+        run: the shard size and how the run reports (:class:`RunOptions`).
 
     Returns:
         A :class:`ShardedReport`.
 
     Raises:
-        FileNotFoundError, ValueError, InputChangedError: as :func:`~blender_core.batch.rank_file.rank_file`.
+        FileNotFoundError: when an input file does not exist.
+        ValueError: for an output (or errors file) that cannot take the job's lines (a folder, an input, a
+            ``.gz``, no permission), an input given twice, or an output of a job over several inputs resumed
+            with one.
+        InputChangedError: when the output holds records of another version of an input (nothing is ranked
+            or written).
         OutputBusyError: when another run is writing the same output.
         ShardJobError: when the executor fails; the parts written so far are kept for the next run.
         PartialInputError: when an input cannot be read to its end, after everything readable was ranked.
     """
     start = time.perf_counter()
     job = job or JobSpec(RankRows())
-    check_choice(job.strategy, STRATEGIES, "strategy")
-    check_chunk_size(job.chunk_size)
-    check_chunk_size(shard_size, "shard_size")
+    run = run or RunOptions()
     inputs = as_inputs(source)
-    out = check_job_paths(inputs, out_path, errors_path)
-    several = len(inputs) > 1
+    out = check_job_paths(inputs, out_path, run.errors_path)
     store = PartStore(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.locked():
         store.recover()
-        written = read_output(out, several=several)
+        written = read_output(out, several=len(inputs) > 1)
         check_unchanged(inputs, out, written)
         if written:
             logger.info("%s already has %d records; they are skipped", out, len(written))
-        return _run(
-            inputs,
-            out,
-            store,
-            executor,
-            job,
-            shard_size,
-            written,
-            errors_path,
-            show_progress,
-            on_error,
-            on_shard,
-            start,
-        )
+        return _Run(inputs, out, store, job, run, written, start).execute(executor)
 
 
-def _run(
-    inputs: list[Input],
-    out: Path,
-    store: PartStore,
-    executor: Executor,
-    job: JobSpec,
-    shard_size: int,
-    written: Mapping[Key, Written],
-    errors_path: str | Path | None,
-    show_progress: bool,
-    on_error: Callable[[LineError], None] | None,
-    on_shard: Callable[[ShardDone], None] | None,
-    start: float,
-) -> ShardedReport:
-    several = len(inputs) > 1
-    errors: list[tuple[int, LineError]] = []
-    changed: dict[int, list[int]] = {}
-    counts = dict.fromkeys(("written", "skipped", "pairs", "rows", "ranked", "reused"), 0)
-    index_of = {s.name: k for k, s in enumerate(inputs)}
-    with contextlib.ExitStack() as stack:
-        # rewritten by each run: a run reports every bad line of the input again
-        err_sink = stack.enter_context(Path(errors_path).open("w", encoding="utf-8")) if errors_path else None
+class _Run:
+    """One run of the engine, under the output's lock: the scan, the plan, the merge and the counts."""
 
-        def skip(index: int, error: LineError, text: str) -> None:
-            errors.append((index, error))
-            logger.info("skipped %s", error)
-            if on_error is not None:
-                on_error(error)
-            if err_sink is not None:
-                err_sink.write(text)
-                err_sink.flush()
+    def __init__(
+        self,
+        inputs: list[Input],
+        out: Path,
+        store: PartStore,
+        job: JobSpec,
+        run: RunOptions,
+        written: Mapping[Key, Written],
+        start: float,
+    ) -> None:
+        self.inputs = inputs
+        self.out = out
+        self.store = store
+        self.job = job
+        self.run = run
+        self.start = start
+        self.several = len(inputs) > 1
+        self.scan = Scan(inputs, written, job.score_key)
+        self.errors: list[tuple[int, LineError]] = []
+        self.changed: dict[int, list[int]] = {}
+        self.counts = dict.fromkeys(("written", "skipped", "pairs", "rows", "ranked", "reused"), 0)
+        self.order: list[str] = []  # the shards planned so far, in output order
+        self.planned_all = False  # whether the scan reached the end of the inputs
+        # the shards handed to the executor and not yet reported, and how many records each has to rank
+        self.pending: set[str] = set()
+        self.size: dict[str, int] = {}
+        self.ready: dict[str, Part] = {}  # parts waiting for the shards before them
+        self.progressed: dict[str, int] = {}  # records of a shard in progress that the bar has counted
+        self.next_up = 0
+        self.present = store.shards_present()  # parts an interrupted run left
+        self.err_sink: Any = None
+        self.bar: Any = None
 
-        plan = _Plan(shard_size, several, job.settings())
-        scan = Scan(inputs, written, job.score_key)
-        for entry in scan:
-            if entry.error is not None:
-                skip(entry.index, entry.error, error_line(entry.error, entry.raw))
-            elif entry.done:
-                counts["skipped"] += 1
-                if entry.changed:
-                    changed.setdefault(entry.index, []).append(entry.line)
-            else:
-                assert entry.item is not None
-                plan.add(entry.index, inputs[entry.index], entry.item, entry.raw)
-        plan.close()
-
-        # parts an interrupted run left: reuse the ones made from exactly these records, drop the others
-        order = [t.name for t in plan.shards]
-        present = store.shards_present()
-        ready: dict[str, Any] = {}
-        for task in plan.shards:
-            if task.name in present:
-                part = read_part(store.path(task.name))
-                if part is not None and part.digest == task.digest:
-                    ready[task.name] = part
-                    counts["reused"] += 1
-                    continue
-                logger.info("%s: discarding the stale part of shard %s", store.folder, task.name)
-        for name in present - set(ready):
-            store.discard(name)
-        todo = [t for t in plan.shards if t.name not in ready]
-        total = sum(len(t.lines) for t in todo)
-        bar = stack.enter_context(
-            tqdm(total=total, desc=job.maker.name, unit="rec", disable=not show_progress)
-        )
-        next_up = 0
-
-        def merge_ready() -> None:
-            nonlocal next_up
-            while next_up < len(order) and order[next_up] in ready:
-                part = ready.pop(order[next_up])
-                store.merge(part)
-                counts["written"] += part.records
-                counts["pairs"] += part.pairs
-                counts["rows"] += len(part.rows)
-                for err in sorted(part.errors, key=lambda e: int(e["line"])):
-                    index = index_of.get(err.get("file", ""), 0) if several else 0
-                    text = json.dumps(err, ensure_ascii=False) + "\n"
-                    skip(
-                        index, LineError(int(err["line"]), str(err["error"]), str(err.get("file", ""))), text
-                    )
-                next_up += 1
-
-        merge_ready()
-        pending = {t.name for t in todo}
-        for done in executor.run(todo, store.folder, job):
-            if done.name not in pending:
-                continue  # a second report of a shard (a task run twice); its part was taken once
-            pending.discard(done.name)
-            part = read_part(store.path(done.name))
-            if part is None:
-                raise ShardJobError(
-                    f"shard {done.name} was ranked{' on node ' + done.node if done.node else ''}, but its part "
-                    f"{store.path(done.name)} cannot be read here: the output's folder must be on storage "
-                    "that every node of the cluster sees (a shared file system)"
+    def execute(self, executor: Executor) -> ShardedReport:
+        with contextlib.ExitStack() as stack:
+            if self.run.errors_path:  # rewritten by each run: a run reports every bad line of the input again
+                self.err_sink = stack.enter_context(Path(self.run.errors_path).open("w", encoding="utf-8"))
+            self.bar = stack.enter_context(
+                tqdm(
+                    total=self._total(),
+                    desc=self.job.maker.name,
+                    unit="rec",
+                    disable=not self.run.show_progress,
                 )
-            ready[done.name] = part
-            counts["ranked"] += 1
-            bar.update(done.records + len(part.errors))
-            if on_shard is not None:
-                on_shard(done)
-            merge_ready()
-        if next_up < len(order):
-            missing = sorted(pending)
-            raise ShardJobError(
-                f"the executor ended without ranking shard(s) {', '.join(missing[:5])}; run the same command again "
-                "to rank them"
             )
-    store.remove()
-    for index, lines in changed.items():
-        warn_changed(inputs[index].name, out, lines)
-    report = ShardedReport(
-        counts["written"],
-        counts["skipped"],
-        tuple(e for _, e in sorted(errors, key=lambda x: (x[0], x[1].line))),
-        counts["pairs"],
-        time.perf_counter() - start,
-        tuple(line for lines in changed.values() for line in lines),
-        rows=counts["rows"],
-        shards_ranked=counts["ranked"],
-        shards_reused=counts["reused"],
-    )
-    if scan.cuts:
-        raise PartialInputError(scan.cuts[0], out, report)
-    return report
+            for done in executor.run(self._tasks(), self.store.folder, self.job, self._progress):
+                self._done(done)
+            if not self.planned_all:
+                raise ShardJobError(
+                    "the executor ended before it took every shard; run the same command again to rank the rest"
+                )
+            if self.next_up < len(self.order):
+                missing = sorted(self.pending)
+                raise ShardJobError(
+                    f"the executor ended without ranking shard(s) {', '.join(missing[:5])}; run the same "
+                    "command again to rank them"
+                )
+        self.store.remove()  # with any part of a shard this run did not plan (made for other records)
+        for index, lines in self.changed.items():
+            warn_changed(self.inputs[index].name, self.out, lines)
+        report = ShardedReport(
+            self.counts["written"],
+            self.counts["skipped"],
+            tuple(e for _, e in sorted(self.errors, key=lambda x: (x[0], x[1].line))),
+            self.counts["pairs"],
+            time.perf_counter() - self.start,
+            tuple(line for lines in self.changed.values() for line in lines),
+            rows=self.counts["rows"],
+            shards_ranked=self.counts["ranked"],
+            shards_reused=self.counts["reused"],
+        )
+        if self.scan.cuts:
+            raise PartialInputError(self.scan.cuts[0], self.out, report)
+        return report
+
+    def _total(self) -> int | None:
+        """The records of the inputs, for the bar (None when an input cannot say without being read)."""
+        if not self.run.show_progress:
+            return None
+        counts = [s.count() for s in self.inputs]
+        return None if any(c is None for c in counts) else sum(c for c in counts if c is not None)
+
+    # ------------------------------------------------------------------------ planning, while reading
+
+    def _tasks(self) -> Iterator[ShardTask]:
+        """The shards to rank, each as soon as the scan has passed it; a shard whose part an interrupted run
+        left is merged instead."""
+        planner = _Planner(self.run.shard_size, self.several, self.job.settings())
+        for entry in self.scan:
+            yield from self._plan(planner.passing(entry.index, entry.line))
+            if entry.error is not None:
+                self._skip(entry.index, entry.error, error_line(entry.error, entry.raw))
+                self.bar.update(1)
+            elif entry.done:
+                self.counts["skipped"] += 1
+                self.bar.update(1)
+                if entry.changed:
+                    self.changed.setdefault(entry.index, []).append(entry.line)
+            else:
+                planner.add(self.inputs[entry.index], entry)
+        yield from self._plan(planner.close())
+        self.planned_all = True
+
+    def _plan(self, task: ShardTask | None) -> Iterator[ShardTask]:
+        if task is None:
+            return
+        self.order.append(task.name)
+        if task.name in self.present:
+            part = read_part(self.store.path(task.name))
+            if part is not None and part.digest == task.digest:
+                self.counts["reused"] += 1
+                self.bar.update(len(task.lines))
+                self._ready(part)
+                return
+            logger.info("%s: discarding the stale part of shard %s", self.store.folder, task.name)
+            self.store.discard(task.name)
+        self.size[task.name] = len(task.lines)
+        self.pending.add(task.name)
+        yield task
+
+    # ------------------------------------------------------------------------ parts, as they come
+
+    def _progress(self, shard: str, records: int) -> None:
+        self.progressed[shard] = self.progressed.get(shard, 0) + records
+        self.bar.update(records)
+
+    def _done(self, done: ShardDone) -> None:
+        if done.name not in self.pending:
+            return  # a second report of a shard (a task run twice); its part was taken once
+        self.pending.discard(done.name)
+        part = read_part(self.store.path(done.name))
+        if part is None:
+            raise ShardJobError(
+                f"shard {done.name} was ranked{' on node ' + done.node if done.node else ''}, but its part "
+                f"{self.store.path(done.name)} cannot be read here: the output's folder must be on storage "
+                "that every node of the cluster sees (a shared file system)"
+            )
+        self.counts["ranked"] += 1
+        self.bar.update(self.size.pop(done.name) - self.progressed.pop(done.name, 0))
+        if self.run.on_shard is not None:
+            self.run.on_shard(done)
+        self._ready(part)
+
+    def _ready(self, part: Part) -> None:
+        """Take a part; merge every part that is next in output order."""
+        self.ready[part.shard] = part
+        while self.next_up < len(self.order) and self.order[self.next_up] in self.ready:
+            part = self.ready.pop(self.order[self.next_up])
+            self.store.merge(part)
+            self.counts["written"] += part.records
+            self.counts["pairs"] += part.pairs
+            self.counts["rows"] += len(part.rows)
+            for err in sorted(part.errors, key=lambda e: int(e["line"])):
+                index = self._index_of(err.get("file", ""))
+                text = json.dumps(err, ensure_ascii=False) + "\n"
+                self._skip(
+                    index, LineError(int(err["line"]), str(err["error"]), str(err.get("file", ""))), text
+                )
+            self.next_up += 1
+
+    def _index_of(self, file: str) -> int:
+        if not self.several:
+            return 0
+        return next((k for k, s in enumerate(self.inputs) if s.name == file), 0)
+
+    def _skip(self, index: int, error: LineError, text: str) -> None:
+        self.errors.append((index, error))
+        logger.info("skipped %s", error)
+        if self.run.on_error is not None:
+            self.run.on_error(error)
+        if self.err_sink is not None:
+            self.err_sink.write(text)
+            self.err_sink.flush()

@@ -1,15 +1,17 @@
 """The unit of work of a sharded job: a shard, how it is ranked, and who ranks it.
 
 A :class:`ShardTask` is one shard as plain data (its name, its digest, its records' lines), so that it
-travels to a Ray actor as is. :func:`rank_shard` ranks a shard's records in chunks, as ``rank_file`` does,
-and writes the shard's part file (:mod:`blender_core.batch.parts`); it returns a :class:`ShardDone`. What
-is written per ranked record is a :class:`RowMaker`: :class:`RankRows` writes the ``rank`` output (one line
-per record), :class:`~blender_core.batch.pairs.PairRows` preference pairs (0..k lines per record). A
-:class:`JobSpec` holds everything a shard is ranked with but the ranker.
+travels to a Ray actor as is. :func:`rank_shard` ranks a shard's records in chunks (each chunk's comparisons
+batched together) and writes the shard's part file (:mod:`blender_core.batch.parts`); it returns a
+:class:`ShardDone`. What is written per ranked record is a :class:`RowMaker`: :class:`RankRows` writes the
+``rank`` output (one line per record), :class:`~blender_core.batch.pairs.PairRows` preference pairs (0..k
+lines per record). A :class:`JobSpec` holds everything a shard is ranked with but the ranker, and travels
+whole.
 
-An :class:`Executor` ranks a list of shards: :class:`LocalExecutor` one after the other in this process, the
-Ray executor (:mod:`blender_core.batch.ray_engine`) on a pool of Ray actors. The driver that plans the
-shards and merges their parts is :mod:`blender_core.batch.sharded`.
+An :class:`Executor` ranks the shards the driver plans: :class:`LocalExecutor` one after the other in this
+process, the Ray executor (:mod:`blender_core.batch.ray_executor`) on a pool of Ray actors. Both write the
+same parts through :func:`rank_shard`; the driver that plans the shards and merges their parts, the one
+engine of every batch job, is :mod:`blender_core.batch.sharded`.
 
 Example:
     >>> line = '{"prompt": "2+2?", "candidates": ["4", "5"]}'
@@ -20,15 +22,19 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import json
-from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
+from blender_core.base.validation import check_choice
 from blender_core.batch.parts import write_part
 from blender_core.batch.plan import Item, LineError, error_line, parse_line, rank_chunk, ranked_record
 from blender_core.ranking.interface import Ranker
+from blender_core.ranking.registry import RankerSpec, load_ranker
+from blender_core.ranking.strategies import STRATEGIES
 
 
 class RowMaker(Protocol):
@@ -98,21 +104,20 @@ class ShardDone:
 def rank_shard(
     ranker: Ranker,
     task: ShardTask,
-    *,
-    maker: RowMaker,
-    strategy: str,
-    chunk_size: int,
-    score_key: str | None,
+    job: JobSpec,
     folder: str | Path,
+    *,
     node: str = "",
+    on_chunk: Callable[[int], None] | None = None,
 ) -> ShardDone:
-    """Rank a shard's records (in chunks of ``chunk_size``, as ``rank_file`` does), then write its part."""
+    """Rank a shard's records in chunks of ``job.chunk_size`` (each chunk's comparisons batched together), then
+    write its part; ``on_chunk`` is called with the number of records each chunk handled (ranked or failed)."""
     items: list[Item] = []
     raws: dict[int, str] = {}
     errors: list[dict[str, Any]] = []
     for lineno, text in task.lines:
         raw = text.encode("utf-8")
-        item, reason = parse_line(task.input_name, lineno, raw, score_key, file=task.file)
+        item, reason = parse_line(task.input_name, lineno, raw, job.score_key, file=task.file)
         raws[lineno] = text
         if item is None:  # the driver parsed it fine: only a changed parser gets here
             errors.append(
@@ -122,57 +127,91 @@ def rank_shard(
             items.append(item)
     rows: list[dict[str, Any]] = []
     records = pairs = 0
-    for start in range(0, len(items), chunk_size):
-        chunk = items[start : start + chunk_size]
-        for item, result in zip(chunk, rank_chunk(ranker, chunk, strategy), strict=True):
+    for start in range(0, len(items), job.chunk_size):
+        chunk = items[start : start + job.chunk_size]
+        for item, result in zip(chunk, rank_chunk(ranker, chunk, job.strategy), strict=True):
             if isinstance(result, str):
                 error = LineError(item.line, result, task.file or "")
                 errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
                 continue
-            rows.extend(maker.rows(item, *result))
+            rows.extend(job.maker.rows(item, *result))
             records += 1
             pairs += item.is_pair
+        if on_chunk is not None:
+            on_chunk(len(chunk))
     write_part(folder, task.name, task.digest, rows, records=records, pairs=pairs, errors=errors)
     return ShardDone(task.name, records, len(rows), node)
+
+
+#: what an executor calls as records of a shard are handled before its part is written: (shard, records)
+Progress = Callable[[str, int], None]
 
 
 class Executor(Protocol):
     """Ranks shards and writes their parts; yields each shard as its part is written (any order)."""
 
-    def run(self, tasks: Sequence[ShardTask], folder: Path, job: JobSpec) -> Iterator[ShardDone]:
-        """Rank every task, writing parts to ``folder``."""
+    def run(
+        self, tasks: Iterable[ShardTask], folder: Path, job: JobSpec, progress: Progress | None = None
+    ) -> Iterator[ShardDone]:
+        """Rank every task, writing parts to ``folder``. ``tasks`` may be read lazily (the driver plans them
+        while it reads the inputs); ``progress`` may be called within a shard, before it is yielded."""
         ...
 
 
 @dataclass(frozen=True)
 class JobSpec:
-    """What every shard of a job is ranked with (all but the ranker, which the executor holds)."""
+    """What every shard of a job is ranked with (all but the ranker, which the executor holds). It travels
+    whole: to the executor, and on Ray to every actor.
+
+    Attributes:
+        maker: what is written per ranked record (:class:`RankRows`, or preference pairs).
+        strategy: the ranking strategy (``full``, ``sort``, ``knockout``, ``bubble``).
+        chunk_size: records per ``rank`` call (the ranker batches, and sorts by length, a chunk's comparisons).
+        score_key: MixInstruct only: which score of the candidates the data uses (parsing needs it).
+        ranker_name: the ranker's spec name: a part made by another ranker is not reused.
+    """
 
     maker: RowMaker
-    strategy: str = "full"
-    chunk_size: int = 32
+    strategy: str = "full"  # every candidate scored: what the output's scores and ranks promise
+    chunk_size: int = 32  # its comparisons fill batches, sorted by length; a failed chunk is redone 1 by 1
     score_key: str | None = None
     ranker_name: str = ""
+
+    def __post_init__(self) -> None:
+        check_choice(self.strategy, STRATEGIES, "strategy")
+        check_chunk_size(self.chunk_size)
 
     def settings(self) -> str:
         """The settings a part depends on, as text (hashed into every shard's digest)."""
         return json.dumps([self.maker.name, self.strategy, self.score_key, self.ranker_name])
 
 
+def check_chunk_size(chunk_size: int, name: str = "chunk_size") -> None:
+    """A ``ValueError`` unless ``chunk_size`` is a positive int."""
+    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
+        raise ValueError(f"{name} must be a positive int, got {chunk_size!r}")
+
+
 @dataclass(frozen=True)
 class LocalExecutor:
-    """Ranks the shards one after the other in this process."""
+    """Ranks the shards one after the other in this process, as the driver plans them (so that memory holds one
+    shard at a time), reporting progress after each chunk.
 
-    ranker: Ranker
+    Attributes:
+        ranker: a ranker object, or any spec ``load_ranker`` accepts (loaded when the first shard is ranked,
+            so a run with nothing to rank loads nothing).
+        options: loading options for ``load_ranker`` (with a spec).
+    """
 
-    def run(self, tasks: Sequence[ShardTask], folder: Path, job: JobSpec) -> Iterator[ShardDone]:
+    ranker: RankerSpec
+    options: Mapping[str, Any] = field(default_factory=dict)
+
+    def run(
+        self, tasks: Iterable[ShardTask], folder: Path, job: JobSpec, progress: Progress | None = None
+    ) -> Iterator[ShardDone]:
+        ranker: Ranker | None = None
         for task in tasks:
-            yield rank_shard(
-                self.ranker,
-                task,
-                maker=job.maker,
-                strategy=job.strategy,
-                chunk_size=job.chunk_size,
-                score_key=job.score_key,
-                folder=folder,
-            )
+            if ranker is None:
+                ranker = load_ranker(self.ranker, **self.options)
+            on_chunk = None if progress is None else functools.partial(progress, task.name)
+            yield rank_shard(ranker, task, job, folder, on_chunk=on_chunk)

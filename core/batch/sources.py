@@ -11,6 +11,10 @@ the same thing whatever the format:
   the row's JSON; a null value is a missing field (a Parquet file written from records of several
   shapes has every column on every row). A file that cannot be read past some row raises
   ``DataReadError`` naming the last row read. Needs ``pyarrow`` (``pip install "blender-llm[ray]"``).
+- A ``ray.data.Dataset`` (:class:`DatasetInput`): row ``n``, in the Dataset's order, is line ``n``, read as a
+  Parquet row is. Ray itself is not imported here: the Dataset brings it.
+
+:func:`as_inputs` turns what a job is given (a path, an ``Input``, a Dataset, or a list of them) into its inputs.
 
 Example:
     >>> row_to_line({"prompt": "2+2?", "candidates": ["4", "5"], "id": None})
@@ -21,7 +25,7 @@ from __future__ import annotations
 
 import contextlib
 import json
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
@@ -138,3 +142,59 @@ class FileInput:
             for _, raw in iter_raw_lines(self.path):
                 n += bool(raw.strip())
         return n
+
+
+def _same(batch: Any) -> Any:
+    """The identity on a batch (a derived Dataset, whose settings may be changed without touching the caller's)."""
+    return batch
+
+
+@dataclass(frozen=True)
+class DatasetInput:
+    """The rows of a ``ray.data.Dataset`` as an input: row ``n`` (from 1, in the Dataset's order) is line ``n``,
+    given to the parser as its JSON (a null is a missing field, as for Parquet)."""
+
+    dataset: Any
+    name: str = "dataset"
+
+    def lines(self) -> Iterator[tuple[int, bytes]]:
+        view = self.dataset.map_batches(_same, batch_format="pyarrow")
+        view.context.execution_options.preserve_order = True  # row numbers must be the same every run
+        view.context.enable_progress_bars = False
+        for n, row in enumerate(view.iter_rows(), start=1):
+            yield n, row_to_line(row)
+
+    def count(self) -> int | None:
+        return None
+
+
+def as_inputs(source: Any) -> list[Input]:
+    """The inputs of a job: a path, an :class:`Input`, a ``ray.data.Dataset``, or a list of them.
+
+    Raises:
+        TypeError: for anything else.
+        ValueError: for no input, or an input given twice (inputs are told apart by name).
+    """
+    one = isinstance(source, (str, Path)) or hasattr(source, "lines") or hasattr(source, "map_batches")
+    many: Iterable[Any] = [source] if one or not isinstance(source, Iterable) else source
+    inputs: list[Input] = []
+    datasets = 0
+    for s in many:
+        if isinstance(s, (str, Path)):
+            inputs.append(FileInput.of(s))
+        elif hasattr(s, "lines") and hasattr(s, "name"):
+            inputs.append(s)
+        elif hasattr(s, "map_batches") and hasattr(s, "iter_rows"):
+            datasets += 1
+            inputs.append(DatasetInput(s, "dataset" if datasets == 1 else f"dataset{datasets}"))
+        else:
+            raise TypeError(
+                f"an input must be a path, a ray.data.Dataset or a list of them; got {type(s).__name__}"
+            )
+    if not inputs:
+        raise ValueError("no input given; pass at least one file")
+    names = [s.name for s in inputs]
+    if len(set(names)) != len(names):
+        repeated = sorted({n for n in names if names.count(n) > 1})
+        raise ValueError(f"the input {repeated[0]!r} is given more than once; pass each input once")
+    return inputs

@@ -41,10 +41,14 @@ class LengthRanker(BaseRanker):
         self.calls.append((list(prompts), [list(c) for c in candidates], strategy))
         out = []
         for cands in candidates:
-            scores = np.array([float(len(c)) for c in cands])
+            scores = np.array([self.score(k, c) for k, c in enumerate(cands)])
             order = order_from_scores(scores)
             out.append(Ranking(scores, ranks_from_scores(scores), order, order[0], strategy, n_forward=0))
         return out
+
+    def score(self, index: int, text: str) -> float:
+        """The score of candidate ``index``: its length (a subclass may score otherwise)."""
+        return float(len(text))
 
 
 class ScriptedFuser(BaseFuser):

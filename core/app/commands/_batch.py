@@ -1,6 +1,7 @@
 """What every batch command (``rank``, ``label-pairs``) shares: its options (the inputs, the output, the
-ranker and its loading options, the engine and its Ray settings), the checks made before a ranker is
-loaded, the bad-line lines and the summary, and how a job runs and fails.
+ranker and its loading options, the engine and its Ray settings), declared once here and gathered into
+:class:`BatchOptions`; the checks made before a ranker is loaded; the bad-line lines and the summary; and how
+a job runs (:func:`run_command`: the library's job with ``engine=``) and fails.
 
 A helper module, not a command (the CLI registers no module whose name starts with ``_``).
 """
@@ -9,7 +10,8 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -17,9 +19,8 @@ import typer
 
 if TYPE_CHECKING:
     from blender_core.batch.plan import LineError
-    from blender_core.batch.rank_file import BatchRankReport
     from blender_core.batch.ray_cluster import RaySettings
-    from blender_core.ranking.interface import Ranker
+    from blender_core.batch.sharded import ShardedReport
 
 N = TypeVar("N", int, float)
 
@@ -34,8 +35,6 @@ def _at_least(low: N) -> Callable[[N | None], N | None]:
 
     return check
 
-
-ENGINES = ("local", "ray")
 
 # ---------------------------------------------------------------------------- options of every batch command
 Files = Annotated[
@@ -68,7 +67,8 @@ BatchSize = Annotated[
     ),
 ]
 ChunkSize = Annotated[
-    int, typer.Option(callback=_at_least(1), help="Records ranked together, then written and flushed.")
+    int,
+    typer.Option(callback=_at_least(1), help="Records per rank call (their comparisons batched together)."),
 ]
 ScoreKey = Annotated[
     str | None,
@@ -127,7 +127,7 @@ ShardSize = Annotated[
     int,
     typer.Option(
         callback=_at_least(1),
-        help="--engine ray (and several inputs): input lines per shard, the unit of work, retry and resume.",
+        help="Input lines per shard: the unit of work, of retry (--engine ray) and of resume; written to --out a shard at a time, so a stopped run loses at most the shards in progress.",
     ),
 ]
 MaxRetries = Annotated[
@@ -139,6 +139,36 @@ MaxRetries = Annotated[
 ]
 
 # ---------------------------------------------------------------------------- what every batch command does
+
+
+@dataclass(frozen=True)
+class BatchOptions:
+    """The options every batch command takes, as given (each command declares them in its signature, which
+    Typer reads, with the types above)."""
+
+    files: list[Path]
+    out: Path
+    model: str | None
+    strategy: str
+    batch_size: int
+    chunk_size: int
+    score_key: str | None
+    errors: Path | None
+    device: str | None
+    num_threads: int
+    no_progress: bool
+    engine: str
+    address: str | None
+    actors: int | None
+    gpus_per_actor: float | None
+    cpus_per_actor: float
+    shard_size: int
+    max_retries: int
+
+    @classmethod
+    def of(cls, given: Mapping[str, Any]) -> BatchOptions:
+        """The batch options among a command's arguments (``locals()``, taken first thing in the command)."""
+        return cls(**{f.name: given[f.name] for f in fields(cls)})
 
 
 def check_paths(files: Sequence[Path], out: Path, errors: Path | None) -> None:
@@ -161,23 +191,16 @@ def check_paths(files: Sequence[Path], out: Path, errors: Path | None) -> None:
                 raise typer.BadParameter(str(exc), param_hint="'--errors'") from exc
 
 
-def ray_settings(
-    engine: str,
-    *,
-    address: str | None,
-    actors: int | None,
-    gpus_per_actor: float | None,
-    cpus_per_actor: float,
-    max_retries: int,
-    num_threads: int,
-) -> RaySettings | None:
+def ray_settings(opts: BatchOptions) -> RaySettings | None:
     """The Ray settings of ``--engine ray`` (None for the local engine, where a Ray option is a usage error)."""
-    if engine not in ENGINES:
+    from blender_core.batch.jobs import ENGINES
+
+    if opts.engine not in ENGINES:
         raise typer.BadParameter(
-            f"unknown engine {engine!r}; choose one of {', '.join(ENGINES)}", param_hint="'--engine'"
+            f"unknown engine {opts.engine!r}; choose one of {', '.join(ENGINES)}", param_hint="'--engine'"
         )
-    if engine == "local":
-        given = {"--address": address, "--actors": actors, "--gpus-per-actor": gpus_per_actor}
+    if opts.engine == "local":
+        given = {"--address": opts.address, "--actors": opts.actors, "--gpus-per-actor": opts.gpus_per_actor}
         for name, value in given.items():
             if value is not None:
                 raise typer.BadParameter(f"{name} is an option of --engine ray", param_hint=f"'{name}'")
@@ -186,84 +209,58 @@ def ray_settings(
 
     try:
         return RaySettings(
-            address=address,
-            actors=actors,
-            gpus_per_actor=gpus_per_actor,
-            cpus_per_actor=cpus_per_actor,
-            max_task_retries=max_retries,
-            num_threads=num_threads,
+            address=opts.address,
+            actors=opts.actors,
+            gpus_per_actor=opts.gpus_per_actor,
+            cpus_per_actor=opts.cpus_per_actor,
+            max_task_retries=opts.max_retries,
+            num_threads=opts.num_threads,
         )
     except ValueError as exc:
         raise typer.BadParameter(str(exc)) from exc
 
 
-def prepare_job(
-    files: Sequence[Path],
-    out: Path,
-    errors: Path | None,
-    *,
-    strategy: str,
-    engine: str,
-    address: str | None,
-    actors: int | None,
-    gpus_per_actor: float | None,
-    cpus_per_actor: float,
-    max_retries: int,
-    num_threads: int,
-) -> RaySettings | None:
+def prepare_job(opts: BatchOptions) -> RaySettings | None:
     """What a batch command does before a ranker is loaded: check the strategy, the engine and its Ray
     options, and the paths; set torch's threads in this process (a Ray actor sets its own). Returns the Ray
     settings (None: the local engine)."""
     from blender_core.ranking.strategies import STRATEGIES
 
-    if strategy not in STRATEGIES:
-        raise typer.BadParameter(f"unknown strategy {strategy!r}; choose one of {', '.join(STRATEGIES)}")
-    settings = ray_settings(
-        engine,
-        address=address,
-        actors=actors,
-        gpus_per_actor=gpus_per_actor,
-        cpus_per_actor=cpus_per_actor,
-        max_retries=max_retries,
-        num_threads=num_threads,
-    )
-    if num_threads > 0 and settings is None:
+    if opts.strategy not in STRATEGIES:
+        raise typer.BadParameter(f"unknown strategy {opts.strategy!r}; choose one of {', '.join(STRATEGIES)}")
+    settings = ray_settings(opts)
+    if opts.num_threads > 0 and settings is None:
         import torch
 
-        torch.set_num_threads(num_threads)
-    check_paths(files, out, errors)
+        torch.set_num_threads(opts.num_threads)
+    check_paths(opts.files, opts.out, opts.errors)
     return settings
 
 
-def ray_ranker_options(
-    model: str | None, settings: RaySettings, *, batch_size: int, device: str | None
-) -> dict[str, Any]:
-    """Check the ranker spec (each actor loads it) and say which ranker (exit 1 when it cannot be one); the
-    loading options each actor passes to ``load_ranker``."""
+def ranker_options(opts: BatchOptions, settings: RaySettings | None) -> dict[str, Any]:
+    """Say which ranker runs (exit 1 when it cannot be one) and return the loading options the job passes to
+    ``load_ranker``. The local engine loads it now, announced with its loading time and device (the job then
+    finds it in ``load_ranker``'s cache); with Ray, the spec is checked here and each actor loads it."""
+    from blender_core.app.commands._ranker import device_of, ranker_from_option
     from blender_core.ranking.registry import check_ranker_spec, spec_name
 
-    shown = spec_name(model)
+    if settings is None:
+        start = time.perf_counter()
+        ranker, shown = ranker_from_option(opts.model, device=opts.device, batch_size=opts.batch_size)
+        typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})")
+        return {"device": opts.device, "batch_size": opts.batch_size}
+    shown = spec_name(opts.model)
     try:
-        check_ranker_spec(model)
+        check_ranker_spec(opts.model)
     except (TypeError, ValueError) as exc:
         typer.echo(f"error: could not load the ranker {shown!r}: {exc}", err=True)
         raise typer.Exit(1) from exc
     actors = settings.actors if settings.actors is not None else "one per GPU (else 1)"
     typer.echo(f"ranker: {shown} (loaded by each Ray actor; actors: {actors})")
-    options: dict[str, Any] = {"batch_size": batch_size}
-    if device is not None:
-        options["device"] = device
+    options: dict[str, Any] = {"batch_size": opts.batch_size}
+    if opts.device is not None:
+        options["device"] = opts.device
     return options
-
-
-def load_local_ranker(model: str | None, *, device: str | None, batch_size: int) -> tuple[Ranker, str]:
-    """The local engine's ranker, loaded now and announced with its loading time and device; and its name."""
-    from blender_core.app.commands._ranker import device_of, ranker_from_option
-
-    start = time.perf_counter()
-    ranker, shown = ranker_from_option(model, device=device, batch_size=batch_size)
-    typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})")
-    return ranker, shown
 
 
 def error_printer(files: Sequence[Path]) -> Callable[[LineError], None]:
@@ -276,37 +273,59 @@ def error_printer(files: Sequence[Path]) -> Callable[[LineError], None]:
     return on_error
 
 
-def summary(
-    report: BatchRankReport, out: Path, errors: Path | None, *, what: str = "ranked", rows: str = ""
-) -> None:
+def summary(report: ShardedReport, out: Path, errors: Path | None, *, what: str, rows: str) -> None:
     """The last line: what was ranked, skipped and reused, and where it went."""
     parts = [f"{what} {report.written} records"]
     if rows:
-        parts[0] += f" into {getattr(report, 'rows', 0)} {rows}"
+        parts[0] += f" into {report.rows} {rows}"
     if report.pairs:
         parts.append(f"{report.pairs} of them pair records" if rows else f"{report.pairs} of them pairs")
     if report.skipped:
         parts.append(f"skipped {report.skipped} already in {out}")
     if report.errors:
         parts.append(f"skipped {len(report.errors)} bad lines" + (f" (see {errors})" if errors else ""))
-    reused = getattr(report, "shards_reused", 0)
-    if reused:
-        parts.append(f"took {reused} shards ranked by an interrupted run")
+    if report.shards_reused:
+        parts.append(f"took {report.shards_reused} shards ranked by an interrupted run")
     typer.echo(f"{'; '.join(parts)}; {report.elapsed_s:.1f} s -> {out}")
 
 
-def run_batch(
-    job: Callable[[], BatchRankReport], out: Path, errors: Path | None, **summary_args: Any
+def run_command(
+    job: Callable[..., ShardedReport],
+    opts: BatchOptions,
+    *,
+    what: str = "ranked",
+    rows: str = "",
+    **job_args: Any,
 ) -> None:
-    """Run a batch job and print its summary; its errors as one line and exit status 1 (2 for a usage error)."""
-    from blender_core.batch.parts import OutputBusyError
-    from blender_core.batch.rank_file import InputChangedError, PartialInputError
-    from blender_core.batch.sharded import ShardJobError
+    """Run a batch command: check its options, load (or check) the ranker, run the library's ``job``
+    (``rank_files`` or ``label_pairs``, with ``job_args``) on the engine chosen, and print the summary; errors
+    as one line and exit status 1 (2 for a usage error)."""
+    from blender_core.batch.parts import OutputBusyError, PartStore
+    from blender_core.batch.resume import InputChangedError
+    from blender_core.batch.sharded import PartialInputError, ShardJobError
 
+    settings = prepare_job(opts)
     try:
-        report = job()
+        PartStore(opts.out).check_free()  # before the ranker is loaded, which may take minutes
+        loading = ranker_options(opts, settings)
+        report = job(
+            list(opts.files),
+            opts.out,
+            opts.model,  # the spec, not the object: parts are named after it
+            engine=opts.engine,
+            ranker_options=loading,
+            ray_settings=settings,
+            strategy=opts.strategy,
+            shard_size=opts.shard_size,
+            chunk_size=opts.chunk_size,
+            score_key=opts.score_key,
+            errors_path=opts.errors,
+            show_progress=not opts.no_progress,
+            on_error=error_printer(opts.files),
+            **job_args,
+        )
     except PartialInputError as exc:  # what could be read was ranked: say so, then fail
-        summary(exc.report, out, errors, **summary_args)
+        summary(exc.report, opts.out, opts.errors, what=what, rows=rows)
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(1) from exc
     except (InputChangedError, ShardJobError, OutputBusyError) as exc:
@@ -317,4 +336,4 @@ def run_batch(
     except OSError as exc:  # e.g. the disk filled up, or the output vanished, while writing
         typer.echo(f"error: {type(exc).__name__}: {exc}", err=True)
         raise typer.Exit(1) from exc
-    summary(report, out, errors, **summary_args)
+    summary(report, opts.out, opts.errors, what=what, rows=rows)

@@ -3,14 +3,14 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
 from blender_core.app.commands._batch import (
     Actors,
     Address,
+    BatchOptions,
     BatchSize,
     ChunkSize,
     CpusPerActor,
@@ -27,11 +27,7 @@ from blender_core.app.commands._batch import (
     ScoreKey,
     ShardSize,
     Strategy,
-    error_printer,
-    load_local_ranker,
-    prepare_job,
-    ray_ranker_options,
-    run_batch,
+    run_command,
 )
 
 Pairs = Annotated[
@@ -78,13 +74,13 @@ def register(app: typer.Typer) -> None:
         Each line: {"id" (or "line"), "line_hash", "prompt", "chosen", "rejected", "score_chosen",
         "score_rejected", "margin", "chosen_index", "rejected_index", "chosen_model"?, "rejected_model"?}: the
         columns TRL's DPO trainer reads (prompt, chosen, rejected), with the ranker's scores. --pairs chooses
-        which pairs a ranking gives, --margin drops the close ones (a record may give none). Bad lines, resume
-        and exactly-once writing are those of `rank --engine ray`, in this process or on Ray actors (--engine
-        ray). Exit status: as `rank`.
+        which pairs a ranking gives, --margin drops the close ones (a record may give none). Bad lines, resume,
+        exactly-once writing and the lock on --out are those of `rank`, in this process or on Ray actors
+        (--engine ray). Exit status: as `rank`.
         """
+        options = BatchOptions.of(locals())
         from blender_core.batch.pairs import PAIR_CHOICES, PairPolicy
         from blender_core.batch.pairs import label_pairs as run_label_pairs
-        from blender_core.batch.rank_file import BatchRankReport
 
         if pairs not in PAIR_CHOICES:
             raise typer.BadParameter(
@@ -94,50 +90,4 @@ def register(app: typer.Typer) -> None:
             policy = PairPolicy(pairs, margin)  # type: ignore[arg-type]  # checked against PAIR_CHOICES above
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="'--margin'") from exc
-        settings = prepare_job(
-            files,
-            out,
-            errors,
-            strategy=strategy,
-            engine=engine,
-            address=address,
-            actors=actors,
-            gpus_per_actor=gpus_per_actor,
-            cpus_per_actor=cpus_per_actor,
-            max_retries=max_retries,
-            num_threads=num_threads,
-        )
-        common: dict[str, Any] = {
-            "policy": policy,
-            "strategy": strategy,
-            "shard_size": shard_size,
-            "chunk_size": chunk_size,
-            "score_key": score_key,
-            "errors_path": errors,
-            "show_progress": not no_progress,
-            "on_error": error_printer(files),
-        }
-        job: Callable[[], BatchRankReport]
-        if settings is not None:
-            options = ray_ranker_options(model, settings, batch_size=batch_size, device=device)
-
-            def job() -> BatchRankReport:
-                return run_label_pairs(
-                    list(files),
-                    out,
-                    model,
-                    engine="ray",
-                    ranker_options=options,
-                    ray_settings=settings,
-                    **common,
-                )
-
-        else:
-            load_local_ranker(model, device=device, batch_size=batch_size)
-            loading = {"device": device, "batch_size": batch_size}
-
-            def job() -> BatchRankReport:
-                # the spec, not the object: parts are named after it; load_ranker's cache has it loaded already
-                return run_label_pairs(list(files), out, model, ranker_options=loading, **common)
-
-        run_batch(job, out, errors, what="labelled", rows="pairs")
+        run_command(run_label_pairs, options, what="labelled", rows="pairs", policy=policy)

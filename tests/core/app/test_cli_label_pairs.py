@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner, Result
 
 from blender_core.app.cli import app
+from tests.core.batch.lock_holder import lock_held_elsewhere
 from tests.core.batch.ray_local import local_ray
 from tests.core.batch.records import read_lines, write_lines
 from tests.core.batch.sharded_records import many_sets, with_bad_lines
@@ -102,6 +103,21 @@ def test_bad_options_are_usage_errors_before_any_loading(
     assert res.exception is None or isinstance(res.exception, SystemExit)  # a message, no traceback
     assert message in res.stderr
     assert "ranker:" not in res.stdout  # nothing was loaded
+    assert not out.exists()
+
+
+def test_an_out_another_run_is_writing_is_refused(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(3))
+    out = tmp_path / "pairs.jsonl"
+    with lock_held_elsewhere(out) as holder:
+        res = _label(inp, out, tiny_native_ckpt)
+    assert res.exit_code == 1, res.output
+    assert (
+        res.stderr.strip()
+        .splitlines()[-1]
+        .startswith(f"error: another run is writing {out}: process {holder.pid} on ")
+    )
+    assert "ranker:" not in res.stdout
     assert not out.exists()
 
 

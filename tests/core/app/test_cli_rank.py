@@ -6,6 +6,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -17,6 +18,8 @@ from blender_core.app.cli import app
 from blender_core.ranking import load_ranker
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, clear_ranker_cache
+from tests.core.batch.lock_holder import lock_held_elsewhere
+from tests.core.batch.old_rank import DATA as OLD
 from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
 
 
@@ -246,3 +249,41 @@ def test_an_output_folder_without_write_permission(wide_errors: None, tiny_nativ
         locked.chmod(0o700)
     assert res.exit_code == 2, res.output
     assert f"the folder '{locked}' is not writable (permission denied)" in res.stderr
+
+
+# ---------------------------------------------------------------------------- one engine: the lock, old outputs
+
+
+def test_a_second_run_on_the_same_out_is_refused_before_loading(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", SETS)
+    out = tmp_path / "out.jsonl"
+    args = ["rank", str(inp), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    with lock_held_elsewhere(out) as holder:
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 1, res.output
+        _no_traceback(res)
+        error = res.stderr.strip().splitlines()[-1]
+        assert error.startswith(f"error: another run is writing {out}: process {holder.pid} on ")
+        assert "-c " in error  # the command that holds it
+        assert error.endswith("Wait for it to finish, or stop it, then run again (its lock, "
+                              f"{out}.parts/lock, is released when its process ends)")  # fmt: skip
+        assert "ranker:" not in res.stdout  # refused before the ranker was loaded
+        assert not out.exists()
+    res = CliRunner().invoke(app, args)  # the holder is gone, and its lock with it
+    assert res.exit_code == 0, res.output
+    assert len(read_lines(out)) == len(SETS)
+
+
+def test_an_output_the_old_rank_left_resumes(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    """An output that ``rank`` left half-written before it ran on the one engine (cut in the middle of a line)."""
+    out = tmp_path / "ranked.jsonl"
+    shutil.copyfile(OLD / "partial_cut.jsonl", out)
+    before = (OLD / "partial.jsonl").read_bytes()
+    args = ["rank", str(OLD / "in.jsonl"), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    assert "ranked 30 records; 5 of them pairs; skipped 15 already in" in res.stdout
+    assert "skipped 9 bad lines" in res.stdout
+    assert out.read_bytes().startswith(before)  # the old records untouched, the cut one ranked again
+    keys = [(r.get("id"), r["line"]) for r in read_lines(out)]
+    assert keys == [(r.get("id"), r["line"]) for r in read_lines(OLD / "ranked.jsonl")]  # every record once

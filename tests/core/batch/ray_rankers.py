@@ -7,6 +7,7 @@ the engine under test."""
 from __future__ import annotations
 
 import os
+import threading
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -96,6 +97,20 @@ class InterruptAfter(_Wrapper):
     def on_call(self) -> None:
         if self.calls > self.limit:
             raise Interrupted(f"stopped after {self.limit} calls")
+
+
+class Gate(_Wrapper):
+    """Its first ``rank`` call waits until the test opens the gate (``entered`` is set while it waits): a run
+    held in the middle, in this process."""
+
+    def __init__(self, spec: Any) -> None:
+        super().__init__(spec)
+        self.entered = threading.Event()
+        self.open = threading.Event()
+
+    def on_call(self) -> None:
+        self.entered.set()
+        assert self.open.wait(60), "the test never opened the gate"
 
 
 class Slow(_Wrapper):

@@ -71,3 +71,8 @@ def _approx(values: list[float], abs_tol: float) -> Any:
 
 def errors_of(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+def counts(report: Any) -> tuple[Any, ...]:
+    """What two runs that handled the same records report alike: written, skipped, pairs, errors."""
+    return (report.written, report.skipped, report.pairs, report.errors)

@@ -1,4 +1,5 @@
-"""``blender_core.batch.rank_file``: output, chunking, resume, bad lines, interrupted writes, bad arguments."""
+"""``blender_core.batch.rank_file`` (``rank_file``, one input): output, chunking, resume, bad lines, interrupted
+writes, bad arguments."""
 
 from __future__ import annotations
 
@@ -152,7 +153,7 @@ def test_an_interrupted_write_is_repaired(
     _assert_same_rankings(crashed, full)
 
 
-def test_interrupted_run_keeps_written_chunks_and_resumes(ranker: PairRanker, tmp_path: Path) -> None:
+def test_interrupted_run_keeps_written_shards_and_resumes(ranker: PairRanker, tmp_path: Path) -> None:
     lines = [*SETS[:4], '{"broken', *SETS[4:]]
     inp = write_lines(tmp_path / "in.jsonl", lines)
     out = tmp_path / "out.jsonl"
@@ -161,9 +162,10 @@ def test_interrupted_run_keeps_written_chunks_and_resumes(ranker: PairRanker, tm
         raise KeyboardInterrupt  # the user presses Ctrl-C while line 5 is reported
 
     with pytest.raises(KeyboardInterrupt):
-        rank_file(ranker, inp, out, chunk_size=2, show_progress=False, on_error=interrupt)
-    assert len(read_lines(out)) == 4  # two full chunks were flushed before the interruption
-    report = rank_file(ranker, inp, out, chunk_size=2, show_progress=False)
+        rank_file(ranker, inp, out, chunk_size=2, shard_size=2, show_progress=False, on_error=interrupt)
+    # two shards were ranked and merged, each as soon as the reading had passed it, before the interruption
+    assert len(read_lines(out)) == 4
+    report = rank_file(ranker, inp, out, chunk_size=2, shard_size=2, show_progress=False)
     assert (report.written, report.skipped, [e.line for e in report.errors]) == (2, 4, [5])
     assert [r.get("id", r.get("line")) for r in read_lines(out)] == ["q1", 2, 3, 4, "q5", 7]
 

@@ -28,7 +28,7 @@ from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.core.batch.ray_local import ONE_ACTOR, TWO_ACTORS, local_ray
 from tests.core.batch.ray_rankers import CrashOnce, InterruptAfter
 from tests.core.batch.records import read_lines, write_lines
-from tests.core.batch.sharded_records import errors_of, keys, many_sets, same_rankings, with_bad_lines
+from tests.core.batch.sharded_records import counts, errors_of, keys, many_sets, same_rankings, with_bad_lines
 from tests.helpers.core_fakes import LengthRanker
 
 
@@ -67,12 +67,7 @@ def test_the_output_equals_single_process_rank(
     )
     same_rankings(tmp_path / "got.jsonl", tmp_path / "want.jsonl")  # same records, same order, same scores
     assert errors_of(tmp_path / "got.err") == errors_of(tmp_path / "want.err")
-    assert (got.written, got.skipped, got.pairs, got.errors) == (
-        want.written,
-        want.skipped,
-        want.pairs,
-        want.errors,
-    )
+    assert counts(got) == counts(want)
     assert seen == list(want.errors)
     assert (
         got.shards_ranked
@@ -243,3 +238,38 @@ def test_a_ranker_that_cannot_travel_is_a_clear_error(ray_instance: Any, tmp_pat
         rank_with_ray(inp, tmp_path / "out.jsonl", scripted_judge(), show_progress=False)
     with pytest.raises(ValueError, match=r"actors must be a positive int or None, got 0"):
         RaySettings(actors=0)
+
+
+def test_on_ray_the_bytes_rank_wrote_and_its_old_partial_output(ray_instance: Any, tmp_path: Path) -> None:
+    """The outputs ``rank`` wrote before the one engine (``test_old_outputs``), from Ray actors: the same bytes, and
+    an output an interrupted old run left (cut mid-write) resumed, every record once."""
+    from blender_core.batch.rank_file import rank_files
+    from tests.core.batch.old_rank import DATA, FractionRanker
+
+    out, errors = tmp_path / "ranked.jsonl", tmp_path / "ranked.errors.jsonl"
+    report = rank_files(
+        DATA / "in.jsonl",
+        out,
+        FractionRanker(),
+        engine="ray",
+        ray_settings=ONE_ACTOR,
+        shard_size=7,
+        chunk_size=3,
+        errors_path=errors,
+        show_progress=False,
+    )
+    assert out.read_bytes() == (DATA / "ranked.jsonl").read_bytes()
+    assert errors.read_bytes() == (DATA / "ranked.errors.jsonl").read_bytes()
+    assert report.written == 45
+    resumed = tmp_path / "resumed.jsonl"
+    resumed.write_bytes((DATA / "partial_cut.jsonl").read_bytes())
+    again = rank_with_ray(
+        DATA / "in.jsonl",
+        resumed,
+        FractionRanker(),
+        ray_settings=ONE_ACTOR,
+        shard_size=7,
+        show_progress=False,
+    )
+    assert resumed.read_bytes() == (DATA / "ranked.jsonl").read_bytes()
+    assert (again.skipped, again.written) == (15, 30)

@@ -1,13 +1,14 @@
-"""The sharded engine in this process (``blender_core.batch.sharded``, ``shards``, ``parts``): the output equals ``rank_file``'s,
-several inputs and Parquet, and exactly once through every interruption: a stop after any number of shards,
-a crash in the middle of a merge, stale and reusable parts, a second run on the same output."""
+"""The one batch engine in this process (``blender_core.batch.sharded``, ``shards``, ``parts``): the output does not
+depend on the shard size, several inputs and Parquet, and exactly once through every interruption: a stop after
+any number of shards, a crash in the middle of a merge, stale and reusable parts, a second run on the same output."""
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -15,12 +16,12 @@ import pytest
 
 from blender_core.batch.parts import JOURNAL, OutputBusyError, PartStore, parts_folder, read_part, write_part
 from blender_core.batch.plan import LineError
-from blender_core.batch.rank_file import PartialInputError, rank_file
-from blender_core.batch.sharded import run_sharded
-from blender_core.batch.shards import JobSpec, LocalExecutor, RankRows, ShardDone, ShardTask
+from blender_core.batch.rank_file import PartialInputError, rank_file, rank_files
+from blender_core.batch.sharded import RunOptions, ShardJobError, run_sharded
+from blender_core.batch.shards import JobSpec, LocalExecutor, Progress, RankRows, ShardDone, ShardTask
 from tests.core.batch.ray_rankers import Interrupted
 from tests.core.batch.records import SETS, read_lines, write_lines
-from tests.core.batch.sharded_records import errors_of, keys, many_sets, with_bad_lines
+from tests.core.batch.sharded_records import counts, errors_of, keys, many_sets, with_bad_lines
 from tests.helpers.core_fakes import LengthRanker
 
 
@@ -28,17 +29,25 @@ def _ranked(ranker: LengthRanker) -> list[str]:
     return [p for prompts, _, _ in ranker.calls for p in prompts]
 
 
-def test_one_input_gives_rank_files_output_and_errors(tmp_path: Path) -> None:
+def _quiet(shard_size: int = 256) -> RunOptions:
+    return RunOptions(shard_size, show_progress=False)
+
+
+#: the job ``rank_files(..., LengthRanker())`` runs, for runs given their executor
+RANK_BY_LENGTH = JobSpec(RankRows(), ranker_name=LengthRanker.name)
+
+
+def test_the_shard_size_does_not_change_the_output_or_errors(tmp_path: Path) -> None:
     inp = write_lines(tmp_path / "in.jsonl", with_bad_lines(many_sets(30)))
     want = rank_file(
         LengthRanker(), inp, tmp_path / "want.jsonl", errors_path=tmp_path / "want.err", show_progress=False
     )
     seen: list[LineError] = []
     shards: list[ShardDone] = []
-    got = run_sharded(
+    got = rank_files(
         inp,
         tmp_path / "got.jsonl",
-        LocalExecutor(LengthRanker()),
+        LengthRanker(),
         shard_size=4,
         errors_path=tmp_path / "got.err",
         show_progress=False,
@@ -47,12 +56,7 @@ def test_one_input_gives_rank_files_output_and_errors(tmp_path: Path) -> None:
     )
     assert (tmp_path / "got.jsonl").read_bytes() == (tmp_path / "want.jsonl").read_bytes()
     assert (tmp_path / "got.err").read_bytes() == (tmp_path / "want.err").read_bytes()
-    assert (got.written, got.skipped, got.pairs, got.errors) == (
-        want.written,
-        want.skipped,
-        want.pairs,
-        want.errors,
-    )
+    assert counts(got) == counts(want)
     assert seen == list(want.errors)
     assert got.rows == got.written == 33  # the 30 sets and the 3 good lines among the bad ones
     # a shard per 4 input lines that hold a record to rank
@@ -71,8 +75,10 @@ class StopAfter:
     inner: LocalExecutor
     shards: int
 
-    def run(self, tasks: Sequence[ShardTask], folder: Path, job: JobSpec) -> Iterator[ShardDone]:
-        for k, done in enumerate(self.inner.run(tasks, folder, job)):
+    def run(
+        self, tasks: Iterable[ShardTask], folder: Path, job: JobSpec, progress: Progress | None = None
+    ) -> Iterator[ShardDone]:
+        for k, done in enumerate(self.inner.run(tasks, folder, job, progress)):
             if k == self.shards:
                 raise Interrupted
             yield done
@@ -80,37 +86,55 @@ class StopAfter:
 
 def test_a_run_stopped_after_any_shard_resumes_exactly_once(tmp_path: Path) -> None:
     inp = write_lines(tmp_path / "in.jsonl", with_bad_lines(many_sets(20)))
-    run_sharded(
-        inp, tmp_path / "want.jsonl", LocalExecutor(LengthRanker()), shard_size=3, show_progress=False
-    )
+    rank_files(inp, tmp_path / "want.jsonl", LengthRanker(), shard_size=3, show_progress=False)
     total = len(read_lines(tmp_path / "want.jsonl"))
     shards = len({(r["line"] - 1) // 3 for r in read_lines(tmp_path / "want.jsonl")})
     for stop in range(shards):
         out = tmp_path / f"out{stop}.jsonl"
         with pytest.raises(Interrupted):
-            run_sharded(
-                inp, out, StopAfter(LocalExecutor(LengthRanker()), stop), shard_size=3, show_progress=False
-            )
+            run_sharded(inp, out, StopAfter(LocalExecutor(LengthRanker()), stop), RANK_BY_LENGTH, _quiet(3))
         merged = len(read_lines(out)) if out.exists() else 0
         # the shard being reported when the run stopped has its part written, not merged
         (left,) = [read_part(p) for p in parts_folder(out).glob("*.part.jsonl")]
         assert left is not None
         assert merged + left.records <= total
         ranker = LengthRanker()
-        report = run_sharded(inp, out, LocalExecutor(ranker), shard_size=3, show_progress=False)
+        report = rank_files(inp, out, ranker, shard_size=3, show_progress=False)
         assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()  # every record once, in input order
         assert (report.skipped, report.written, report.shards_reused) == (merged, total - merged, 1)
         assert len(_ranked(ranker)) == total - merged - left.records  # only what no part held was ranked
 
 
+@dataclass
+class TakesOne:
+    """An executor that ranks the first shard it is given and stops taking them (a broken executor)."""
+
+    inner: LocalExecutor
+
+    def run(
+        self, tasks: Iterable[ShardTask], folder: Path, job: JobSpec, progress: Progress | None = None
+    ) -> Iterator[ShardDone]:
+        yield from self.inner.run([next(iter(tasks))], folder, job, progress)
+
+
+def test_an_executor_that_stops_taking_shards_fails_the_run_and_the_rest_resumes(tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(12))
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(ShardJobError, match=r"^the executor ended before it took every shard; run the same"):
+        run_sharded(inp, out, TakesOne(LocalExecutor(LengthRanker())), RANK_BY_LENGTH, _quiet(4))
+    assert len(read_lines(out)) == 4  # the shard it ranked, merged; the input it did not read is not lost
+    report = rank_files(inp, out, LengthRanker(), shard_size=4, show_progress=False)
+    assert (report.skipped, report.written) == (4, 8)
+
+
 def test_a_merge_cut_short_is_undone_and_redone(tmp_path: Path) -> None:
     inp = write_lines(tmp_path / "in.jsonl", many_sets(12))
     want = tmp_path / "want.jsonl"
-    run_sharded(inp, want, LocalExecutor(LengthRanker()), shard_size=4, show_progress=False)
+    rank_files(inp, want, LengthRanker(), shard_size=4, show_progress=False)
     lines = want.read_bytes().splitlines(keepends=True)
     out = tmp_path / "out.jsonl"
     with pytest.raises(Interrupted):  # the first shard merged, the second's part written
-        run_sharded(inp, out, StopAfter(LocalExecutor(LengthRanker()), 1), shard_size=4, show_progress=False)
+        run_sharded(inp, out, StopAfter(LocalExecutor(LengthRanker()), 1), RANK_BY_LENGTH, _quiet(4))
     assert out.read_bytes() == b"".join(lines[:4])
     # the state a crash leaves in the middle of merging the second shard: its journal written, and two and a
     # half of its rows appended to the output
@@ -118,16 +142,14 @@ def test_a_merge_cut_short_is_undone_and_redone(tmp_path: Path) -> None:
     (store.folder / JOURNAL).write_text(json.dumps({"shard": "0000-00000001", "offset": out.stat().st_size}))
     out.write_bytes(out.read_bytes() + b"".join(lines[4:6]) + lines[6][:10])
     ranker = LengthRanker()
-    report = run_sharded(inp, out, LocalExecutor(ranker), shard_size=4, show_progress=False)
+    report = rank_files(inp, out, ranker, shard_size=4, show_progress=False)
     assert out.read_bytes() == want.read_bytes()
     assert (report.shards_reused, report.shards_ranked, report.skipped) == (1, 1, 4)
     assert len(_ranked(ranker)) == 4  # the reused part was not ranked again
     # a journal whose merge had finished (its part is gone) changes nothing
     store.folder.mkdir()
     (store.folder / JOURNAL).write_text(json.dumps({"shard": "0000-00000001", "offset": 10}))
-    assert (
-        run_sharded(inp, out, LocalExecutor(LengthRanker()), shard_size=4, show_progress=False).skipped == 12
-    )
+    assert rank_files(inp, out, LengthRanker(), shard_size=4, show_progress=False).skipped == 12
     assert out.read_bytes() == want.read_bytes()
 
 
@@ -145,7 +167,7 @@ def test_a_part_of_other_records_is_discarded_not_merged(tmp_path: Path) -> None
     )
     write_part(store.folder, "0007-00000000", "no-such-shard", [], records=0)
     (store.folder / ".tmp-0000-00000001-abc").write_text("half a part")
-    report = run_sharded(inp, out, LocalExecutor(LengthRanker()), shard_size=4, show_progress=False)
+    report = rank_files(inp, out, LengthRanker(), shard_size=4, show_progress=False)
     assert (report.shards_reused, report.shards_ranked, report.written) == (0, 2, 8)
     rank_file(LengthRanker(), inp, tmp_path / "want.jsonl", show_progress=False)
     assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()
@@ -157,8 +179,8 @@ def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:
     out = tmp_path / "out.jsonl"
     with PartStore(out).locked():
         with pytest.raises(OutputBusyError, match=r"another run is writing .*out\.jsonl"):
-            run_sharded(inp, out, LocalExecutor(LengthRanker()), show_progress=False)
-    assert run_sharded(inp, out, LocalExecutor(LengthRanker()), show_progress=False).written == 4
+            rank_files(inp, out, LengthRanker(), show_progress=False)
+    assert rank_files(inp, out, LengthRanker(), show_progress=False).written == 4
 
 
 # ---------------------------------------------------------------------------- several inputs, Parquet
@@ -168,13 +190,13 @@ def test_several_inputs_key_lines_by_file_and_ids_globally(tmp_path: Path) -> No
     a = write_lines(tmp_path / "a.jsonl", [SETS[0], SETS[1], SETS[2]])
     b = write_lines(tmp_path / "b.jsonl", [SETS[1], {**SETS[4], "id": "q1"}, SETS[5]])
     out = tmp_path / "out.jsonl"
-    report = run_sharded([a, b], out, LocalExecutor(LengthRanker()), shard_size=2, show_progress=False)
+    report = rank_files([a, b], out, LengthRanker(), shard_size=2, show_progress=False)
     assert keys(out) == [(str(a), "q1"), (str(a), 2), (str(a), 3), (str(b), 1), (str(b), 3)]
     assert report.errors == (LineError(2, f"id 'q1' already used by line 1 of {a}", str(b)),)
     rows = read_lines(out)
     assert list(rows[0])[:4] == ["id", "file", "line", "line_hash"]
     assert list(rows[1])[:3] == ["file", "line", "line_hash"]
-    again = run_sharded([a, b], out, LocalExecutor(LengthRanker()), show_progress=False)
+    again = rank_files([a, b], out, LengthRanker(), show_progress=False)
     assert (again.written, again.skipped) == (0, 5)
     # one input on an output of several is refused: its line numbers are not that input's
     with pytest.raises(ValueError, match="holds records of a job over several inputs"):
@@ -193,8 +215,8 @@ def test_parquet_rows_rank_as_lines(tmp_path: Path) -> None:
     parquet = _to_parquet(general, tmp_path / "in.parquet")
     rank_file(LengthRanker(), jsonl, tmp_path / "from_jsonl.jsonl", show_progress=False)
     single = rank_file(LengthRanker(), parquet, tmp_path / "from_parquet.jsonl", show_progress=False)
-    sharded = run_sharded(
-        parquet, tmp_path / "sharded.jsonl", LocalExecutor(LengthRanker()), shard_size=4, show_progress=False
+    sharded = rank_files(
+        parquet, tmp_path / "sharded.jsonl", LengthRanker(), shard_size=4, show_progress=False
     )
     assert single.written == sharded.written == len(general)
     strip = [
@@ -222,31 +244,77 @@ def test_a_cut_parquet_ranks_what_it_can(tmp_path: Path) -> None:
     with pytest.raises(
         PartialInputError, match=r"cut\.parquet: cannot read even its first line: the Parquet file"
     ):
-        run_sharded(cut, tmp_path / "out.jsonl", LocalExecutor(LengthRanker()), show_progress=False)
+        rank_files(cut, tmp_path / "out.jsonl", LengthRanker(), show_progress=False)
 
 
 def test_errors_of_several_inputs_name_their_file(tmp_path: Path) -> None:
     a = write_lines(tmp_path / "a.jsonl", [SETS[0], "[1]"])
     b = write_lines(tmp_path / "b.jsonl", ['{"broken', SETS[1]])
-    run_sharded(
-        [a, b],
-        tmp_path / "out.jsonl",
-        LocalExecutor(LengthRanker()),
-        errors_path=tmp_path / "e.jsonl",
-        show_progress=False,
+    rank_files(
+        [a, b], tmp_path / "out.jsonl", LengthRanker(), errors_path=tmp_path / "e.jsonl", show_progress=False
     )
     assert [(e["file"], e["line"]) for e in errors_of(tmp_path / "e.jsonl")] == [(str(a), 2), (str(b), 1)]
     with pytest.raises(ValueError, match="is given more than once"):
-        run_sharded([a, a], tmp_path / "o2.jsonl", LocalExecutor(LengthRanker()), show_progress=False)
+        rank_files([a, a], tmp_path / "o2.jsonl", LengthRanker(), show_progress=False)
     with pytest.raises(ValueError, match=r"^shard_size must be a positive int, got 0$"):
-        run_sharded(
-            a, tmp_path / "o3.jsonl", LocalExecutor(LengthRanker()), shard_size=0, show_progress=False
-        )
+        rank_files(a, tmp_path / "o3.jsonl", LengthRanker(), shard_size=0, show_progress=False)
     with pytest.raises(ValueError, match="must be plain JSON lines"):
-        run_sharded(
-            a,
-            tmp_path / "o.jsonl.gz",
-            LocalExecutor(LengthRanker()),
-            job=JobSpec(RankRows()),
-            show_progress=False,
-        )
+        run_sharded(a, tmp_path / "o.jsonl.gz", LocalExecutor(LengthRanker()), RANK_BY_LENGTH, _quiet())
+
+
+# ---------------------------------------------------------------------------- progress, checks
+
+
+class _Bar:
+    """Stands for tqdm's bar (the terminal is the boundary): what it was told."""
+
+    made: ClassVar[list[_Bar]] = []
+
+    def __init__(self, *, total: int | None, desc: str, unit: str, disable: bool) -> None:
+        self.total, self.desc, self.disable = total, desc, disable
+        self.updates: list[int] = []
+        _Bar.made.append(self)
+
+    def update(self, n: int) -> None:
+        self.updates.append(n)
+
+    def __enter__(self) -> _Bar:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        return None
+
+
+def test_the_bar_counts_every_input_record_and_moves_within_a_shard(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("blender_core.batch.sharded.tqdm", _Bar)
+    lines = with_bad_lines(many_sets(30))
+    inp = write_lines(tmp_path / "in.jsonl", lines)
+    out = tmp_path / "out.jsonl"
+    write_lines(tmp_path / "half.jsonl", lines[:20])
+    rank_files(tmp_path / "half.jsonl", out, LengthRanker(), show_progress=False)  # some already done
+    _Bar.made.clear()
+    rank_files(inp, out, LengthRanker(), shard_size=10, chunk_size=2)
+    (bar,) = _Bar.made
+    records = sum(1 for line in inp.read_text().splitlines() if line.strip())
+    # as rank's bar always counted: every record of the input, those resumed and the bad lines included
+    assert (bar.total, sum(bar.updates), bar.desc, bar.disable) == (records, records, "rank", False)
+    assert max(bar.updates) <= 2  # the records to rank, a chunk at a time, not a shard at a time
+
+
+def test_job_and_engine_settings_are_checked(tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", SETS)
+    with pytest.raises(ValueError, match=r"strategy"):
+        JobSpec(RankRows(), strategy="best")
+    with pytest.raises(ValueError, match=r"^chunk_size must be a positive int, got 0$"):
+        JobSpec(RankRows(), chunk_size=0)
+    with pytest.raises(ValueError, match=r"engine"):
+        rank_files(inp, tmp_path / "o.jsonl", LengthRanker(), engine="spark", show_progress=False)  # type: ignore[arg-type]
+    from blender_core.batch.ray_cluster import RaySettings
+
+    with pytest.raises(ValueError, match="ray_settings is for engine='ray'"):
+        rank_files(inp, tmp_path / "o.jsonl", LengthRanker(), ray_settings=RaySettings(), show_progress=False)
+    with pytest.raises(TypeError, match=r"rank_file\(\) ranks one file; got list \(use rank_files\)"):
+        rank_file(LengthRanker(), [inp], tmp_path / "o.jsonl")  # type: ignore[arg-type]
+    assert not (tmp_path / "o.jsonl").exists()
