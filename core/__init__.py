@@ -29,7 +29,7 @@ from blender_core.ensemble import (
     EnsembleOutcome,
     FusionError,
 )
-from blender_core.fusion.base import BaseFuser
+from blender_core.fusion import BaseFuser, GenFuser, LLMFuser, load_fuser
 from blender_core.ranking import (
     DEFAULT_RANKER,
     BaseRanker,
@@ -59,7 +59,9 @@ __all__ = [
     "EnsembleError",
     "EnsembleOutcome",
     "FusionError",
+    "GenFuser",
     "JudgeRanker",
+    "LLMFuser",
     "PairRMConfig",
     "PairRMModel",
     "PairRanker",
@@ -68,5 +70,6 @@ __all__ = [
     "Ranking",
     "RewardModelRanker",
     "__version__",
+    "load_fuser",
     "load_ranker",
 ]

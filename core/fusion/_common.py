@@ -1,11 +1,11 @@
-"""Helpers shared by the fusers: argument checks, top-K selection, per-candidate truncation, devices."""
+"""Helpers shared by the fusers and LocalChat: argument checks, candidate selection and truncation,
+``generate`` settings, token usage, streaming."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
@@ -165,27 +165,3 @@ def stream_generate(
     if errors:
         raise errors[0]
     report_usage(usage_sink, int(inputs["attention_mask"].sum()), seen[0] - start)
-
-
-def load_model_and_tokenizer(
-    auto_model: Any,
-    name_or_path: str | Path,
-    dtype: torch.dtype,
-    hub: dict[str, Any],
-    what: str,
-    hint: str,
-) -> tuple[Any, Any]:
-    """``auto_model.from_pretrained`` and ``AutoTokenizer.from_pretrained`` with the same hub arguments and
-    no remote code; a failure says what could not be loaded (``what``) and what to pass (``hint``)."""
-    from transformers import AutoTokenizer
-
-    hub = {**hub, "cache_dir": str(hub["cache_dir"]) if hub.get("cache_dir") is not None else None}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **hub)
-        model = auto_model.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=False, **hub)
-    except (OSError, ValueError) as exc:
-        raise type(exc)(
-            f"could not load {what} from {str(name_or_path)!r} ({exc}). {hint}; check the network and `token=` "
-            "for gated repos, or `local_files_only=True` offline"
-        ) from exc
-    return model, tokenizer
