@@ -11,7 +11,7 @@ from typing import Any
 import torch
 
 from blender_core.base.usage import UsageSink, report_usage
-from blender_core.base.validation import check_candidate_lists, check_prompts, check_text
+from blender_core.base.validation import check_candidate_lists, check_prompts, check_texts_per
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +25,8 @@ def check_fuse_args(
     instr = check_prompts(instructions, fn)
     cands = check_candidate_lists(instr, candidates, fn, min_candidates=1)
     if inputs is None:
-        ins = [""] * len(instr)
-    else:
-        if isinstance(inputs, str) or not isinstance(inputs, Sequence):
-            raise TypeError(
-                f"{fn}() takes inputs as a list of str (one per instruction), got {type(inputs).__name__}"
-            )
-        if len(inputs) != len(instr):
-            raise ValueError(
-                f"{fn}() got {len(instr)} instructions but {len(inputs)} inputs; pass one input per instruction"
-            )
-        ins = [check_text(x, f"{fn}(): input {k}") for k, x in enumerate(inputs)]
-    return instr, cands, ins
+        return instr, cands, [""] * len(instr)
+    return instr, cands, check_texts_per(inputs, len(instr), "inputs", "instruction", fn)
 
 
 def select_candidates(candidates: Sequence[str], index: int, fn: str = "fuse") -> list[str]:
