@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
@@ -19,6 +18,7 @@ from blender_core.ranking.pair_ranker import PairRanker
 from langchain_blender import BlenderLLM, ChatModelFuser
 from langchain_blender.selection import prompt_text
 from langchain_blender.tool_calls import canonical_tool_calls
+from tests.helpers.event_loop import ticking
 from tests.helpers.langchain_fakes import ScriptedChatModel, three_backends
 
 QUESTION = "What is 2 + 2?"
@@ -497,15 +497,6 @@ def test_backend_retries(tiny_ranker: PairRanker) -> None:
 
 
 async def test_event_loop_keeps_running_during_ainvoke(tiny_ranker: PairRanker) -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    await blender(tiny_ranker, backends=three_backends(delay=0.3)).ainvoke(QUESTION)
-    task.cancel()
-    assert ticks >= 10
+    async with ticking(0.01) as ticks:
+        await blender(tiny_ranker, backends=three_backends(delay=0.3)).ainvoke(QUESTION)
+    assert ticks.count >= 10

@@ -3,7 +3,6 @@ text, and the agent middleware."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -26,6 +25,7 @@ from langchain_blender import (
 )
 from langchain_blender.selection import prompt_text
 from langchain_blender.tool_calls import ranking_text
+from tests.helpers.event_loop import ticking
 from tests.helpers.langchain_fakes import ScriptedChatModel
 
 QUERY = "What is the capital of France?"
@@ -74,19 +74,10 @@ async def test_async_compressor_does_not_block_the_loop(tiny_ranker: PairRanker)
     docs = [
         Document(page_content=f"{t} number {i}") for i, t in enumerate(TEXTS * 5)
     ]  # 20 docs: 380 comparisons
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.002)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    out = await PairRankerCompressor(ranker=tiny_ranker, top_n=2).acompress_documents(docs, QUERY)
-    task.cancel()
+    async with ticking(0.002) as ticks:
+        out = await PairRankerCompressor(ranker=tiny_ranker, top_n=2).acompress_documents(docs, QUERY)
     assert len(out) == 2
-    assert ticks >= 3, "the event loop stood still while ranking"
+    assert ticks.count >= 3, "the event loop stood still while ranking"
 
 
 # ---------------------------------------------------------------- ranker runnable
