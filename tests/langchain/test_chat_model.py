@@ -7,7 +7,6 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.tools import tool
@@ -22,15 +21,6 @@ from tests.helpers.event_loop import ticking
 from tests.helpers.langchain_fakes import ScriptedChatModel, three_backends
 
 QUESTION = "What is 2 + 2?"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """The tiny ranker is fastest on one thread; timing assertions should not depend on CPU contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blender(tiny_ranker: PairRanker, **kwargs: Any) -> BlenderLLM:

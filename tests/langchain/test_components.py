@@ -5,11 +5,9 @@ from __future__ import annotations
 
 import subprocess
 import sys
-from collections.abc import Iterator
 from operator import itemgetter
 
 import pytest
-import torch
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda, RunnableParallel
@@ -30,14 +28,6 @@ from tests.helpers.langchain_fakes import ScriptedChatModel
 
 QUERY = "What is the capital of France?"
 TEXTS = ["Paris is the capital.", "Lyon, maybe.", "The capital of France is Paris, on the Seine.", "no idea"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def order_of(ranker: PairRanker, prompt: str, texts: list[str]) -> list[int]:
