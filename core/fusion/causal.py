@@ -203,10 +203,6 @@ class LLMFuser(HFGenerationFuser):
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the fused answer in pieces as the model generates it (their concatenation is what
-        :meth:`fuse` returns for the same arguments)."""
+        :meth:`fuse` returns for the same arguments); with ``num_beams`` > 1 the whole answer at once."""
         text = self.prompts([instruction], [candidates])[0]
-        gen_kwargs = self._generate_kwargs(generate_kwargs)
-        if gen_kwargs.get("num_beams", 1) > 1:  # streamers do not support beam search
-            yield from super().stream(instruction, candidates, usage_sink=usage_sink, **generate_kwargs)
-            return
-        yield from self._stream_text(text, gen_kwargs, usage_sink)
+        yield from self._stream_text(text, self._generate_kwargs(generate_kwargs), usage_sink)

@@ -147,7 +147,11 @@ class HFGenerationFuser(BaseFuser):
     def _stream_text(
         self, text: str, gen_kwargs: dict[str, Any], usage_sink: UsageSink | None
     ) -> Iterator[str]:
-        """The answer to one model input, yielded as it is generated (one beam only)."""
+        """The answer to one model input, yielded as it is generated; with ``num_beams`` > 1 (streamers
+        do not support beam search) the whole answer at once when it is done."""
+        if gen_kwargs.get("num_beams", 1) > 1:
+            yield self._generate_batches([text], gen_kwargs, 1, usage_sink)[0]
+            return
         yield from stream_generate(
             self.model,
             self.tokenizer,

@@ -207,11 +207,5 @@ class GenFuser(HFGenerationFuser):
         Streaming needs one beam: with ``num_beams`` > 1 (the published default) the whole answer is
         yielded at once when done. Pass ``num_beams=1`` to stream token by token (greedy).
         """
-        gen_kwargs = self._generate_kwargs(generate_kwargs)
-        if gen_kwargs.get("num_beams", 1) > 1:
-            yield from super().stream(
-                instruction, candidates, inputs=[input], usage_sink=usage_sink, **generate_kwargs
-            )
-            return
         text = self.build_inputs([instruction], [candidates], [input])[0]
-        yield from self._stream_text(text, gen_kwargs, usage_sink)
+        yield from self._stream_text(text, self._generate_kwargs(generate_kwargs), usage_sink)
