@@ -60,6 +60,23 @@ def truncate_candidate(text: str, tokenizer: Any, candidate_maxlength: int | Non
     return tokenizer.decode(ids[:candidate_maxlength]) + TRUNCATION_MARK
 
 
+def check_chat_template(tokenizer: Any, who: str) -> None:
+    """A ``ValueError`` naming ``who`` unless ``tokenizer`` has a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{who} needs a tokenizer with a chat template (an instruction-tuned model); this one has "
+            "none. Set `tokenizer.chat_template` or use a chat/instruct model"
+        )
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its end-of-sequence token."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token`")
+    return int(pad)
+
+
 def merge_generate_kwargs(defaults: dict[str, Any], *overrides: dict[str, Any] | None) -> dict[str, Any]:
     """``defaults`` updated by each override in turn (later wins); ``None`` values remove a default."""
     out = dict(defaults)

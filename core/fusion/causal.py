@@ -11,7 +11,13 @@ import torch
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.usage import UsageSink
-from blender_core.fusion._common import check_fuse_args, select_candidates, truncate_candidate
+from blender_core.fusion._common import (
+    check_chat_template,
+    check_fuse_args,
+    pad_token_id,
+    select_candidates,
+    truncate_candidate,
+)
 from blender_core.fusion.base import fusion_messages
 from blender_core.fusion.generation import HFGenerationFuser
 
@@ -104,11 +110,7 @@ class LLMFuser(HFGenerationFuser):
             show_progress: a progress bar over batches.
             name: recorded in results (default the model's name or path).
         """
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "LLMFuser needs a tokenizer with a chat template (an instruction-tuned model); this one has "
-                "none. Set `tokenizer.chat_template` or use a chat/instruct model"
-            )
+        check_chat_template(tokenizer, "LLMFuser")
         super().__init__(
             model,
             tokenizer,
@@ -120,10 +122,7 @@ class LLMFuser(HFGenerationFuser):
             show_progress=show_progress,
         )
         self.name = name or str(getattr(model.config, "_name_or_path", "") or self.name)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token`")
-        self._pad_id = int(cast(int, pad))
+        self._pad_id = pad_token_id(tokenizer)
 
     @classmethod
     def _loaded_defaults(cls, name_or_path: str | Path) -> dict[str, Any]:
