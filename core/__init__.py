@@ -30,7 +30,7 @@ from blender_core.ensemble import (
     EnsembleOutcome,
     FusionError,
 )
-from blender_core.fusion.base import BaseFuser
+from blender_core.fusion import BaseFuser, GenFuser, LLMFuser, load_fuser
 from blender_core.ranking import (
     DEFAULT_RANKER,
     BaseRanker,
@@ -60,7 +60,9 @@ __all__ = [
     "EnsembleError",
     "EnsembleOutcome",
     "FusionError",
+    "GenFuser",
     "JudgeRanker",
+    "LLMFuser",
     "PairRMConfig",
     "PairRMModel",
     "PairRanker",
@@ -69,5 +71,6 @@ __all__ = [
     "Ranking",
     "RewardModelRanker",
     "__version__",
+    "load_fuser",
     "load_ranker",
 ]

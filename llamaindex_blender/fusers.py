@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Iterator, Mapping, Sequence
 from typing import Any
 
 from llama_index.core.base.llms.types import ChatMessage, ChatResponse
 from llama_index.core.callbacks.token_counting import get_tokens_from_response
 from llama_index.core.llms import LLM, CustomLLM
 
+from blender_core.base.usage import UsageSink
 from blender_core.fusion.base import BaseFuser, fusion_messages
-
-UsageSink = list  # list[dict[str, int]]: where a call appends the fuser's token usage, if it reported any
 
 
 def usage_of(response: Any) -> dict[str, int] | None:
@@ -28,6 +27,17 @@ def usage_of(response: Any) -> dict[str, int] | None:
     return {"input_tokens": int(prompt_tokens), "output_tokens": int(completion_tokens)}
 
 
+def llm_name(llm: LLM) -> str:
+    """A short name for a LlamaIndex LLM: its model name, else its class name."""
+    model = llm.metadata.model_name
+    return model if model and model != "unknown" else llm.class_name()
+
+
+def chat_messages(messages: Sequence[Mapping[str, str]]) -> list[ChatMessage]:
+    """``{"role", "content"}`` dicts (the core's messages) as LlamaIndex chat messages."""
+    return [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+
+
 def blocks_the_loop(llm: LLM, method: str) -> bool:
     """Whether ``llm``'s async ``method`` is ``CustomLLM``'s, which calls the blocking sync method on the event
     loop (a sync model in disguise: run its sync method in a thread instead)."""
@@ -36,9 +46,7 @@ def blocks_the_loop(llm: LLM, method: str) -> bool:
 
 
 def _messages(instruction: str, candidates: Sequence[str]) -> list[ChatMessage]:
-    return [
-        ChatMessage(role=m["role"], content=m["content"]) for m in fusion_messages(instruction, candidates)
-    ]
+    return chat_messages(fusion_messages(instruction, candidates))
 
 
 def _text(response: ChatResponse) -> str:
@@ -66,8 +74,7 @@ class LlamaIndexFuser(BaseFuser):
         if not isinstance(llm, LLM):
             raise TypeError(f"LlamaIndexFuser needs a LlamaIndex LLM, got {type(llm).__name__}")
         self.llm = llm
-        model = llm.metadata.model_name
-        self.name = name or f"llamaindex:{model if model and model != 'unknown' else llm.class_name()}"
+        self.name = name or f"llamaindex:{llm_name(llm)}"
 
     def fuse(
         self,

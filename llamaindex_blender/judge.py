@@ -4,13 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from llama_index.core.base.llms.types import ChatMessage, ChatResponse
+from llama_index.core.base.llms.types import ChatResponse
 from llama_index.core.llms import LLM
 
 from blender_core.ranking.judge import JudgeRanker
 from blender_core.ranking.judge.chat import ChatReply, Message
 
-from .fusers import blocks_the_loop, usage_of
+from .fusers import blocks_the_loop, chat_messages, llm_name, usage_of
 
 
 class LLMJudge:
@@ -25,20 +25,15 @@ class LLMJudge:
         self.llm = llm
         self.chat_kwargs = chat_kwargs
         self.blocking_async = blocks_the_loop(llm, "achat")
-        model = llm.metadata.model_name
-        self.name = model if model and model != "unknown" else llm.class_name()
+        self.name = llm_name(llm)
 
     def complete(self, messages: list[Message]) -> ChatReply:
         """The LLM's reply to the judge's messages."""
-        return _reply(self.llm.chat(_messages(messages), **self.chat_kwargs))
+        return _reply(self.llm.chat(chat_messages(messages), **self.chat_kwargs))
 
     async def acomplete(self, messages: list[Message]) -> ChatReply:
         """Async :meth:`complete`, through ``achat``."""
-        return _reply(await self.llm.achat(_messages(messages), **self.chat_kwargs))
-
-
-def _messages(messages: list[Message]) -> list[ChatMessage]:
-    return [ChatMessage(role=m["role"], content=m["content"]) for m in messages]
+        return _reply(await self.llm.achat(chat_messages(messages), **self.chat_kwargs))
 
 
 def _reply(response: ChatResponse) -> ChatReply:

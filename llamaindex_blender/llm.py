@@ -42,7 +42,7 @@ from blender_core.ensemble import (
 from blender_core.ensemble.fields import RankerField
 from blender_core.fusion.base import BaseFuser
 
-from .fusers import LlamaIndexFuser, blocks_the_loop, usage_of
+from .fusers import LlamaIndexFuser, blocks_the_loop, llm_name, usage_of
 
 T = TypeVar("T")
 
@@ -86,11 +86,6 @@ def _in_context(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
 def _chat_prompt(messages: Sequence[ChatMessage]) -> str:
     role = lambda m: m.role.value if isinstance(m.role, MessageRole) else str(m.role)  # noqa: E731
     return render_prompt([(role(m), m.content or "") for m in messages])
-
-
-def _backend_name(llm: LLM) -> str:
-    model = llm.metadata.model_name
-    return model if model and model != "unknown" else llm.class_name()
 
 
 def _positive_min(values: Sequence[int], default: int) -> int:
@@ -151,7 +146,7 @@ class BlenderLLM(LLM, EnsembleSettings):
         for k, llm in enumerate(value):
             if not isinstance(llm, LLM):
                 raise ValueError(f"backends[{k}] is a {type(llm).__name__}, not a LlamaIndex LLM")
-        return name_backends([(_backend_name(llm), llm) for llm in value])
+        return name_backends([(llm_name(llm), llm) for llm in value])
 
     @field_validator("fuser")
     @classmethod

@@ -9,6 +9,7 @@ import torch
 
 from blender_core.ranking import JudgeRanker, Ranker, load_ranker
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
+from blender_core.testing.fusers import make_tiny_causal_lm, make_tiny_gen_fuser
 from blender_core.testing.pairrm import make_tiny_pairrm
 from blender_core.testing.rewards import make_tiny_reward_model
 from tests.helpers.core_fakes import ScriptedJudge
@@ -44,6 +45,19 @@ def tiny_ranker(tiny_reference_ckpt: Path) -> PairRanker:
 @pytest.fixture(scope="session")
 def tiny_reward_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return make_tiny_reward_model(tmp_path_factory.mktemp("reward"), arch="llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_causal_lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random Llama-style causal LM with a chat template: what the LLM fuser, LocalChat and local
+    judges run on."""
+    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_causal_lm"))
+
+
+@pytest.fixture(scope="session")
+def tiny_gen_fuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny random T5 in the published gen_fuser_3b layout."""
+    return make_tiny_gen_fuser(tmp_path_factory.mktemp("tiny_gen_fuser"))
 
 
 RANKER_KINDS = ("pairrm", "reward", "judge")

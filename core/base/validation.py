@@ -24,6 +24,15 @@ def check_texts(values: Any, what: str) -> list[str]:
     return [check_text(v, f"{what}[{k}]") for k, v in enumerate(values)]
 
 
+def check_texts_per(values: Any, n: int, what: str, per: str, fn: str) -> list[str]:
+    """One text per ``per`` (``fn`` got ``n`` of them): ``values`` must be a list of ``n`` str."""
+    if isinstance(values, str) or not isinstance(values, Sequence):
+        raise TypeError(f"{fn}() takes {what} as a list of str (one per {per}), got {type(values).__name__}")
+    if len(values) != n:
+        raise ValueError(f"{fn}() got {n} {per}s but {len(values)} {what}; pass one per {per}")
+    return [check_text(v, f"{fn}(): {what}[{k}]") for k, v in enumerate(values)]
+
+
 def check_prompts(prompts: Any, fn: str) -> list[str]:
     if isinstance(prompts, str):
         raise TypeError(f"{fn}() takes a list of prompts, got a single str; wrap it in a list: [prompt]")

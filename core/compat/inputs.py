@@ -8,10 +8,10 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from typing import Any
 
-from blender_core.base.validation import check_candidate_lists, check_prompts, check_text
+from blender_core.base.validation import check_candidate_lists, check_prompts, check_texts_per
 
 #: the rank kwargs that override the ranker's truncation limits for one call
 LIMIT_KWARGS = ("source_max_length", "candidate_max_length")
@@ -26,11 +26,7 @@ def check_batch_size(batch_size: Any, fn: str) -> int:
 
 def per_input_texts(values: Any, n_inputs: int, what: str, fn: str) -> list[str]:
     """One text per input (``instructions``, ``ref_candidates``), checked: a list of str of length ``n_inputs``."""
-    if isinstance(values, str) or not isinstance(values, Sequence):
-        raise TypeError(f"{fn}() takes {what} as a list of str (one per input), got {type(values).__name__}")
-    if len(values) != n_inputs:
-        raise ValueError(f"{fn}() got {n_inputs} inputs but {len(values)} {what}; pass one per input")
-    return [check_text(v, f"{fn}(): {what}[{k}]") for k, v in enumerate(values)]
+    return check_texts_per(values, n_inputs, what, "input", fn)
 
 
 def source_texts(inputs: Any, instructions: Any, fn: str) -> list[str]:

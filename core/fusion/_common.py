@@ -1,17 +1,17 @@
-"""Helpers shared by the fusers: argument checks, top-K selection, per-candidate truncation, devices."""
+"""Helpers shared by the fusers and LocalChat: argument checks, candidate selection and truncation,
+``generate`` settings, token usage, streaming."""
 
 from __future__ import annotations
 
 import logging
 import threading
 from collections.abc import Iterator, Sequence
-from pathlib import Path
 from typing import Any
 
 import torch
 
 from blender_core.base.usage import UsageSink, report_usage
-from blender_core.base.validation import check_candidate_lists, check_prompts, check_text
+from blender_core.base.validation import check_candidate_lists, check_prompts, check_texts_per
 
 logger = logging.getLogger(__name__)
 
@@ -25,18 +25,8 @@ def check_fuse_args(
     instr = check_prompts(instructions, fn)
     cands = check_candidate_lists(instr, candidates, fn, min_candidates=1)
     if inputs is None:
-        ins = [""] * len(instr)
-    else:
-        if isinstance(inputs, str) or not isinstance(inputs, Sequence):
-            raise TypeError(
-                f"{fn}() takes inputs as a list of str (one per instruction), got {type(inputs).__name__}"
-            )
-        if len(inputs) != len(instr):
-            raise ValueError(
-                f"{fn}() got {len(instr)} instructions but {len(inputs)} inputs; pass one input per instruction"
-            )
-        ins = [check_text(x, f"{fn}(): input {k}") for k, x in enumerate(inputs)]
-    return instr, cands, ins
+        return instr, cands, [""] * len(instr)
+    return instr, cands, check_texts_per(inputs, len(instr), "inputs", "instruction", fn)
 
 
 def select_candidates(candidates: Sequence[str], index: int, fn: str = "fuse") -> list[str]:
@@ -68,6 +58,23 @@ def truncate_candidate(text: str, tokenizer: Any, candidate_maxlength: int | Non
     if len(ids) <= candidate_maxlength:
         return text
     return tokenizer.decode(ids[:candidate_maxlength]) + TRUNCATION_MARK
+
+
+def check_chat_template(tokenizer: Any, who: str) -> None:
+    """A ``ValueError`` naming ``who`` unless ``tokenizer`` has a chat template."""
+    if not getattr(tokenizer, "chat_template", None):
+        raise ValueError(
+            f"{who} needs a tokenizer with a chat template (an instruction-tuned model); this one has "
+            "none. Set `tokenizer.chat_template` or use a chat/instruct model"
+        )
+
+
+def pad_token_id(tokenizer: Any) -> int:
+    """The id that pads a batch: the tokenizer's pad token, else its end-of-sequence token."""
+    pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
+    if pad is None:
+        raise ValueError("the tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token`")
+    return int(pad)
 
 
 def merge_generate_kwargs(defaults: dict[str, Any], *overrides: dict[str, Any] | None) -> dict[str, Any]:
@@ -165,27 +172,3 @@ def stream_generate(
     if errors:
         raise errors[0]
     report_usage(usage_sink, int(inputs["attention_mask"].sum()), seen[0] - start)
-
-
-def load_model_and_tokenizer(
-    auto_model: Any,
-    name_or_path: str | Path,
-    dtype: torch.dtype,
-    hub: dict[str, Any],
-    what: str,
-    hint: str,
-) -> tuple[Any, Any]:
-    """``auto_model.from_pretrained`` and ``AutoTokenizer.from_pretrained`` with the same hub arguments and
-    no remote code; a failure says what could not be loaded (``what``) and what to pass (``hint``)."""
-    from transformers import AutoTokenizer
-
-    hub = {**hub, "cache_dir": str(hub["cache_dir"]) if hub.get("cache_dir") is not None else None}
-    try:
-        tokenizer = AutoTokenizer.from_pretrained(str(name_or_path), trust_remote_code=False, **hub)
-        model = auto_model.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=False, **hub)
-    except (OSError, ValueError) as exc:
-        raise type(exc)(
-            f"could not load {what} from {str(name_or_path)!r} ({exc}). {hint}; check the network and `token=` "
-            "for gated repos, or `local_files_only=True` offline"
-        ) from exc
-    return model, tokenizer

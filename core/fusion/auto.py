@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from blender_core.base.hub import HubOptions
 from blender_core.fusion.base import BaseFuser
 from blender_core.fusion.causal import LLMFuser
 from blender_core.local_models import load_smollm2
@@ -36,14 +37,9 @@ def load_fuser(
         return smollm2_fuser(**kwargs)
     from transformers import AutoConfig
 
-    hub: dict[str, Any] = {
-        "revision": revision,
-        "cache_dir": cache_dir,
-        "local_files_only": local_files_only,
-        "token": token,
-    }
+    hub = HubOptions(revision=revision, cache_dir=cache_dir, local_files_only=local_files_only, token=token)
     try:
-        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=False, **hub)
+        config = AutoConfig.from_pretrained(str(name_or_path), trust_remote_code=False, **hub.as_kwargs())
     except (OSError, ValueError) as exc:
         raise type(exc)(
             f"could not read a model config from {str(name_or_path)!r} ({exc}); pass 'smollm2', a local model "
@@ -52,9 +48,9 @@ def load_fuser(
     if getattr(config, "is_encoder_decoder", False):
         from blender_core.fusion.seq2seq import GenFuser
 
-        return GenFuser.from_pretrained(name_or_path, **hub, **kwargs)
+        return GenFuser.from_pretrained(name_or_path, **hub.as_kwargs(), **kwargs)
 
-    return LLMFuser.from_pretrained(name_or_path, **hub, **kwargs)
+    return LLMFuser.from_pretrained(name_or_path, **hub.as_kwargs(), **kwargs)
 
 
 def smollm2_fuser(**kwargs: Any) -> LLMFuser:

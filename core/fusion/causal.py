@@ -8,23 +8,18 @@ from pathlib import Path
 from typing import Any, cast
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForCausalLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from blender_core.base.devices import resolve_device, resolve_dtype
 from blender_core.base.usage import UsageSink
-from blender_core.base.validation import check_positive, positive_int
 from blender_core.fusion._common import (
+    check_chat_template,
     check_fuse_args,
-    eos_ids,
-    load_model_and_tokenizer,
-    merge_generate_kwargs,
-    report_batch_usage,
+    pad_token_id,
     select_candidates,
-    stream_generate,
     truncate_candidate,
 )
-from blender_core.fusion.base import BaseFuser, fusion_messages
+from blender_core.fusion.base import fusion_messages
+from blender_core.fusion.generation import HFGenerationFuser
 
 logger = logging.getLogger(__name__)
 
@@ -64,7 +59,7 @@ def fusion_prompt(
     return chat_prompt(tokenizer, fusion_messages(instruction, cut))
 
 
-class LLMFuser(BaseFuser):
+class LLMFuser(HFGenerationFuser):
     """A fuser over any causal LM with a chat template: it is asked, in a fusion prompt, to merge the
     top-K candidates into one better answer (:func:`~blender_core.fusion.base.fusion_messages`).
 
@@ -83,6 +78,12 @@ class LLMFuser(BaseFuser):
 
     name = "llm_fuser"
 
+    auto_model = AutoModelForCausalLM
+    default_generate_kwargs = DEFAULT_GENERATE_KWARGS
+    streams_prompt = True  # the generated sequence starts with the prompt
+    load_what = "a causal LM fuser"
+    load_hint = "Pass a local folder or a hub id of a chat model"
+
     def __init__(
         self,
         model: PreTrainedModel,
@@ -96,7 +97,8 @@ class LLMFuser(BaseFuser):
         show_progress: bool = False,
         name: str | None = None,
     ) -> None:
-        """Wrap a loaded causal LM and its tokenizer (which must have a chat template).
+        """Wrap a loaded causal LM and its tokenizer, which must have a chat template (:meth:`from_pretrained`
+        loads both and names the fuser after the hub id or folder).
 
         Args:
             device: default CUDA when available, else CPU.
@@ -108,73 +110,23 @@ class LLMFuser(BaseFuser):
             show_progress: a progress bar over batches.
             name: recorded in results (default the model's name or path).
         """
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "LLMFuser needs a tokenizer with a chat template (an instruction-tuned model); this one has "
-                "none. Set `tokenizer.chat_template` or use a chat/instruct model"
-            )
-        self.candidate_maxlength = check_positive(candidate_maxlength, "candidate_maxlength")
-        self.batch_size = positive_int(batch_size, "batch_size")
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device)
-        self.model = cast(Any, model).to(device=self.device, dtype=self.dtype).eval()
-        self.tokenizer = tokenizer
-        self.generate_kwargs = dict(generate_kwargs or {})
-        merge_generate_kwargs(DEFAULT_GENERATE_KWARGS, self.generate_kwargs)  # fail early on bad defaults
-        self.show_progress = show_progress
-        self.name = name or str(getattr(model.config, "_name_or_path", "") or self.name)
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token`")
-        self._pad_id = int(cast(int, pad))
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        candidate_maxlength: int | None = 256,
-        **kwargs: Any,
-    ) -> LLMFuser:
-        """Load a causal LM (``AutoModelForCausalLM`` + ``AutoTokenizer``) from the hub or a folder.
-
-        The hub arguments go to both ``from_pretrained`` calls; remote code is never trusted. ``kwargs``
-        go to :class:`LLMFuser` (``batch_size``, ``generate_kwargs``, ``show_progress``, ``name``).
-
-        Example:
-            >>> fuser = LLMFuser.from_pretrained("Qwen/Qwen2.5-0.5B-Instruct", device="cuda")  # doctest: +SKIP
-        """
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev)
-        hub = {
-            "revision": revision,
-            "cache_dir": cache_dir,
-            "local_files_only": local_files_only,
-            "token": token,
-        }
-        model, tokenizer = load_model_and_tokenizer(
-            AutoModelForCausalLM,
-            name_or_path,
-            torch_dtype,
-            hub,
-            "a causal LM fuser",
-            "Pass a local folder or a hub id of a chat model",
-        )
-        kwargs.setdefault("name", str(name_or_path))
-        return cls(
+        check_chat_template(tokenizer, "LLMFuser")
+        super().__init__(
             model,
             tokenizer,
-            device=dev,
-            dtype=torch_dtype,
+            device=device,
+            dtype=dtype,
             candidate_maxlength=candidate_maxlength,
-            **kwargs,
+            batch_size=batch_size,
+            generate_kwargs=generate_kwargs,
+            show_progress=show_progress,
         )
+        self.name = name or str(getattr(model.config, "_name_or_path", "") or self.name)
+        self._pad_id = pad_token_id(tokenizer)
+
+    @classmethod
+    def _loaded_defaults(cls, name_or_path: str | Path) -> dict[str, Any]:
+        return {"name": str(name_or_path)}  # results name the hub id or folder the fuser came from
 
     def prompts(self, instructions: Sequence[str], candidates: Sequence[Sequence[str]]) -> list[str]:
         """The prompt texts (chat template applied), one per instruction; nothing is mutated."""
@@ -202,12 +154,18 @@ class LLMFuser(BaseFuser):
                 attention_mask[row, width - len(x) :] = 1
         return {"input_ids": input_ids.to(self.device), "attention_mask": attention_mask.to(self.device)}
 
+    def _answers(
+        self, output_ids: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[list[str], torch.Tensor]:
+        """The generated tokens only (``output_ids``: (batch, prompt + new)), decoded."""
+        new_ids = output_ids[:, batch["input_ids"].shape[1] :]  # (batch, new)
+        return self.tokenizer.batch_decode(new_ids, skip_special_tokens=True), new_ids
+
     def _generate_kwargs(self, call_kwargs: dict[str, Any]) -> dict[str, Any]:
-        kwargs = merge_generate_kwargs(DEFAULT_GENERATE_KWARGS, self.generate_kwargs, call_kwargs)
+        kwargs = super()._generate_kwargs(call_kwargs)
         kwargs.setdefault("pad_token_id", self._pad_id)
         return kwargs
 
-    @torch.inference_mode()
     def fuse(
         self,
         instructions: Sequence[str],
@@ -233,19 +191,7 @@ class LLMFuser(BaseFuser):
             ValueError: on an empty candidate list, only empty candidates, or mismatched lengths.
         """
         texts = self.prompts(instructions, candidates)
-        gen_kwargs = self._generate_kwargs(generate_kwargs)
-        bs = self.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
-        out: list[str] = []
-        starts = range(0, len(texts), bs)
-        for start in tqdm(starts, desc="Fusing", disable=not self.show_progress or len(starts) < 2):
-            batch = self._encode(texts[start : start + bs])
-            output_ids = self.model.generate(**batch, **gen_kwargs)  # (batch, prompt + new)
-            new_ids = output_ids[:, batch["input_ids"].shape[1] :]  # (batch, new)
-            out.extend(self.tokenizer.batch_decode(new_ids, skip_special_tokens=True))
-            report_batch_usage(
-                usage_sink, batch["attention_mask"], new_ids, eos_ids(self.model, self.tokenizer)
-            )
-        return out
+        return self._generate_batches(texts, self._generate_kwargs(generate_kwargs), batch_size, usage_sink)
 
     def stream(
         self,
@@ -256,17 +202,6 @@ class LLMFuser(BaseFuser):
         **generate_kwargs: Any,
     ) -> Iterator[str]:
         """Yield the fused answer in pieces as the model generates it (their concatenation is what
-        :meth:`fuse` returns for the same arguments)."""
+        :meth:`fuse` returns for the same arguments); with ``num_beams`` > 1 the whole answer at once."""
         text = self.prompts([instruction], [candidates])[0]
-        gen_kwargs = self._generate_kwargs(generate_kwargs)
-        if gen_kwargs.get("num_beams", 1) > 1:  # streamers do not support beam search
-            yield from super().stream(instruction, candidates, usage_sink=usage_sink, **generate_kwargs)
-            return
-        yield from stream_generate(
-            self.model,
-            self.tokenizer,
-            self._encode([text]),
-            gen_kwargs,
-            skip_prompt=True,
-            usage_sink=usage_sink,
-        )
+        yield from self._stream_text(text, self._generate_kwargs(generate_kwargs), usage_sink)

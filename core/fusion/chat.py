@@ -22,7 +22,13 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from blender_core.base.usage import UsageSink
 from blender_core.base.validation import positive_int
-from blender_core.fusion._common import eos_ids, merge_generate_kwargs, report_batch_usage
+from blender_core.fusion._common import (
+    check_chat_template,
+    eos_ids,
+    merge_generate_kwargs,
+    pad_token_id,
+    report_batch_usage,
+)
 from blender_core.fusion.causal import chat_prompt
 
 # A verdict-only judge reply: "[[A]]" is 3 SmolLM2 tokens and the end of turn a 4th, which leaves room
@@ -56,21 +62,14 @@ class LocalChat:
         generate_kwargs: dict[str, Any] | None = None,
         name: str | None = None,
     ) -> None:
-        if not getattr(tokenizer, "chat_template", None):
-            raise ValueError(
-                "LocalChat needs a tokenizer with a chat template (an instruction-tuned model); this one has "
-                "none. Set `tokenizer.chat_template` or use a chat/instruct model"
-            )
-        pad = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else tokenizer.eos_token_id
-        if pad is None:
-            raise ValueError("the tokenizer has neither a pad nor an eos token; set `tokenizer.pad_token`")
+        check_chat_template(tokenizer, "LocalChat")
+        self._pad_id = pad_token_id(tokenizer)
         self.model = cast(Any, model).eval()
         self.tokenizer = tokenizer
         # greedy: the same conversation gets the same reply
         defaults = {"do_sample": False, "max_new_tokens": positive_int(max_new_tokens, "max_new_tokens")}
         self.generate_kwargs = merge_generate_kwargs(defaults, generate_kwargs)
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "local-chat")
-        self._pad_id = int(cast(int, pad))
         self._eos = eos_ids(self.model, tokenizer)
 
     @torch.inference_mode()

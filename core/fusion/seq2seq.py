@@ -4,27 +4,20 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterator, Sequence
-from pathlib import Path
-from typing import Any, cast
+from typing import Any
 
 import torch
-from tqdm.auto import tqdm
 from transformers import AutoModelForSeq2SeqLM, PreTrainedModel, PreTrainedTokenizerBase
 
-from blender_core.base.devices import resolve_device, resolve_dtype
 from blender_core.base.usage import UsageSink
-from blender_core.base.validation import check_positive, positive_int
+from blender_core.base.validation import positive_int
 from blender_core.fusion._common import (
     check_fuse_args,
-    eos_ids,
-    load_model_and_tokenizer,
     merge_generate_kwargs,
-    report_batch_usage,
     select_candidates,
-    stream_generate,
     truncate_candidate,
 )
-from blender_core.fusion.base import BaseFuser
+from blender_core.fusion.generation import HFGenerationFuser
 
 logger = logging.getLogger(__name__)
 
@@ -61,7 +54,7 @@ def build_fuser_input(
     return "</s>".join(["Instruction: " + instruction, "Input: " + input, body]) + FUSE_SUFFIX
 
 
-class GenFuser(BaseFuser):
+class GenFuser(HFGenerationFuser):
     """A seq2seq fuser in the published ``gen_fuser_3b`` format (a T5-family model and its tokenizer).
 
     ``fuse(instructions, candidates, inputs=None)`` puts ``instructions[k]`` after "Instruction: " and
@@ -77,6 +70,15 @@ class GenFuser(BaseFuser):
 
     name = "gen_fuser"
 
+    auto_model = AutoModelForSeq2SeqLM
+    default_generate_kwargs = DEFAULT_GENERATE_KWARGS
+    allow_fp16 = False  # T5 overflows in fp16: GPUs without bf16 run it in fp32
+    streams_prompt = False  # the decoder's ids are the answer's only
+    load_what = "a seq2seq fuser"
+    load_hint = (
+        "Pass a local folder with a T5-family model and its tokenizer (like llm-blender/gen_fuser_3b), or a hub id"
+    )
+
     def __init__(
         self,
         model: PreTrainedModel,
@@ -90,7 +92,7 @@ class GenFuser(BaseFuser):
         generate_kwargs: dict[str, Any] | None = None,
         show_progress: bool = False,
     ) -> None:
-        """Wrap a loaded seq2seq model and its tokenizer.
+        """Wrap a loaded seq2seq model and its tokenizer (:meth:`from_pretrained` loads both).
 
         Args:
             device: default CUDA when available, else CPU.
@@ -103,64 +105,16 @@ class GenFuser(BaseFuser):
                 ``fuse`` call override both.
             show_progress: a progress bar over batches.
         """
-        self.candidate_maxlength = check_positive(candidate_maxlength, "candidate_maxlength")
         self.max_length = positive_int(max_length, "max_length")
-        self.batch_size = positive_int(batch_size, "batch_size")
-        self.device = resolve_device(device)
-        self.dtype = resolve_dtype(dtype, self.device, allow_fp16=False)
-        self.model = cast(Any, model).to(device=self.device, dtype=self.dtype).eval()
-        self.tokenizer = tokenizer
-        self.generate_kwargs = dict(generate_kwargs or {})
-        merge_generate_kwargs(DEFAULT_GENERATE_KWARGS, self.generate_kwargs)  # fail early on bad defaults
-        self.show_progress = show_progress
-
-    @classmethod
-    def from_pretrained(
-        cls,
-        name_or_path: str | Path,
-        *,
-        device: str | torch.device | None = None,
-        dtype: str | torch.dtype | None = None,
-        revision: str | None = None,
-        cache_dir: str | Path | None = None,
-        local_files_only: bool = False,
-        token: str | bool | None = None,
-        candidate_maxlength: int | None = 128,
-        max_length: int = 1024,
-        **kwargs: Any,
-    ) -> GenFuser:
-        """Load a seq2seq fuser (``AutoModelForSeq2SeqLM`` + ``AutoTokenizer``) from the hub or a folder.
-
-        The hub arguments go to both ``from_pretrained`` calls; remote code is never trusted.
-        ``kwargs`` go to :class:`GenFuser` (``batch_size``, ``generate_kwargs``, ``show_progress``).
-
-        Example:
-            >>> fuser = GenFuser.from_pretrained("llm-blender/gen_fuser_3b", device="cuda")  # doctest: +SKIP
-        """
-        dev = resolve_device(device)
-        torch_dtype = resolve_dtype(dtype, dev, allow_fp16=False)
-        hub = {
-            "revision": revision,
-            "cache_dir": cache_dir,
-            "local_files_only": local_files_only,
-            "token": token,
-        }
-        model, tokenizer = load_model_and_tokenizer(
-            AutoModelForSeq2SeqLM,
-            name_or_path,
-            torch_dtype,
-            hub,
-            "a seq2seq fuser",
-            "Pass a local folder with a T5-family model and its tokenizer (like llm-blender/gen_fuser_3b), or a hub id",
-        )
-        return cls(
+        super().__init__(
             model,
             tokenizer,
-            device=dev,
-            dtype=torch_dtype,
+            device=device,
+            dtype=dtype,
             candidate_maxlength=candidate_maxlength,
-            max_length=max_length,
-            **kwargs,
+            batch_size=batch_size,
+            generate_kwargs=generate_kwargs,
+            show_progress=show_progress,
         )
 
     def build_inputs(
@@ -198,12 +152,18 @@ class GenFuser(BaseFuser):
             "attention_mask": enc["attention_mask"].to(self.device),
         }
 
+    def _answers(
+        self, output_ids: torch.Tensor, batch: dict[str, torch.Tensor]
+    ) -> tuple[list[str], torch.Tensor]:
+        """The decoded outputs (``output_ids``: (batch, new_len)); the first decoder id is the start
+        token, not generated."""
+        return self.tokenizer.batch_decode(output_ids, skip_special_tokens=True), output_ids[:, 1:]
+
     def _generate_kwargs(self, call_kwargs: dict[str, Any]) -> dict[str, Any]:
         # As the reference: the answer may be as long as one candidate (max_new_tokens = candidate_maxlength).
         defaults = {**DEFAULT_GENERATE_KWARGS, "max_new_tokens": self.candidate_maxlength or 128}
         return merge_generate_kwargs(defaults, self.generate_kwargs, call_kwargs)
 
-    @torch.inference_mode()
     def fuse(
         self,
         instructions: Sequence[str],
@@ -231,19 +191,7 @@ class GenFuser(BaseFuser):
             ValueError: on an empty candidate list, only empty candidates, or mismatched lengths.
         """
         texts = self.build_inputs(instructions, candidates, inputs)
-        gen_kwargs = self._generate_kwargs(generate_kwargs)
-        bs = self.batch_size if batch_size is None else positive_int(batch_size, "batch_size")
-        out: list[str] = []
-        starts = range(0, len(texts), bs)
-        for start in tqdm(starts, desc="Fusing", disable=not self.show_progress or len(starts) < 2):
-            batch = self._encode(texts[start : start + bs])
-            output_ids = self.model.generate(**batch, **gen_kwargs)  # (batch, new_len)
-            out.extend(self.tokenizer.batch_decode(output_ids, skip_special_tokens=True))
-            # the first decoder id is the start token, not generated
-            report_batch_usage(
-                usage_sink, batch["attention_mask"], output_ids[:, 1:], eos_ids(self.model, self.tokenizer)
-            )
-        return out
+        return self._generate_batches(texts, self._generate_kwargs(generate_kwargs), batch_size, usage_sink)
 
     def stream(
         self,
@@ -259,18 +207,5 @@ class GenFuser(BaseFuser):
         Streaming needs one beam: with ``num_beams`` > 1 (the published default) the whole answer is
         yielded at once when done. Pass ``num_beams=1`` to stream token by token (greedy).
         """
-        gen_kwargs = self._generate_kwargs(generate_kwargs)
-        if gen_kwargs.get("num_beams", 1) > 1:
-            yield from super().stream(
-                instruction, candidates, inputs=[input], usage_sink=usage_sink, **generate_kwargs
-            )
-            return
         text = self.build_inputs([instruction], [candidates], [input])[0]
-        yield from stream_generate(
-            self.model,
-            self.tokenizer,
-            self._encode([text]),
-            gen_kwargs,
-            skip_prompt=False,
-            usage_sink=usage_sink,
-        )
+        yield from self._stream_text(text, self._generate_kwargs(generate_kwargs), usage_sink)

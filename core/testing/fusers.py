@@ -9,13 +9,13 @@
 
 from __future__ import annotations
 
-import io
 import json
-import random
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from blender_core.testing._common import TINY_LLAMA, random_lines, train_unigram, widen_init
 
 _WORDS = (
     "the a an of to and in is it that for on with as was be by this are or from at which but not have "
@@ -35,13 +35,7 @@ TINY_CHAT_TEMPLATE = (
 
 def _corpus(n_lines: int, seed: int) -> list[str]:
     """Generated lines that cover letters of both cases, digits and punctuation."""
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n_lines):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 16))]
-        if rng.random() < 0.5:
-            words.insert(rng.randrange(len(words)), str(rng.randint(0, 999)))
-        lines.append(" ".join(words) + rng.choice([".", "?", "!", ",", ":", ";", ")"]))
+    lines = random_lines(_WORDS, n_lines, seed, [".", "?", "!", ",", ":", ";", ")"], numbers=True)
     lines.append(
         "ABCDEFGHIJKLMNOPQRSTUVWXYZ abcdefghijklmnopqrstuvwxyz 0123456789 .,:;!?()[]{}'\"-+=*/<>_#%&@"
     )
@@ -50,14 +44,9 @@ def _corpus(n_lines: int, seed: int) -> list[str]:
 
 def train_t5_sentencepiece(vocab_size: int = 200, seed: int = 0) -> bytes:
     """A unigram sentencepiece model with T5's special ids: ``<pad>`` 0, ``</s>`` 1, ``<unk>`` 2, no BOS."""
-    import sentencepiece as spm
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus(800, seed)),
-        model_writer=buf,
-        vocab_size=vocab_size,
-        model_type="unigram",
+    return train_unigram(
+        _corpus(800, seed),
+        vocab_size,
         character_coverage=1.0,
         pad_id=0,
         pad_piece="<pad>",
@@ -66,10 +55,7 @@ def train_t5_sentencepiece(vocab_size: int = 200, seed: int = 0) -> bytes:
         unk_id=2,
         unk_piece="<unk>",
         bos_id=-1,
-        hard_vocab_limit=False,
-        minloglevel=2,
     )
-    return buf.getvalue()
 
 
 def build_tiny_t5_tokenizer(extra_ids: int = 10, vocab_size: int = 200, seed: int = 0) -> tuple[Any, bytes]:
@@ -196,11 +182,7 @@ def make_tiny_causal_lm(path: str | Path, *, seed: int = 0, **config_overrides: 
     tokenizer = build_tiny_chat_tokenizer(seed=seed)
     cfg_kwargs: dict[str, Any] = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **TINY_LLAMA,
         "max_position_embeddings": 2048,
         "pad_token_id": tokenizer.pad_token_id,
         "eos_token_id": tokenizer.eos_token_id,
@@ -210,10 +192,7 @@ def make_tiny_causal_lm(path: str | Path, *, seed: int = 0, **config_overrides: 
     cfg_kwargs.update(config_overrides)
     torch.manual_seed(seed)
     model = LlamaForCausalLM(LlamaConfig(**cfg_kwargs)).eval()
-    with torch.no_grad():  # wider than the default init, so that greedy outputs vary with the prompt
-        for name, param in model.named_parameters():
-            if param.ndim >= 2:
-                param.normal_(0.0, 1.0 if "embed" in name else 0.4)
+    widen_init(model)  # so that greedy outputs vary with the prompt
     model.save_pretrained(root)
     tokenizer.save_pretrained(root)
     return root

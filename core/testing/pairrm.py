@@ -6,9 +6,7 @@ tokenizer is built from it, and a small random DeBERTa-v2 encoder gets the PairR
 
 from __future__ import annotations
 
-import io
 import json
-import random
 from pathlib import Path
 from typing import Any, Literal
 
@@ -18,6 +16,7 @@ from transformers import DebertaV2Config, DebertaV2Tokenizer
 from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
 from blender_core.ranking.pairrm.encoding import add_pairrm_tokens
 from blender_core.ranking.pairrm.modeling_pairrm import PairRMModel
+from blender_core.testing._common import random_lines, train_unigram
 
 _WORDS = (
     "the a an of to and in is it that for on with as was be by this are or from at which but not have "
@@ -29,25 +28,11 @@ _WORDS = (
 Layout = Literal["reference", "hf", "native"]
 
 
-def _corpus(n_lines: int, seed: int) -> list[str]:
-    rng = random.Random(seed)
-    lines = []
-    for _ in range(n_lines):
-        words = [rng.choice(_WORDS) for _ in range(rng.randint(4, 16))]
-        lines.append(" ".join(words) + rng.choice([".", "?", "!", ",", ":"]))
-    return lines
-
-
 def train_tiny_sentencepiece(vocab_size: int = 150, seed: int = 0) -> bytes:
     """Train a unigram sentencepiece model with ``[PAD] [CLS] [SEP] [UNK]`` at ids 0-3 and ``[MASK]`` at 4."""
-    import sentencepiece as spm  # a core dependency, imported here to keep import time low
-
-    buf = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(_corpus(600, seed)),
-        model_writer=buf,
-        vocab_size=vocab_size,
-        model_type="unigram",
+    return train_unigram(
+        random_lines(_WORDS, 600, seed, [".", "?", "!", ",", ":"]),
+        vocab_size,
         pad_id=0,
         pad_piece="[PAD]",
         bos_id=1,
@@ -57,10 +42,7 @@ def train_tiny_sentencepiece(vocab_size: int = 150, seed: int = 0) -> bytes:
         unk_id=3,
         unk_piece="[UNK]",
         user_defined_symbols=["[MASK]"],
-        hard_vocab_limit=False,
-        minloglevel=2,
     )
-    return buf.getvalue()
 
 
 def build_tiny_tokenizer(vocab_size: int = 150, seed: int = 0) -> DebertaV2Tokenizer:

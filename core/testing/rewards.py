@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 import torch
 
+from blender_core.testing._common import TINY_LLAMA, widen_init
 from blender_core.testing.fusers import TINY_CHAT_TEMPLATE, build_tiny_chat_tokenizer
 
 RewardArch = Literal["llama", "qwen2"]
@@ -70,11 +71,7 @@ def make_tiny_reward_model(
     tokenizer = _tokenizer(arch, seed, chat_template=chat_template, pad_token=pad_token)
     cfg_kwargs: dict[str, Any] = {
         "vocab_size": len(tokenizer),
-        "hidden_size": 32,
-        "intermediate_size": 64,
-        "num_hidden_layers": 2,
-        "num_attention_heads": 4,
-        "num_key_value_heads": 2,
+        **TINY_LLAMA,
         "max_position_embeddings": 512,
         "num_labels": 1,
         "pad_token_id": tokenizer.pad_token_id if pad_token else None,
@@ -88,10 +85,7 @@ def make_tiny_reward_model(
         model: torch.nn.Module = Qwen2ForSequenceClassification(Qwen2Config(**cfg_kwargs))
     else:
         model = LlamaForSequenceClassification(LlamaConfig(**cfg_kwargs))
-    with torch.no_grad():  # wider than the default init, so that rewards differ clearly between texts
-        for name, param in model.named_parameters():
-            if param.ndim >= 2:
-                param.normal_(0.0, 1.0 if "embed" in name else 0.4)
+    widen_init(model)  # so that rewards differ clearly between texts
     model.eval().save_pretrained(root)  # type: ignore[operator]
     tokenizer.save_pretrained(root)
     return root

@@ -90,39 +90,41 @@ class ScriptedFuser(BaseFuser):
     ) -> list[str]:
         return ["".join(self.stream(i, c, usage_sink=usage_sink)) for i, c in zip(instructions, candidates, strict=True)]
 
-    def stream(
-        self, instruction: str, candidates: Sequence[str], *, usage_sink: UsageSink | None = None, **kwargs: Any
-    ) -> Iterator[str]:
+    def _steps(
+        self, candidates: Sequence[str], usage_sink: UsageSink | None
+    ) -> Iterator[tuple[str | None, float | None]]:
+        """The scripted answer as steps, each a piece to yield (None: none) and then seconds to wait (None:
+        no wait), raising where the fuser is told to fail; :meth:`stream` and :meth:`astream` play them."""
         self.seen.append(list(candidates))
-        time.sleep(self.first_delay)
+        yield None, self.first_delay
         if self.fail_before:
             raise RuntimeError(self.fail_before)
-        words = self.merged(candidates).split(" ")
-        for k, word in enumerate(words):
-            yield word if k == 0 else " " + word
+        for k, word in enumerate(self.merged(candidates).split(" ")):
+            yield (word if k == 0 else " " + word), None
             if self.fail_after:
                 raise RuntimeError(self.fail_after)
             if k == 0:
-                time.sleep(self.stall_after_first)
+                yield None, self.stall_after_first
         if self.usage:
             report_usage(usage_sink, *self.usage)
+
+    def stream(
+        self, instruction: str, candidates: Sequence[str], *, usage_sink: UsageSink | None = None, **kwargs: Any
+    ) -> Iterator[str]:
+        for piece, wait in self._steps(candidates, usage_sink):
+            if piece is not None:
+                yield piece
+            if wait is not None:
+                time.sleep(wait)
 
     async def astream(
         self, instruction: str, candidates: Sequence[str], *, usage_sink: UsageSink | None = None, **kwargs: Any
     ) -> AsyncIterator[str]:
-        self.seen.append(list(candidates))
-        await asyncio.sleep(self.first_delay)
-        if self.fail_before:
-            raise RuntimeError(self.fail_before)
-        words = self.merged(candidates).split(" ")
-        for k, word in enumerate(words):
-            yield word if k == 0 else " " + word
-            if self.fail_after:
-                raise RuntimeError(self.fail_after)
-            if k == 0:
-                await asyncio.sleep(self.stall_after_first)
-        if self.usage:
-            report_usage(usage_sink, *self.usage)
+        for piece, wait in self._steps(candidates, usage_sink):
+            if piece is not None:
+                yield piece
+            if wait is not None:
+                await asyncio.sleep(wait)
 
 
 def answering(

@@ -1,4 +1,5 @@
-"""A scripted fake LlamaIndex LLM for the adapter tests (a fake at the boundary only)."""
+"""Fakes at the LlamaIndex boundary for the adapter tests: a scripted LLM, and an event handler that
+records the instrumentation events."""
 
 from __future__ import annotations
 
@@ -16,6 +17,9 @@ from llama_index.core.base.llms.types import (
     LLMMetadata,
     MessageRole,
 )
+from llama_index.core.bridge.pydantic import Field
+from llama_index.core.instrumentation.event_handlers import BaseEventHandler
+from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.llms import CustomLLM
 from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_callback
 
@@ -100,3 +104,17 @@ class FakeLLM(CustomLLM):
             yield CompletionResponse(text=self.text, delta=self.text)
 
         return gen()
+
+
+class Collect(BaseEventHandler):
+    """Records every instrumentation event it is dispatched (see ``tests/llamaindex/conftest.py``'s
+    ``collected`` fixture, which adds one to the root dispatcher)."""
+
+    events: list[Any] = Field(default_factory=list)
+
+    @classmethod
+    def class_name(cls) -> str:
+        return "Collect"
+
+    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
+        self.events.append(event)

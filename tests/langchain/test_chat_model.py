@@ -2,13 +2,11 @@
 
 from __future__ import annotations
 
-import asyncio
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import torch
 from langchain_core.callbacks import BaseCallbackHandler
 from langchain_core.messages import AIMessage, AIMessageChunk, HumanMessage
 from langchain_core.tools import tool
@@ -19,18 +17,10 @@ from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from langchain_blender import BlenderLLM, ChatModelFuser
 from langchain_blender.selection import prompt_text
 from langchain_blender.tool_calls import canonical_tool_calls
+from tests.helpers.event_loop import ticking
 from tests.helpers.langchain_fakes import ScriptedChatModel, three_backends
 
 QUESTION = "What is 2 + 2?"
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    """The tiny ranker is fastest on one thread; timing assertions should not depend on CPU contention."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def blender(tiny_ranker: PairRanker, **kwargs: Any) -> BlenderLLM:
@@ -497,15 +487,6 @@ def test_backend_retries(tiny_ranker: PairRanker) -> None:
 
 
 async def test_event_loop_keeps_running_during_ainvoke(tiny_ranker: PairRanker) -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.01)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    await blender(tiny_ranker, backends=three_backends(delay=0.3)).ainvoke(QUESTION)
-    task.cancel()
-    assert ticks >= 10
+    async with ticking(0.01) as ticks:
+        await blender(tiny_ranker, backends=three_backends(delay=0.3)).ainvoke(QUESTION)
+    assert ticks.count >= 10

@@ -3,14 +3,11 @@ text, and the agent middleware."""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
-from collections.abc import Iterator
 from operator import itemgetter
 
 import pytest
-import torch
 from langchain_core.documents import Document
 from langchain_core.messages import AIMessage, HumanMessage, SystemMessage
 from langchain_core.runnables import RunnableLambda, RunnableParallel
@@ -26,18 +23,11 @@ from langchain_blender import (
 )
 from langchain_blender.selection import prompt_text
 from langchain_blender.tool_calls import ranking_text
+from tests.helpers.event_loop import ticking
 from tests.helpers.langchain_fakes import ScriptedChatModel
 
 QUERY = "What is the capital of France?"
 TEXTS = ["Paris is the capital.", "Lyon, maybe.", "The capital of France is Paris, on the Seine.", "no idea"]
-
-
-@pytest.fixture(autouse=True, scope="module")
-def _one_torch_thread() -> Iterator[None]:
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def order_of(ranker: PairRanker, prompt: str, texts: list[str]) -> list[int]:
@@ -74,19 +64,10 @@ async def test_async_compressor_does_not_block_the_loop(tiny_ranker: PairRanker)
     docs = [
         Document(page_content=f"{t} number {i}") for i, t in enumerate(TEXTS * 5)
     ]  # 20 docs: 380 comparisons
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.002)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    out = await PairRankerCompressor(ranker=tiny_ranker, top_n=2).acompress_documents(docs, QUERY)
-    task.cancel()
+    async with ticking(0.002) as ticks:
+        out = await PairRankerCompressor(ranker=tiny_ranker, top_n=2).acompress_documents(docs, QUERY)
     assert len(out) == 2
-    assert ticks >= 3, "the event loop stood still while ranking"
+    assert ticks.count >= 3, "the event loop stood still while ranking"
 
 
 # ---------------------------------------------------------------- ranker runnable

@@ -3,7 +3,6 @@ backend on the sync path, a blocking fuser on the async path."""
 
 from __future__ import annotations
 
-import asyncio
 import threading
 import time
 from collections.abc import Iterator
@@ -23,6 +22,7 @@ from llama_index.core.llms.callbacks import llm_completion_callback
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from llamaindex_blender import BlenderLLM
 from llamaindex_blender.fusers import blocks_the_loop
+from tests.helpers.event_loop import ticking
 from tests.helpers.llamaindex_fakes import FakeLLM
 
 
@@ -69,21 +69,12 @@ def test_sync_in_disguise_is_detected() -> None:
 async def test_blocking_custom_llms_under_achat_answer_within_the_timeout(tiny_ranker: PairRanker, slow: BlockingLLM) -> None:
     backends = [BlockingLLM(text=f"answer number {k}", delay=0.5, name=f"b{k}") for k in range(3)] + [slow]
     llm = BlenderLLM(backends, ranker=tiny_ranker, timeout=1.5)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.05)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    start = time.perf_counter()
-    response = await llm.achat([ChatMessage(role="user", content="hello?")])
-    elapsed = time.perf_counter() - start
-    task.cancel()
+    async with ticking(0.05) as ticks:
+        start = time.perf_counter()
+        response = await llm.achat([ChatMessage(role="user", content="hello?")])
+        elapsed = time.perf_counter() - start
     assert elapsed < 3.0  # was 8.2 s: one after another on the loop, the timeout never firing
-    assert ticks >= 10  # the loop kept running
+    assert ticks.count >= 10  # the loop kept running
     errors = {c["backend"]: c["error"] for c in response.raw["blender"]["candidates"]}
     assert errors == {"b0": None, "b1": None, "b2": None, "slow": "TimeoutError: no answer within 1.5 s"}
     completed = await llm.acomplete("hello?")
@@ -106,18 +97,9 @@ def test_a_hung_backend_on_the_sync_path_holds_bounded_threads(tiny_ranker: Pair
 async def test_a_blocking_fuser_runs_in_a_thread(tiny_ranker: PairRanker) -> None:
     fuser = BlockingLLM(text="the fused answer", delay=0.3, name="fuser")
     llm = BlenderLLM([FakeLLM(text="four", name="a"), FakeLLM(text="it is four", name="b")], ranker=tiny_ranker, fuser=fuser)
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    response = await llm.achat([ChatMessage(role="user", content="2 + 2?")])
-    pieces = [r.delta async for r in await llm.astream_chat([ChatMessage(role="user", content="2 + 2?")])]
-    task.cancel()
+    async with ticking(0.02) as ticks:
+        response = await llm.achat([ChatMessage(role="user", content="2 + 2?")])
+        pieces = [r.delta async for r in await llm.astream_chat([ChatMessage(role="user", content="2 + 2?")])]
     assert response.message.content == "the fused answer"
     assert "".join(p or "" for p in pieces) == "the fused answer"
-    assert ticks >= 15  # two 0.3 s fusions without freezing the loop
+    assert ticks.count >= 15  # two 0.3 s fusions without freezing the loop

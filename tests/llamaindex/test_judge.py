@@ -24,6 +24,7 @@ from blender_core.ranking.judge import JudgeRanker
 from llamaindex_blender import BlenderLLM, judge_ranker
 from llamaindex_blender.judge import LLMJudge
 from tests.helpers.core_fakes import judged_answers, prefers_longer
+from tests.helpers.event_loop import ticking
 from tests.helpers.llamaindex_fakes import FakeLLM
 
 QUESTION = "what is two plus two?"
@@ -106,25 +107,16 @@ async def test_an_llm_whose_achat_blocks_the_loop_is_called_in_threads() -> None
     llm = SyncOnlyJudgeLLM()
     assert LLMJudge(llm).blocking_async
     assert not LLMJudge(FakeLLM()).blocking_async
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    start = time.perf_counter()
-    (r,) = await judge_ranker(llm).arank([QUESTION], [CANDIDATES])
-    elapsed = time.perf_counter() - start
-    ticker.cancel()
+    async with ticking(0.02) as ticks:
+        start = time.perf_counter()
+        (r,) = await judge_ranker(llm).arank([QUESTION], [CANDIDATES])
+        elapsed = time.perf_counter() - start
     assert r.scores.tolist() == [0.0, 0.0, 0.0]
     assert r.issues == ()
     assert len(llm.threads) == 6
     assert all(name.startswith("blender-judge") for name in llm.threads)
     assert elapsed < 1.0  # concurrently, not 6 x 0.3 s on the loop
-    assert ticks >= 5
+    assert ticks.count >= 5
 
 
 def _check_judge_usage(raw: dict[str, Any], judge_calls: int) -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import time
 from pathlib import Path
@@ -10,12 +9,8 @@ from typing import Any
 
 import pytest
 from llama_index.core import Document, VectorStoreIndex
-from llama_index.core.bridge.pydantic import Field
 from llama_index.core.callbacks import CallbackManager, CBEventType, EventPayload, LlamaDebugHandler
 from llama_index.core.embeddings import MockEmbedding
-from llama_index.core.instrumentation import get_dispatcher
-from llama_index.core.instrumentation.event_handlers import BaseEventHandler
-from llama_index.core.instrumentation.events import BaseEvent
 from llama_index.core.instrumentation.events.rerank import ReRankEndEvent, ReRankStartEvent
 from llama_index.core.llms import MockLLM
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, TextNode
@@ -23,6 +18,7 @@ from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle, Te
 from blender_core.ranking import registry
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from llamaindex_blender import PairRankerRerank
+from tests.helpers.event_loop import ticking
 
 QUERY = "explain the answer to the question"
 TEXTS = [
@@ -50,26 +46,6 @@ def ranked_texts(nodes: list[NodeWithScore]) -> list[str]:
 def expected(ranker: PairRanker, texts: list[str] | None = None, strategy: str = "full") -> tuple[list[int], list[float]]:
     (r,) = ranker.rank([QUERY], [texts if texts is not None else ranked_texts(make_nodes())], strategy=strategy)
     return list(r.order), [float(r.scores[i]) for i in r.order]
-
-
-class Collect(BaseEventHandler):
-    events: list[Any] = Field(default_factory=list)
-
-    @classmethod
-    def class_name(cls) -> str:
-        return "Collect"
-
-    def handle(self, event: BaseEvent, **kwargs: Any) -> None:
-        self.events.append(event)
-
-
-@pytest.fixture
-def collected():
-    handler = Collect(events=[])
-    root = get_dispatcher()
-    root.add_event_handler(handler)
-    yield handler.events
-    root.event_handlers.remove(handler)
 
 
 def test_order_and_scores_match_the_ranker(tiny_ranker: PairRanker) -> None:
@@ -197,19 +173,10 @@ class SlowRanker:
 
 
 async def test_async_path_matches_and_does_not_block_the_loop(tiny_ranker: PairRanker, collected: list[Any]) -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
     rerank = PairRankerRerank(ranker=SlowRanker(tiny_ranker), top_n=3)
-    task = asyncio.create_task(ticker())
-    out = await rerank.apostprocess_nodes(make_nodes(), query_str=QUERY)
-    task.cancel()
-    assert ticks >= 10  # the loop kept running while the ranker worked for 0.5 s
+    async with ticking(0.02) as ticks:
+        out = await rerank.apostprocess_nodes(make_nodes(), query_str=QUERY)
+    assert ticks.count >= 10  # the loop kept running while the ranker worked for 0.5 s
     assert [n.node.node_id for n in out] == [f"n{i}" for i in expected(tiny_ranker)[0][:3]]
     assert sum(isinstance(e, ReRankStartEvent) for e in collected) == 1
     assert sum(isinstance(e, ReRankEndEvent) for e in collected) == 1

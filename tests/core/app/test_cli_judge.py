@@ -19,7 +19,6 @@ from blender_core.fusion.chat import LocalChat
 from blender_core.ranking import CallableChat, ChatReply, JudgeRanker
 from blender_core.ranking.judge.prompts import VERDICT_ONLY_PAIR
 from blender_core.ranking.judge.verdict import parse_verdict
-from blender_core.testing.fusers import make_tiny_causal_lm
 from tests.helpers.core_fakes import forcing_reply
 from tests.helpers.training import make_pair_file, make_tiny_encoder
 
@@ -28,15 +27,10 @@ ANSWERS = [["It is 4.", "five"], ["blue", "The sky is blue, so blue."]]
 
 
 @pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_judge_lm"))
-
-
-@pytest.fixture(scope="module")
-def chat(lm_dir: Path) -> LocalChat:
+def chat(tiny_causal_lm_dir: Path) -> LocalChat:
     """The same model as the judge's, loaded apart: what each judge call must have replied."""
-    model = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True)
-    return LocalChat(model, AutoTokenizer.from_pretrained(lm_dir, local_files_only=True))
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, local_files_only=True)
+    return LocalChat(model, AutoTokenizer.from_pretrained(tiny_causal_lm_dir, local_files_only=True))
 
 
 def expected_calls(chat: LocalChat, questions: list[str], answers: list[list[str]]) -> list[tuple[str, dict[str, int]]]:
@@ -49,10 +43,10 @@ def expected_calls(chat: LocalChat, questions: list[str], answers: list[list[str
     ]
 
 
-def test_the_local_judge_asks_both_orders_and_reports_unreadable_replies(lm_dir: Path, chat: LocalChat) -> None:
-    judge, settings = judge_from_option(str(lm_dir), device="cpu", max_new_tokens=6)
+def test_the_local_judge_asks_both_orders_and_reports_unreadable_replies(tiny_causal_lm_dir: Path, chat: LocalChat) -> None:
+    judge, settings = judge_from_option(str(tiny_causal_lm_dir), device="cpu", max_new_tokens=6)
     assert settings == {
-        "name": f"judge:{lm_dir.name}", "spec": str(lm_dir), "prompt": "verdict", "max_new_tokens": 6,
+        "name": f"judge:{tiny_causal_lm_dir.name}", "spec": str(tiny_causal_lm_dir), "prompt": "verdict", "max_new_tokens": 6,
         "timeout_s": 120.0, "concurrency": 1,
     }  # fmt: skip
     assert judge.prompt == VERDICT_ONLY_PAIR
@@ -83,13 +77,13 @@ def test_a_verdict_the_local_chat_writes_is_read(chat: LocalChat) -> None:
     assert ranking.usage["output_tokens"] == 2 * (n_tag + 1)
 
 
-def test_eval_ranker_with_a_local_judge(tmp_path: Path, lm_dir: Path, chat: LocalChat) -> None:
+def test_eval_ranker_with_a_local_judge(tmp_path: Path, tiny_causal_lm_dir: Path, chat: LocalChat) -> None:
     data = make_pair_file(tmp_path / "mini.pairs.jsonl.gz", n=5)
     pairs = [r for r in read_records(data) if isinstance(r, Pair)]
     assert all(p.a != p.b for p in pairs)  # else a pair is a tie without a call
     out = tmp_path / "report"
     result = CliRunner().invoke(app, [
-        "eval-ranker", "--judge", str(lm_dir), "--data", str(data), "--out", str(out), "--no-plot", "--no-progress",
+        "eval-ranker", "--judge", str(tiny_causal_lm_dir), "--data", str(data), "--out", str(out), "--no-plot", "--no-progress",
         "--judge-max-new-tokens", "8",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
@@ -98,7 +92,7 @@ def test_eval_ranker_with_a_local_judge(tmp_path: Path, lm_dir: Path, chat: Loca
         LocalChat(chat.model, chat.tokenizer, max_new_tokens=8), [p.prompt for p in pairs], [[p.a, p.b] for p in pairs]
     )
     judge = report["judge"]
-    assert report["model"] == judge["name"] == f"judge:{lm_dir.name}"
+    assert report["model"] == judge["name"] == f"judge:{tiny_causal_lm_dir.name}"
     assert judge["comparisons"] == 2 * len(pairs)
     assert judge["usage"]["input_tokens"] == sum(u["input_tokens"] for _, u in calls)
     assert judge["usage"]["output_tokens"] == sum(u["output_tokens"] for _, u in calls)
@@ -109,11 +103,11 @@ def test_eval_ranker_with_a_local_judge(tmp_path: Path, lm_dir: Path, chat: Loca
     assert f"- issues: {judge['issues']} comparisons counted as ties" in md
 
 
-def test_judge_and_model_are_exclusive_and_a_bad_judge_says_so(tmp_path: Path, lm_dir: Path) -> None:
+def test_judge_and_model_are_exclusive_and_a_bad_judge_says_so(tmp_path: Path, tiny_causal_lm_dir: Path) -> None:
     data = make_pair_file(tmp_path / "p.jsonl.gz", n=2)
     runner = CliRunner()
     both = runner.invoke(app, [
-        "eval-ranker", "--judge", str(lm_dir), "--model", "builtin:pairrm-minilm-l6", "--data", str(data),
+        "eval-ranker", "--judge", str(tiny_causal_lm_dir), "--model", "builtin:pairrm-minilm-l6", "--data", str(data),
         "--out", str(tmp_path / "o"),
     ])  # fmt: skip
     assert both.exit_code == 2
@@ -158,13 +152,13 @@ def _six_layer_encoder(path: Path) -> Path:
     return path
 
 
-def test_eval_fusion_with_a_local_judge_reports_gpt_rank(tmp_path: Path, lm_dir: Path) -> None:
+def test_eval_fusion_with_a_local_judge_reports_gpt_rank(tmp_path: Path, tiny_causal_lm_dir: Path) -> None:
     out = tmp_path / "fusion"
     result = CliRunner().invoke(app, [
         "eval-fusion", "--data", str(_pool_file(tmp_path / "pool.jsonl.gz")), "--out", str(out),
-        "--ranker", "longest", "--fuser", str(lm_dir), "--n", "2", "--top-k", "2", "--max-new-tokens", "6",
+        "--ranker", "longest", "--fuser", str(tiny_causal_lm_dir), "--n", "2", "--top-k", "2", "--max-new-tokens", "6",
         "--device", "cpu", "--bertscore-model", str(_six_layer_encoder(tmp_path / "encoder")), "--no-progress",
-        "--judge", str(lm_dir), "--judge-candidates", "2", "--judge-max-new-tokens", "4",
+        "--judge", str(tiny_causal_lm_dir), "--judge-candidates", "2", "--judge-max-new-tokens", "4",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     report = json.loads((out / "report.json").read_text())
@@ -191,4 +185,4 @@ def test_eval_fusion_with_a_local_judge_reports_gpt_rank(tmp_path: Path, lm_dir:
     md = (out / "report.md").read_text()
     assert "| GPT-Rank |" in md
     assert "## GPT-Rank: average rank (1 = best)" in md
-    assert f"judge: `judge:{lm_dir.name}`, strategy `full`" in md
+    assert f"judge: `judge:{tiny_causal_lm_dir.name}`, strategy `full`" in md

@@ -3,7 +3,6 @@ blocking calls from async code, a fuser that stalls mid-answer, empty answers.""
 
 from __future__ import annotations
 
-import asyncio
 import subprocess
 import sys
 import textwrap
@@ -26,6 +25,7 @@ from blender_core.ensemble import (
     call_backends,
 )
 from tests.helpers.core_fakes import LengthRanker, ScriptedFuser, aanswering, answering
+from tests.helpers.event_loop import ticking
 
 
 @pytest.fixture
@@ -101,19 +101,10 @@ async def test_async_queueing_is_not_charged_and_blocking_calls_run_in_threads(r
 
 
 async def test_a_blocking_call_does_not_freeze_the_event_loop() -> None:
-    ticks = 0
-
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    task = asyncio.create_task(ticker())
-    outcome = await engine(timeout=2).arun("q", {"blocking": Blocking(answering("slow answer", delay=0.4))})
-    task.cancel()
+    async with ticking(0.02) as ticks:
+        outcome = await engine(timeout=2).arun("q", {"blocking": Blocking(answering("slow answer", delay=0.4))})
     assert outcome.text == "slow answer"
-    assert ticks >= 10
+    assert ticks.count >= 10
 
 
 def test_the_process_exits_although_a_backend_hangs_forever(tmp_path: object) -> None:

@@ -13,7 +13,6 @@ from transformers import AutoTokenizer
 from blender_core.fusion.auto import load_fuser
 from blender_core.fusion.base import FUSION_SYSTEM_PROMPT
 from blender_core.fusion.causal import LLMFuser
-from blender_core.testing.fusers import make_tiny_causal_lm
 
 SHORT = {"max_new_tokens": 10}
 INSTRUCTIONS = ["What is 2+2?", "Say yes", "Write a poem"]
@@ -25,13 +24,8 @@ CANDIDATES = [
 
 
 @pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_lm"))
-
-
-@pytest.fixture(scope="module")
-def fuser(lm_dir: Path) -> LLMFuser:
-    return LLMFuser.from_pretrained(lm_dir, device="cpu", local_files_only=True)
+def fuser(tiny_causal_lm_dir: Path) -> LLMFuser:
+    return LLMFuser.from_pretrained(tiny_causal_lm_dir, device="cpu", local_files_only=True)
 
 
 def test_prompt_is_the_chat_template_over_the_fusion_messages(fuser: LLMFuser) -> None:
@@ -109,8 +103,8 @@ def test_inputs_are_not_mutated(fuser: LLMFuser) -> None:
     assert (instructions, candidates) == before
 
 
-def test_template_without_system_role(lm_dir: Path, fuser: LLMFuser) -> None:
-    tok = AutoTokenizer.from_pretrained(lm_dir)
+def test_template_without_system_role(tiny_causal_lm_dir: Path, fuser: LLMFuser) -> None:
+    tok = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
     tok.chat_template = (
         "{% for m in messages %}{% if m['role'] == 'system' %}{{ raise_exception('System role not supported') }}"
         "{% endif %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}[assistant] {% endif %}"
@@ -121,25 +115,24 @@ def test_template_without_system_role(lm_dir: Path, fuser: LLMFuser) -> None:
     assert prompt.endswith("[assistant] ")
 
 
-def test_bad_input_and_setup_errors(lm_dir: Path, fuser: LLMFuser) -> None:
+def test_bad_input_and_setup_errors(tiny_causal_lm_dir: Path, fuser: LLMFuser) -> None:
     with pytest.raises(ValueError, match=r"got 0 candidate\(s\) for prompt 0"):
         fuser.fuse(["a"], [[]])
     with pytest.raises(ValueError, match="all empty"):
         list(fuser.stream("a", ["", ""]))
     with pytest.raises(ValueError, match="num_return_sequences"):
         fuser.fuse(["a"], [["x"]], num_return_sequences=3)
-    tok = AutoTokenizer.from_pretrained(lm_dir)
+    tok = AutoTokenizer.from_pretrained(tiny_causal_lm_dir)
     tok.chat_template = None
     with pytest.raises(ValueError, match="chat template"):
         LLMFuser(fuser.model, tok, device="cpu")
 
 
-def test_load_fuser_picks_the_class(lm_dir: Path, tmp_path: Path) -> None:
+def test_load_fuser_picks_the_class(tiny_causal_lm_dir: Path, tiny_gen_fuser_dir: Path, tmp_path: Path) -> None:
     from blender_core.fusion.seq2seq import GenFuser
-    from blender_core.testing.fusers import make_tiny_gen_fuser
 
-    assert isinstance(load_fuser(lm_dir, device="cpu", local_files_only=True), LLMFuser)
-    gen = load_fuser(make_tiny_gen_fuser(tmp_path / "t5"), device="cpu", local_files_only=True)
+    assert isinstance(load_fuser(tiny_causal_lm_dir, device="cpu", local_files_only=True), LLMFuser)
+    gen = load_fuser(tiny_gen_fuser_dir, device="cpu", local_files_only=True)
     assert isinstance(gen, GenFuser)
     assert gen.model.dtype == torch.float32
     with pytest.raises(OSError, match="could not read a model config"):
@@ -147,8 +140,8 @@ def test_load_fuser_picks_the_class(lm_dir: Path, tmp_path: Path) -> None:
 
 
 @pytest.mark.gpu
-def test_half_precision_on_gpu_by_default(lm_dir: Path) -> None:
-    f = LLMFuser.from_pretrained(lm_dir, local_files_only=True)
+def test_half_precision_on_gpu_by_default(tiny_causal_lm_dir: Path) -> None:
+    f = LLMFuser.from_pretrained(tiny_causal_lm_dir, local_files_only=True)
     assert f.device.type == "cuda"
     assert f.model.dtype in (torch.bfloat16, torch.float16)
     pieces = list(f.stream(INSTRUCTIONS[0], CANDIDATES[0], **SHORT))

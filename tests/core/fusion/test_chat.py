@@ -11,7 +11,6 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from blender_core.fusion.causal import chat_prompt
 from blender_core.fusion.chat import DEFAULT_MAX_NEW_TOKENS, LocalChat
-from blender_core.testing.fusers import make_tiny_causal_lm
 from tests.helpers.core_fakes import forcing_reply
 
 MESSAGES = [
@@ -21,14 +20,9 @@ MESSAGES = [
 
 
 @pytest.fixture(scope="module")
-def lm_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_causal_lm(tmp_path_factory.mktemp("tiny_chat_lm"))
-
-
-@pytest.fixture(scope="module")
-def chat(lm_dir: Path) -> LocalChat:
-    model = AutoModelForCausalLM.from_pretrained(lm_dir, local_files_only=True)
-    return LocalChat(model, AutoTokenizer.from_pretrained(lm_dir, local_files_only=True), name="tiny")
+def chat(tiny_causal_lm_dir: Path) -> LocalChat:
+    model = AutoModelForCausalLM.from_pretrained(tiny_causal_lm_dir, local_files_only=True)
+    return LocalChat(model, AutoTokenizer.from_pretrained(tiny_causal_lm_dir, local_files_only=True), name="tiny")
 
 
 def test_reply_is_the_greedy_continuation_and_usage_counts_both_sides(chat: LocalChat) -> None:
@@ -78,6 +72,6 @@ def test_bad_input_is_refused_with_what_to_pass(chat: LocalChat) -> None:
         LocalChat(chat.model, bare)
 
 
-def test_name_defaults_to_the_model_path(lm_dir: Path, chat: LocalChat) -> None:
+def test_name_defaults_to_the_model_path(tiny_causal_lm_dir: Path, chat: LocalChat) -> None:
     assert chat.name == "tiny"
-    assert LocalChat(chat.model, chat.tokenizer).name == str(lm_dir)
+    assert LocalChat(chat.model, chat.tokenizer).name == str(tiny_causal_lm_dir)

@@ -9,7 +9,6 @@ import pytest
 import torch
 
 from blender_core.fusion.seq2seq import DEFAULT_GENERATE_KWARGS, GenFuser, build_fuser_input
-from blender_core.testing.fusers import make_tiny_gen_fuser
 
 SHORT = {"max_new_tokens": 8}
 LONG_TEXT = " ".join(["the answer is good because the data value of the first example is 42"] * 4)
@@ -30,13 +29,8 @@ CANDIDATES = [
 
 
 @pytest.fixture(scope="module")
-def fuser_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return make_tiny_gen_fuser(tmp_path_factory.mktemp("gen_fuser"))
-
-
-@pytest.fixture(scope="module")
-def fuser(fuser_dir: Path) -> GenFuser:
-    return GenFuser.from_pretrained(fuser_dir, device="cpu", local_files_only=True)
+def fuser(tiny_gen_fuser_dir: Path) -> GenFuser:
+    return GenFuser.from_pretrained(tiny_gen_fuser_dir, device="cpu", local_files_only=True)
 
 
 # ------------------------------------------------------------------------------------ input text
@@ -208,15 +202,15 @@ def test_from_pretrained_missing_folder_says_what_to_do(tmp_path: Path) -> None:
         GenFuser.from_pretrained(tmp_path / "nope", local_files_only=True)
 
 
-def test_dtype_by_name(fuser_dir: Path) -> None:
-    f = GenFuser.from_pretrained(fuser_dir, device="cpu", dtype="bfloat16", local_files_only=True)
+def test_dtype_by_name(tiny_gen_fuser_dir: Path) -> None:
+    f = GenFuser.from_pretrained(tiny_gen_fuser_dir, device="cpu", dtype="bfloat16", local_files_only=True)
     assert f.model.dtype == torch.bfloat16
     assert isinstance(f.fuse(["q"], [["a"]], num_beams=1, max_new_tokens=3)[0], str)
 
 
 @pytest.mark.gpu
-def test_bf16_on_gpu_by_default(fuser_dir: Path) -> None:
-    f = GenFuser.from_pretrained(fuser_dir, local_files_only=True)
+def test_bf16_on_gpu_by_default(tiny_gen_fuser_dir: Path) -> None:
+    f = GenFuser.from_pretrained(tiny_gen_fuser_dir, local_files_only=True)
     assert f.device.type == "cuda"
     assert f.model.dtype == (torch.bfloat16 if torch.cuda.is_bf16_supported() else torch.float32)
     assert len(f.fuse(INSTRUCTIONS, CANDIDATES, **SHORT)) == len(INSTRUCTIONS)

@@ -3,7 +3,6 @@ failures and timeouts as reported ties, concurrency, usage, dedupe, strategy cos
 
 from __future__ import annotations
 
-import asyncio
 import time
 
 import numpy as np
@@ -15,6 +14,7 @@ from blender_core.ranking.judge.chat import CallableChat, ChatReply
 from blender_core.ranking.judge.prompts import MT_BENCH_PAIR, MT_BENCH_SYSTEM, JudgePrompt, judge_messages
 from blender_core.ranking.judge.verdict import parse_verdict
 from tests.helpers.core_fakes import ScriptedJudge, always, judged_answers, prefers_longer
+from tests.helpers.event_loop import ticking
 
 Q = "Name a prime number."
 FIVE = ["2", "seven", "three", "eleven!", "5."]  # lengths 1, 5, 5, 7, 2
@@ -268,22 +268,13 @@ async def test_arank_runs_a_sync_only_judge_in_threads_without_blocking_the_loop
         _, a, b = judged_answers(messages)
         return prefers_longer(a, b)
 
-    ticks = 0
-
-    async def tick() -> None:
-        nonlocal ticks
-        while True:
-            await asyncio.sleep(0.02)
-            ticks += 1
-
-    ticker = asyncio.create_task(tick())
-    start = time.perf_counter()
-    (r,) = await JudgeRanker(CallableChat(slow)).arank([Q], [["a", "bb", "ccc"]])
-    elapsed = time.perf_counter() - start
-    ticker.cancel()
+    async with ticking(0.02) as ticks:
+        start = time.perf_counter()
+        (r,) = await JudgeRanker(CallableChat(slow)).arank([Q], [["a", "bb", "ccc"]])
+        elapsed = time.perf_counter() - start
     assert r.order == (2, 1, 0)
     assert elapsed < 1.0  # six calls of 0.3 s at once
-    assert ticks >= 5  # the loop kept running meanwhile
+    assert ticks.count >= 5  # the loop kept running meanwhile
     (late,) = await JudgeRanker(CallableChat(slow), timeout=0.1).arank([Q], [["a", "bb"]])
     assert len(late.issues) == 2
 
