@@ -16,6 +16,7 @@ from blender_core.base.usage import UsageSink, sum_usage
 from blender_core.fusion.base import BaseFuser, fusion_messages
 
 from .messages import message_usage
+from .sync_only import runs_in_executor
 
 
 def model_name(model: Any) -> str:
@@ -110,6 +111,14 @@ class ChatModelFuser(BaseFuser):
         usage_sink: UsageSink | None = None,
         **kwargs: Any,
     ) -> AsyncIterator[str]:
+        if runs_in_executor(self.model):
+            # no async path of its own: its sync stream in a daemon thread (BaseFuser's), never the event
+            # loop's shared executor, where a fusion stalled past its deadline would keep a worker
+            async for piece in super().astream(
+                instruction, candidates, config=config, usage_sink=usage_sink, **kwargs
+            ):
+                yield piece
+            return
         usages = []
         with _context(config) as ctx:
             chunks = self.model.astream(self.messages(instruction, candidates), config, **kwargs)

@@ -104,3 +104,19 @@ async def test_a_hung_sync_only_judge_never_starves_the_loop(small_executor: Thr
         assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 5) == 42
     finally:
         hung._release.set()
+
+
+async def test_a_hung_sync_only_fuser_never_starves_the_loop(
+    tiny_ranker: PairRanker, small_executor: ThreadPoolExecutor
+) -> None:
+    fuser = HungSyncModel(model_name="hung-fuser")
+    backends = {"a": ScriptedChatModel(reply="four"), "b": ScriptedChatModel(reply="it is four")}
+    llm = BlenderLLM(backends=backends, ranker=tiny_ranker, fuser=fuser, timeout=0.3)
+    try:
+        for _ in range(4):  # each fusion passes its deadline and falls back to the top-ranked answer
+            msg = await asyncio.wait_for(llm.ainvoke("2 + 2?"), 20)
+            meta = msg.response_metadata["blender"]
+            assert (meta["fused"], msg.text) == (False, backends[meta["best"]].reply)
+        assert await asyncio.wait_for(asyncio.to_thread(lambda: 42), 5) == 42
+    finally:
+        fuser._release.set()
