@@ -36,7 +36,7 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -90,17 +90,31 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def encode_row(row: Mapping[str, Any]) -> bytes:
+    """One output row as its JSON line (UTF-8, without the newline), or a ``ValueError`` saying why it cannot be one
+    (a lone surrogate in a text: ``UnicodeEncodeError``), raised before the part is written, so that only its
+    record is lost (and reported), never the part."""
+    try:
+        return json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except (TypeError, RecursionError) as exc:  # a value JSON cannot hold
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+
+
 def write_part(
     folder: str | Path,
     shard: str,
     digest: str,
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[bytes],
     *,
     records: int,
     pairs: int = 0,
     errors: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Write a shard's part atomically (a temporary file, then ``os.replace``) and return its path."""
+    """Write a shard's part atomically (a temporary file, then ``os.replace``) and return its path.
+
+    ``rows`` are the output lines, encoded (:func:`encode_row`); the header is written in ASCII (JSON escapes), so
+    no text of an error (a file name that is not UTF-8) can stop the part from being written.
+    """
     folder = Path(folder)
     header = {
         "shard": shard,
@@ -110,9 +124,8 @@ def write_part(
         "rows": len(rows),
         "errors": list(errors),
     }
-    lines = [json.dumps(header, ensure_ascii=False)] + [json.dumps(r, ensure_ascii=False) for r in rows]
     final = folder / f"{shard}{PART_SUFFIX}"
-    _replace(final, ("\n".join(lines) + "\n").encode("utf-8"))
+    _replace(final, b"\n".join([json.dumps(header).encode("ascii"), *rows]) + b"\n")
     return final
 
 

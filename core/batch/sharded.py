@@ -288,7 +288,10 @@ class _Run:
     def execute(self, executor: Executor) -> ShardedReport:
         with contextlib.ExitStack() as stack:
             if self.run.errors_path:  # rewritten by each run: a run reports every bad line of the input again
-                self.err_sink = stack.enter_context(Path(self.run.errors_path).open("w", encoding="utf-8"))
+                # a lone surrogate (in a file name that is not UTF-8) is written as its JSON escape, not a failure
+                self.err_sink = stack.enter_context(
+                    Path(self.run.errors_path).open("w", encoding="utf-8", errors="backslashreplace")
+                )
             self.bar = stack.enter_context(
                 tqdm(
                     total=self._total(),

@@ -20,7 +20,7 @@ from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, clear_ranker_cache
 from tests.core.batch.lock_holder import lock_held_elsewhere
 from tests.core.batch.old_rank import DATA as OLD
-from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
+from tests.core.batch.records import BAD_LINES, POISON_IDS, POISON_LINES, SETS, read_lines, write_lines
 
 
 @pytest.fixture
@@ -137,6 +137,23 @@ def test_a_bad_byte_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path) -> N
     assert "ranked 0 records; skipped 5 already in" in res.stdout
     assert "skipped 1 bad lines" in res.stdout
     assert [r.get("id", r.get("line")) for r in read_lines(out)] == ["q1", 2, 4, "q5", 6]
+
+
+@pytest.mark.parametrize(("line", "reason"), POISON_LINES, ids=POISON_IDS)
+def test_a_poison_line_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path, line: str, reason: str) -> None:
+    """A lone surrogate once stopped the run at writing (exit 2) and a line nested 100,000 deep before anything was
+    written (exit 1, a RecursionError), and every rerun at the same line (issue 20)."""
+    inp = write_lines(tmp_path / "in.jsonl", [SETS[0], line, SETS[1]])
+    out = tmp_path / "out.jsonl"
+    args = ["rank", str(inp), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    for _ in range(2):  # the rerun reports it again and does not stop there either
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        _no_traceback(res)
+        assert f"{inp}: line 2: {reason}; skipped" in res.stderr
+        assert "skipped 1 bad lines" in res.stdout
+    assert "ranked 0 records; skipped 2 already in" in res.stdout
+    assert [r.get("id", r.get("line")) for r in read_lines(out)] == ["q1", 3]
 
 
 def test_a_cut_gz_ranks_what_it_can_then_exits_1(tiny_native_ckpt: Path, tmp_path: Path) -> None:

@@ -14,7 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blender_core.batch.parts import JOURNAL, OutputBusyError, PartStore, parts_folder, read_part, write_part
+from blender_core.batch.parts import (
+    JOURNAL,
+    OutputBusyError,
+    PartStore,
+    encode_row,
+    parts_folder,
+    read_part,
+    write_part,
+)
 from blender_core.batch.plan import LineError
 from blender_core.batch.rank_file import PartialInputError, rank_file, rank_files
 from blender_core.batch.sharded import RunOptions, ShardJobError, run_sharded
@@ -162,7 +170,7 @@ def test_a_part_of_other_records_is_discarded_not_merged(tmp_path: Path) -> None
         store.folder,
         "0000-00000000",
         "not-this-plan",
-        [{"line": 1, "line_hash": "x", "scores": []}],
+        [encode_row({"line": 1, "line_hash": "x", "scores": []})],
         records=1,
     )
     write_part(store.folder, "0007-00000000", "no-such-shard", [], records=0)
