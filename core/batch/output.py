@@ -15,12 +15,13 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from blender_core.data.lines import DataFormatError, parse_json_line
 
 logger = logging.getLogger(__name__)
 
@@ -113,10 +114,11 @@ def _key_of(obj: dict[str, Any]) -> Key | None:
 
 
 def _parse(raw: bytes) -> tuple[Key, Written] | None:
-    """The key of one output line and what it records (None when unreadable)."""
+    """The key of one output line and what it records (None when unreadable: a line edited by hand too, whatever
+    it holds, never stops a resume)."""
     try:
-        obj = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError):
+        obj = parse_json_line(raw, "the output")
+    except DataFormatError:
         return None
     if not isinstance(obj, dict):
         return None

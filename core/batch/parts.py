@@ -7,8 +7,11 @@ a folder next to the output, ``OUT.parts/``, then merges the parts into ``OUT`` 
   then renamed over its final name (``os.replace``, atomic). A shard ranked twice (a retried or duplicated
   task) renames the same content over the same name.
 - **A part says what it was made from.** Its first line is a header with the shard's digest (a hash of
-  the job's settings and of the keys and line fingerprints of the shard's records); a part whose digest is
-  not the one the current plan expects is stale, and is deleted and ranked again.
+  the job's settings and of the keys and line fingerprints of the shard's records), and its name holds the
+  digest too (``<shard>.<digest>.part.jsonl``), so the run reads only parts of its own plan: a part whose
+  digest is not the one the current plan expects is stale, and is deleted and ranked again; a part that an
+  actor of a killed run writes meanwhile (it outlives its driver for seconds) has a name of its own, unless
+  it was made for the same records with the same settings, and then it is the same part.
 - **A merge is journaled.** Before a part's rows are appended to ``OUT``, ``OUT``'s length is written to
   ``OUT.parts/merging.json``; the part is deleted once the rows are on disk, then the journal. A run that
   starts and finds a journal undoes the half-done merge (``OUT`` is cut back to that length) when the part
@@ -36,12 +39,14 @@ import socket
 import sys
 import time
 import uuid
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from filelock import FileLock, Timeout
+
+from blender_core.batch.local_ray import NOTE as RAY_NOTE
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +95,36 @@ def _fsync_write(path: Path, data: bytes) -> None:
         os.fsync(f.fileno())
 
 
+def encode_row(row: Mapping[str, Any]) -> bytes:
+    """One output row as its JSON line (UTF-8, without the newline), or a ``ValueError`` saying why it cannot be one
+    (a lone surrogate in a text: ``UnicodeEncodeError``), raised before the part is written, so that only its
+    record is lost (and reported), never the part."""
+    try:
+        return json.dumps(row, ensure_ascii=False).encode("utf-8")
+    except (TypeError, RecursionError) as exc:  # a value JSON cannot hold
+        raise ValueError(f"{type(exc).__name__}: {exc}") from exc
+
+
+def part_name(shard: str, digest: str) -> str:
+    """The file name of the part of ``shard`` made from the plan ``digest``."""
+    return f"{shard}.{digest}{PART_SUFFIX}"
+
+
 def write_part(
     folder: str | Path,
     shard: str,
     digest: str,
-    rows: Sequence[dict[str, Any]],
+    rows: Sequence[bytes],
     *,
     records: int,
     pairs: int = 0,
     errors: Sequence[dict[str, Any]] = (),
 ) -> Path:
-    """Write a shard's part atomically (a temporary file, then ``os.replace``) and return its path."""
+    """Write a shard's part atomically (a temporary file, then ``os.replace``) and return its path.
+
+    ``rows`` are the output lines, encoded (:func:`encode_row`); the header is written in ASCII (JSON escapes), so
+    no text of an error (a file name that is not UTF-8) can stop the part from being written.
+    """
     folder = Path(folder)
     header = {
         "shard": shard,
@@ -110,9 +134,8 @@ def write_part(
         "rows": len(rows),
         "errors": list(errors),
     }
-    lines = [json.dumps(header, ensure_ascii=False)] + [json.dumps(r, ensure_ascii=False) for r in rows]
-    final = folder / f"{shard}{PART_SUFFIX}"
-    _replace(final, ("\n".join(lines) + "\n").encode("utf-8"))
+    final = folder / part_name(shard, digest)
+    _replace(final, b"\n".join([json.dumps(header).encode("ascii"), *rows]) + b"\n")
     return final
 
 
@@ -147,9 +170,9 @@ class PartStore:
         self.out = Path(out)
         self.folder = parts_folder(self.out)
 
-    def path(self, shard: str) -> Path:
-        """Where the part of ``shard`` goes."""
-        return self.folder / f"{shard}{PART_SUFFIX}"
+    def path(self, shard: str, digest: str) -> Path:
+        """Where the part of ``shard`` made from the plan ``digest`` goes."""
+        return self.folder / part_name(shard, digest)
 
     @contextlib.contextmanager
     def locked(self) -> Iterator[None]:
@@ -201,6 +224,7 @@ class PartStore:
         try:
             state = json.loads(journal.read_text())
             shard, offset = str(state["shard"]), int(state["offset"])
+            named = [self.folder / str(state["part"])] if "part" in state else self._parts_of(shard)
         except FileNotFoundError:
             return
         except (ValueError, KeyError, TypeError):
@@ -208,7 +232,7 @@ class PartStore:
             logger.warning("%s: ignoring an unreadable merge journal", journal)
             journal.unlink()
             return
-        if self.path(shard).exists() and self.out.exists() and self.out.stat().st_size > offset:
+        if any(p.exists() for p in named) and self.out.exists() and self.out.stat().st_size > offset:
             logger.warning(
                 "%s: a merge of shard %s was cut short; cutting the output back to %d bytes to redo it",
                 self.out,
@@ -225,23 +249,29 @@ class PartStore:
         """Append a part's rows to the output (journaled), then delete the part."""
         journal = self.folder / JOURNAL
         offset = self.out.stat().st_size if self.out.exists() else 0
-        _replace(journal, json.dumps({"shard": part.shard, "offset": offset}).encode())
+        path = self.path(part.shard, part.digest)
+        _replace(journal, json.dumps({"shard": part.shard, "part": path.name, "offset": offset}).encode())
         with self.out.open("ab") as f:
             f.write(b"".join(part.rows))
             f.flush()
             os.fsync(f.fileno())
-        self.path(part.shard).unlink(missing_ok=True)
+        path.unlink(missing_ok=True)
         journal.unlink()
 
     def shards_present(self) -> set[str]:
-        """The shards that have a part file now."""
+        """The shards that have a part file now (of any plan)."""
         if not self.folder.is_dir():
             return set()
-        return {p.name.removesuffix(PART_SUFFIX) for p in self.folder.glob(f"*{PART_SUFFIX}")}
+        return {p.name.split(".", 1)[0] for p in self.folder.glob(f"*{PART_SUFFIX}")}
+
+    def _parts_of(self, shard: str) -> list[Path]:
+        """Every part file of ``shard``, of any plan (an earlier version named a part by its shard alone)."""
+        return [*self.folder.glob(f"{shard}.*{PART_SUFFIX}"), self.folder / f"{shard}{PART_SUFFIX}"]
 
     def discard(self, shard: str) -> None:
-        """Delete a shard's part (a stale one)."""
-        self.path(shard).unlink(missing_ok=True)
+        """Delete every part of ``shard`` (stale ones: of another plan, or unreadable)."""
+        for p in self._parts_of(shard):
+            p.unlink(missing_ok=True)
 
     def remove(self) -> None:
         """Delete what this module put in the folder but the lock, which :meth:`locked` deletes with the folder
@@ -249,7 +279,7 @@ class PartStore:
         if not self.folder.is_dir():
             return
         for p in self.folder.iterdir():
-            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in (JOURNAL, OWNER):
+            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in (JOURNAL, OWNER, RAY_NOTE):
                 p.unlink(missing_ok=True)
 
 

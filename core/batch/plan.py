@@ -30,7 +30,7 @@ from typing import Any
 from blender_core.batch.output import Key, Written, read_written
 from blender_core.batch.resume import line_fingerprint
 from blender_core.batch.sources import Input
-from blender_core.data.lines import DataFormatError, DataReadError, decode_line
+from blender_core.data.lines import DataFormatError, DataReadError, LongLine, parse_json_line
 from blender_core.data.records import CandidateSet, Pair, parse_record
 from blender_core.ranking.interface import Ranker
 
@@ -86,14 +86,10 @@ def parse_line(
     part of a line-numbered key and of the output record).
     """
     where = f"{name}:{lineno}"
-    try:
-        line = decode_line(raw, where)
+    try:  # never a RecursionError, nor a lone surrogate that no output could be written with
+        obj = parse_json_line(raw, where)
     except DataFormatError as exc:
         return None, str(exc).removeprefix(f"{where}: ")
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        return None, f"not valid JSON ({exc.msg} at column {exc.colno})"
     if not isinstance(obj, dict):
         return None, f"expected a JSON object, got {type(obj).__name__}"
     try:
@@ -225,7 +221,7 @@ class Scan:
             file = source.name if several else None
             try:
                 for lineno, raw in source.lines():
-                    if not raw.strip():
+                    if not raw.strip() and not isinstance(raw, LongLine):
                         continue
                     item, reason = parse_line(source.name, lineno, raw, self.score_key, file=file)
                     if item is None:

@@ -24,11 +24,13 @@ way loses at most the shard in progress (:mod:`blender_core.batch.parts`).
 Input lines may be in any format of :mod:`blender_core.data`; a Parquet input (``.parquet``) is read row by
 row, a row standing for a line (:mod:`blender_core.batch.sources`). A pair (``{prompt, a, b, label}``) is
 ranked as a set of two candidates (``a`` is candidate 0, ``b`` candidate 1; its label is not used). A
-line that is not UTF-8, not valid JSON, matches no format, or has fewer than two candidates is reported
-as ``line N: <reason>`` and skipped; it never stops the run. Each line is decoded on its own, so a bad
-byte spoils only its line. A ``.gz`` input that is cut short or corrupt has every complete line before
-the damage ranked and written, then raises :class:`PartialInputError` naming the last line read; run
-again on the complete file to rank the rest.
+line that is not UTF-8, not valid JSON, nested more than 100 deep, longer than 16 MiB (skipped without
+being held), holds a lone surrogate (``\\ud800`` without its pair), matches no format, or has fewer than two
+candidates, and a record whose output cannot be written as UTF-8, is reported as ``line N: <reason>`` and
+skipped; it never stops the run (:func:`~blender_core.data.lines.parse_json_line`). Each line is decoded on
+its own, so a bad byte spoils only its line. A ``.gz`` input that is cut short or corrupt has every complete
+line before the damage ranked and written, then raises :class:`PartialInputError` naming the last line read;
+run again on the complete file to rank the rest.
 
 It needs only the :class:`~blender_core.ranking.Ranker` interface (``rank``), so any ranker works; batch
 size, device and the like are loading options of the ranker (``load_ranker(spec, batch_size=...)``).
@@ -116,7 +118,7 @@ def rank_files(
             (parsing needs it; ranking ignores the scores).
         errors_path: when given, each skipped line of this run is also written there as
             ``{"line", "error", "text"}`` (``"file"`` too with several inputs; the raw line, to fix and rank
-            again; bytes that are not UTF-8 appear as ``\\xNN``).
+            again; bytes that are not UTF-8 appear as ``\\xNN``; of a line too long, its first KiB).
         show_progress: a tqdm bar over the input records.
         on_error: called with each skipped line (e.g. to print it).
         on_shard: called as each shard's part is written.

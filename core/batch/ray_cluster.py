@@ -19,6 +19,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+from blender_core.batch.local_ray import start_local_ray
+
 RAY_EXTRA_HINT = 'pip install "blender-llm[ray]"'
 
 
@@ -94,14 +96,15 @@ def connect(settings: RaySettings) -> Any:
     """Join Ray as ``settings.address`` says; the ``ray`` module.
 
     Nothing to do when this process already joined one. Without an address: the cluster ``RAY_ADDRESS``
-    names (as a Ray job sets it), else a new Ray on this machine, without its dashboard; the cluster that
-    ``ray start`` started here is joined with ``address="auto"``.
+    names (as a Ray job sets it), else a new Ray on this machine, without its dashboard, in a folder of its own
+    (:func:`~blender_core.batch.local_ray.start_local_ray`); the cluster that ``ray start`` started here is joined
+    with ``address="auto"``.
     """
     ray = import_ray()
     if ray.is_initialized():
         return ray
     if settings.address is not None or os.environ.get("RAY_ADDRESS"):
         ray.init(address=settings.address)
-    else:  # never Ray's search of /tmp/ray, which waits on a cluster that is gone
-        ray.init(address="local", include_dashboard=False)
+    else:  # never Ray's search of /tmp/ray, which may find a cluster that is gone, or dying
+        start_local_ray(ray)
     return ray

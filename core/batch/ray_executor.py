@@ -35,6 +35,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from blender_core.batch.local_ray import note_local_ray
 from blender_core.batch.ray_cluster import RaySettings, connect, import_ray
 from blender_core.batch.sharded import ShardJobError
 from blender_core.batch.shards import JobSpec, Progress, ShardDone, ShardTask, rank_shard
@@ -100,6 +101,7 @@ class RayExecutor:
         if not todo:
             return
         ray = connect(self.settings)
+        note_local_ray(folder)  # so that, should this driver be killed, the next run reaps what it leaves
         actors, gpus = self.plan(ray, len(todo))
         options = dict(self.options)
         if isinstance(self.ranker, (str, Path)) or self.ranker is None:

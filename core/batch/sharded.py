@@ -41,6 +41,7 @@ from typing import Any
 
 from tqdm.auto import tqdm
 
+from blender_core.batch.local_ray import reap_orphans
 from blender_core.batch.output import Key, Written, check_errors_path, check_output_path, check_writable
 from blender_core.batch.parts import Part, PartStore, read_part
 from blender_core.batch.plan import Entry, LineError, Scan, error_line, read_output, warn_changed
@@ -242,6 +243,7 @@ def run_sharded(
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.locked():
         store.recover()
+        reap_orphans(store.folder)  # what is left of the local Ray of a run that was killed
         written = read_output(out, several=len(inputs) > 1)
         check_unchanged(inputs, out, written)
         if written:
@@ -278,6 +280,7 @@ class _Run:
         # the shards handed to the executor and not yet reported, and how many records each has to rank
         self.pending: set[str] = set()
         self.size: dict[str, int] = {}
+        self.digests: dict[str, str] = {}  # the plan's digest of each such shard: which part file is its own
         self.ready: dict[str, Part] = {}  # parts waiting for the shards before them
         self.progressed: dict[str, int] = {}  # records of a shard in progress that the bar has counted
         self.next_up = 0
@@ -288,7 +291,10 @@ class _Run:
     def execute(self, executor: Executor) -> ShardedReport:
         with contextlib.ExitStack() as stack:
             if self.run.errors_path:  # rewritten by each run: a run reports every bad line of the input again
-                self.err_sink = stack.enter_context(Path(self.run.errors_path).open("w", encoding="utf-8"))
+                # a lone surrogate (in a file name that is not UTF-8) is written as its JSON escape, not a failure
+                self.err_sink = stack.enter_context(
+                    Path(self.run.errors_path).open("w", encoding="utf-8", errors="backslashreplace")
+                )
             self.bar = stack.enter_context(
                 tqdm(
                     total=self._total(),
@@ -360,7 +366,7 @@ class _Run:
             return
         self.order.append(task.name)
         if task.name in self.present:
-            part = read_part(self.store.path(task.name))
+            part = read_part(self.store.path(task.name, task.digest))
             if part is not None and part.digest == task.digest:
                 self.counts["reused"] += 1
                 self.bar.update(len(task.lines))
@@ -369,6 +375,7 @@ class _Run:
             logger.info("%s: discarding the stale part of shard %s", self.store.folder, task.name)
             self.store.discard(task.name)
         self.size[task.name] = len(task.lines)
+        self.digests[task.name] = task.digest
         self.pending.add(task.name)
         yield task
 
@@ -382,11 +389,12 @@ class _Run:
         if done.name not in self.pending:
             return  # a second report of a shard (a task run twice); its part was taken once
         self.pending.discard(done.name)
-        part = read_part(self.store.path(done.name))
+        path = self.store.path(done.name, self.digests.pop(done.name))  # this plan's part, never an orphan's
+        part = read_part(path)
         if part is None:
             raise ShardJobError(
                 f"shard {done.name} was ranked{' on node ' + done.node if done.node else ''}, but its part "
-                f"{self.store.path(done.name)} cannot be read here: the output's folder must be on storage "
+                f"{path} cannot be read here: the output's folder must be on storage "
                 "that every node of the cluster sees (a shared file system)"
             )
         self.counts["ranked"] += 1

@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blender_core.base.validation import check_choice
-from blender_core.batch.parts import write_part
+from blender_core.batch.parts import encode_row, write_part
 from blender_core.batch.plan import Item, LineError, error_line, parse_line, rank_chunk, ranked_record
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.registry import RankerSpec, load_ranker
@@ -111,7 +111,12 @@ def rank_shard(
     on_chunk: Callable[[int], None] | None = None,
 ) -> ShardDone:
     """Rank a shard's records in chunks of ``job.chunk_size`` (each chunk's comparisons batched together), then
-    write its part; ``on_chunk`` is called with the number of records each chunk handled (ranked or failed)."""
+    write its part; ``on_chunk`` is called with the number of records each chunk handled (ranked or failed).
+
+    A line that does not parse here (as the driver parsed it) and a record whose ranking fails or whose output
+    cannot be written (:func:`~blender_core.batch.parts.encode_row`) are errors of the part, reported by the driver
+    as bad lines: nothing a record holds stops the shard.
+    """
     items: list[Item] = []
     raws: dict[int, str] = {}
     errors: list[dict[str, Any]] = []
@@ -125,7 +130,7 @@ def rank_shard(
             )
         else:
             items.append(item)
-    rows: list[dict[str, Any]] = []
+    rows: list[bytes] = []
     records = pairs = 0
     for start in range(0, len(items), job.chunk_size):
         chunk = items[start : start + job.chunk_size]
@@ -134,7 +139,13 @@ def rank_shard(
                 error = LineError(item.line, result, task.file or "")
                 errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
                 continue
-            rows.extend(job.maker.rows(item, *result))
+            try:  # each row encoded now: a record that cannot be written is reported, the part still written
+                encoded = [encode_row(row) for row in job.maker.rows(item, *result)]
+            except ValueError as exc:
+                error = LineError(item.line, f"its output cannot be written as UTF-8 JSON ({exc})", task.file or "")
+                errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
+                continue
+            rows.extend(encoded)
             records += 1
             pairs += item.is_pair
         if on_chunk is not None:

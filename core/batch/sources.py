@@ -30,7 +30,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
-from blender_core.data.lines import DataReadError, iter_raw_lines
+from blender_core.data.lines import MAX_LINE_BYTES, DataReadError, LongLine, iter_raw_lines
 
 PARQUET_SUFFIXES = (".parquet", ".pq")
 _ROWS_PER_READ = 1024  # rows decoded from Parquet at a time: small enough to keep memory flat
@@ -67,10 +67,14 @@ def _plain(value: Any) -> Any:
     return str(value)
 
 
-def row_to_line(row: Mapping[str, Any]) -> bytes:
-    """One table row as the JSON line the parser reads; a null value is left out (a missing field)."""
+def row_to_line(row: Mapping[str, Any], max_bytes: int = MAX_LINE_BYTES) -> bytes:
+    """One table row as the JSON line the parser reads; a null value is left out (a missing field). A row longer
+    than ``max_bytes`` as JSON is a :class:`~blender_core.data.lines.LongLine`, as a line of a file would be (an
+    Arrow row is in memory already: the limit keeps the rule the same for every format)."""
     obj = {str(k): v for k, v in row.items() if v is not None}
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_plain).encode("utf-8")
+    text = json.dumps(obj, ensure_ascii=False, separators=(",", ":"), default=_plain)
+    line = text.encode("utf-8", "backslashreplace")  # a lone surrogate stays its escape, for the parser to report
+    return line if len(line) <= max_bytes else LongLine(line, len(line), max_bytes)
 
 
 def _pyarrow_parquet() -> Any:

@@ -57,8 +57,9 @@ def register(app: typer.Typer) -> None:
 
         One output line per record: {"id" (or "line"), "line_hash", "prompt", "scores", "ranks", "best",
         "best_text", "best_model"?}. A pair record is ranked as two candidates (a = 0, b = 1) and marked
-        "pair": true. A malformed line (bad bytes too) is reported as "FILE: line N: reason" and skipped. Run
-        again with the same --out to resume an interrupted run. Shards of --shard-size lines are ranked in this
+        "pair": true. A malformed line (bad bytes, a lone surrogate, nesting past 100, over 16 MiB too) is
+        reported as "FILE: line N: reason" and skipped. Run again with the same --out to resume an interrupted
+        run. Shards of --shard-size lines are ranked in this
         process, or with --engine ray on a pool of Ray actors, and merged into --out in input order, each record
         exactly once, also after a kill or a lost node (the work in progress waits in OUT.parts/); a second run
         on the same --out is refused. Exit status: 0 when every readable line was handled (bad lines

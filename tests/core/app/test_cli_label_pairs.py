@@ -14,7 +14,7 @@ from typer.testing import CliRunner, Result
 from blender_core.app.cli import app
 from tests.core.batch.lock_holder import lock_held_elsewhere
 from tests.core.batch.ray_local import local_ray
-from tests.core.batch.records import read_lines, write_lines
+from tests.core.batch.records import POISON_IDS, POISON_LINES, read_lines, write_lines
 from tests.core.batch.sharded_records import many_sets, with_bad_lines
 
 FIELDS = ("prompt", "chosen", "rejected", "score_chosen", "score_rejected", "margin")
@@ -74,6 +74,22 @@ def test_pairs_bad_lines_summary_and_resume(tiny_native_ckpt: Path, tmp_path: Pa
 def wide_errors(monkeypatch: pytest.MonkeyPatch) -> None:
     """Typer's error box on one line per message, so that messages with long paths can be asserted whole."""
     monkeypatch.setattr("typer.rich_utils.MAX_WIDTH", 1000)
+
+
+@pytest.mark.parametrize(("line", "reason"), POISON_LINES, ids=POISON_IDS)
+def test_a_poison_line_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path, line: str, reason: str) -> None:
+    """As for ``rank`` (issue 20): once exit 2 at writing, or a RecursionError before anything was written."""
+    records = many_sets(4, seed=5)
+    inp = write_lines(tmp_path / "in.jsonl", [*records[:2], line, *records[2:]])
+    out = tmp_path / "pairs.jsonl"
+    for _ in range(2):  # the rerun reports it again and does not stop there either
+        res = _label(inp, out, tiny_native_ckpt)
+        assert res.exit_code == 0, res.output
+        assert "Traceback" not in res.output
+        assert _skipped(res) == [f"{inp}: line 3: {reason}; skipped"]
+    assert _summary(res).startswith("labelled 0 records")
+    assert {r.get("id", r["line"]) for r in read_lines(out)} <= {"r0", 2, 4, 5}
+    assert "skipped 1 bad lines" in _summary(res)
 
 
 @pytest.mark.parametrize(

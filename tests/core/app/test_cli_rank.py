@@ -7,6 +7,11 @@ import gzip
 import json
 import os
 import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
 import zlib
 from collections.abc import Iterator
 from pathlib import Path
@@ -18,9 +23,10 @@ from blender_core.app.cli import app
 from blender_core.ranking import load_ranker
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from blender_core.ranking.registry import DEFAULT_RANKER, clear_ranker_cache
-from tests.core.batch.lock_holder import lock_held_elsewhere
+from tests.core.batch.lock_holder import ROOT, lock_held_elsewhere
 from tests.core.batch.old_rank import DATA as OLD
-from tests.core.batch.records import BAD_LINES, SETS, read_lines, write_lines
+from tests.core.batch.records import BAD_LINES, POISON_IDS, POISON_LINES, SETS, read_lines, write_lines
+from tests.core.batch.sharded_records import keys, many_sets
 
 
 @pytest.fixture
@@ -137,6 +143,23 @@ def test_a_bad_byte_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path) -> N
     assert "ranked 0 records; skipped 5 already in" in res.stdout
     assert "skipped 1 bad lines" in res.stdout
     assert [r.get("id", r.get("line")) for r in read_lines(out)] == ["q1", 2, 4, "q5", 6]
+
+
+@pytest.mark.parametrize(("line", "reason"), POISON_LINES, ids=POISON_IDS)
+def test_a_poison_line_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path, line: str, reason: str) -> None:
+    """A lone surrogate once stopped the run at writing (exit 2) and a line nested 100,000 deep before anything was
+    written (exit 1, a RecursionError), and every rerun at the same line (issue 20)."""
+    inp = write_lines(tmp_path / "in.jsonl", [SETS[0], line, SETS[1]])
+    out = tmp_path / "out.jsonl"
+    args = ["rank", str(inp), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    for _ in range(2):  # the rerun reports it again and does not stop there either
+        res = CliRunner().invoke(app, args)
+        assert res.exit_code == 0, res.output
+        _no_traceback(res)
+        assert f"{inp}: line 2: {reason}; skipped" in res.stderr
+        assert "skipped 1 bad lines" in res.stdout
+    assert "ranked 0 records; skipped 2 already in" in res.stdout
+    assert [r.get("id", r.get("line")) for r in read_lines(out)] == ["q1", 3]
 
 
 def test_a_cut_gz_ranks_what_it_can_then_exits_1(tiny_native_ckpt: Path, tmp_path: Path) -> None:
@@ -272,6 +295,39 @@ def test_a_second_run_on_the_same_out_is_refused_before_loading(tiny_native_ckpt
     res = CliRunner().invoke(app, args)  # the holder is gone, and its lock with it
     assert res.exit_code == 0, res.output
     assert len(read_lines(out)) == len(SETS)
+
+
+def test_two_rank_processes_on_one_out_write_each_record_once(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    """Two ``blender-llm rank`` processes on the same --out at once (issue 20: before the lock covered local runs,
+    the output held 536 lines for 300 records). The first is held still (SIGSTOP) once it has merged a shard, so
+    the second surely starts while the first runs; the second is refused naming the first, and the first,
+    let go, writes each record once."""
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(300, seed=3))
+    out = tmp_path / "out.jsonl"
+    cmd = [sys.executable, "-m", "blender_core.app.cli", "rank", str(inp), "--out", str(out)]
+    cmd += ["-m", str(tiny_native_ckpt), "--shard-size", "10", "--chunk-size", "2", "--no-progress"]
+    first = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while first.poll() is None and time.monotonic() < deadline:
+            if out.exists() and out.stat().st_size > 0:
+                break
+            time.sleep(0.02)
+        assert first.poll() is None, first.communicate()
+        os.kill(first.pid, signal.SIGSTOP)  # the first run, mid-way, holds --out
+        merged = len(read_lines(out))
+        assert 0 < merged < 300
+        second = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+    finally:
+        os.kill(first.pid, signal.SIGCONT)
+    stdout, stderr = first.communicate(timeout=240)
+    assert second.returncode == 1, second.stderr[-3000:]
+    assert second.stderr.strip().splitlines()[-1].startswith(
+        f"error: another run is writing {out}: process {first.pid} on {socket.gethostname()}, started "
+    )
+    assert first.returncode == 0, stderr[-3000:]
+    assert "ranked 300 records" in stdout
+    assert keys(out) == [r.get("id", k) for k, r in enumerate(many_sets(300, seed=3), 1)]  # each once, in order
 
 
 def test_an_output_the_old_rank_left_resumes(tiny_native_ckpt: Path, tmp_path: Path) -> None:

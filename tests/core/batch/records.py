@@ -44,3 +44,20 @@ def write_lines(path: Path, lines: list[Any]) -> Path:
 
 def read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text().splitlines()]
+
+
+# ---------------------------------------------------------------------------- lines that once stopped a job (issue 20)
+
+#: candidates holding lone surrogates: the JSON escapes (``\ud800``) as the file spells them (ASCII, valid UTF-8);
+#: both, so that whichever the ranker prefers, the output once had to write one
+SURROGATE_LINE = '{"prompt": "p", "candidates": ["x\\ud800", "y\\udfff"]}'
+SURROGATE_REASON = (
+    "candidates[0] holds a lone surrogate (\\ud800), which is not a character; "
+    "write the character itself or a surrogate pair"
+)
+#: a record whose extra field nests 100,000 arrays deep (Python's parser stops at its recursion limit)
+DEEP_LINE = '{"prompt": "p", "candidates": ["a", "bb"], "extra": ' + "[" * 100_000 + "]" * 100_000 + "}"
+DEEP_REASON = "arrays and objects nested more than 100 deep; a record needs a few levels"
+#: (line, the reason it is skipped with), for parametrized tests
+POISON_LINES = [(SURROGATE_LINE, SURROGATE_REASON), (DEEP_LINE, DEEP_REASON)]
+POISON_IDS = ["lone-surrogate", "nested-100000-deep"]

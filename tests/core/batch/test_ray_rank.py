@@ -27,7 +27,14 @@ from blender_core.batch.shards import ShardDone
 from blender_core.ranking.pairrm.pair_ranker import PairRanker
 from tests.core.batch.ray_local import ONE_ACTOR, TWO_ACTORS, local_ray
 from tests.core.batch.ray_rankers import CrashOnce, InterruptAfter
-from tests.core.batch.records import read_lines, write_lines
+from tests.core.batch.records import (
+    DEEP_LINE,
+    DEEP_REASON,
+    SURROGATE_LINE,
+    SURROGATE_REASON,
+    read_lines,
+    write_lines,
+)
 from tests.core.batch.sharded_records import counts, errors_of, keys, many_sets, same_rankings, with_bad_lines
 from tests.helpers.core_fakes import LengthRanker
 
@@ -175,6 +182,22 @@ def test_bad_lines_and_a_cut_gz_as_single_process_rank(ray_instance: Any, tmp_pa
     )
     assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()
     assert not parts_folder(out).exists()  # every shard before the damage was merged
+
+
+def test_poison_lines_on_ray_as_in_this_process(ray_instance: Any, tmp_path: Path) -> None:
+    """A lone surrogate and a line nested 100,000 deep (issue 20: a RecursionError before anything was written, on
+    Ray too) are bad lines on Ray as in this process: the same output, errors and counts."""
+    records = many_sets(12, seed=4)
+    inp = write_lines(tmp_path / "in.jsonl", [*records[:5], SURROGATE_LINE, *records[5:9], DEEP_LINE, *records[9:]])
+    want = rank_file(LengthRanker(), inp, tmp_path / "want.jsonl", errors_path=tmp_path / "want.err", show_progress=False)
+    out = tmp_path / "out.jsonl"
+    got = rank_with_ray(
+        inp, out, LengthRanker(), ray_settings=ONE_ACTOR, shard_size=4, errors_path=tmp_path / "got.err", show_progress=False
+    )
+    assert [(e.line, e.reason) for e in got.errors] == [(6, SURROGATE_REASON), (11, DEEP_REASON)]
+    assert counts(got) == counts(want)
+    assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()
+    assert errors_of(tmp_path / "got.err") == errors_of(tmp_path / "want.err")
 
 
 def test_a_killed_driver_resumes_exactly_once(

@@ -14,7 +14,15 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from blender_core.batch.parts import JOURNAL, OutputBusyError, PartStore, parts_folder, read_part, write_part
+from blender_core.batch.parts import (
+    JOURNAL,
+    OutputBusyError,
+    PartStore,
+    encode_row,
+    parts_folder,
+    read_part,
+    write_part,
+)
 from blender_core.batch.plan import LineError
 from blender_core.batch.rank_file import PartialInputError, rank_file, rank_files
 from blender_core.batch.sharded import RunOptions, ShardJobError, run_sharded
@@ -162,7 +170,7 @@ def test_a_part_of_other_records_is_discarded_not_merged(tmp_path: Path) -> None
         store.folder,
         "0000-00000000",
         "not-this-plan",
-        [{"line": 1, "line_hash": "x", "scores": []}],
+        [encode_row({"line": 1, "line_hash": "x", "scores": []})],
         records=1,
     )
     write_part(store.folder, "0007-00000000", "no-such-shard", [], records=0)
@@ -172,6 +180,36 @@ def test_a_part_of_other_records_is_discarded_not_merged(tmp_path: Path) -> None
     rank_file(LengthRanker(), inp, tmp_path / "want.jsonl", show_progress=False)
     assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()
     assert not store.folder.exists()
+
+
+@dataclass
+class BesideAnOrphan:
+    """An executor beside which an actor of a killed run is still at work (issue 20: after ``kill -9`` of a Ray
+    driver its actors outlive it for seconds): after each shard's part is written, and before the driver reads it,
+    the orphan writes its own part of the shard of the same name, made for other records (the killed run had
+    another shard size)."""
+
+    inner: LocalExecutor
+    stale_rows: list[bytes]
+
+    def run(
+        self, tasks: Iterable[ShardTask], folder: Path, job: JobSpec, progress: Progress | None = None
+    ) -> Iterator[ShardDone]:
+        for done in self.inner.run(tasks, folder, job, progress):
+            write_part(folder, done.name, "digest-of-the-killed-run", self.stale_rows, records=len(self.stale_rows))
+            yield done
+
+
+def test_a_part_an_orphan_writes_meanwhile_is_never_merged(tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(12))
+    want = tmp_path / "want.jsonl"
+    rank_files(inp, want, LengthRanker(), shard_size=4, show_progress=False)
+    stale = want.read_bytes().splitlines()[:2]  # the killed run's shard 0 (shard size 2): records 1 and 2
+    out = tmp_path / "out.jsonl"
+    report = run_sharded(inp, out, BesideAnOrphan(LocalExecutor(LengthRanker()), stale), RANK_BY_LENGTH, _quiet(4))
+    assert out.read_bytes() == want.read_bytes()  # each record once: no part but this run's own was merged
+    assert (report.written, report.shards_ranked) == (12, 3)
+    assert not parts_folder(out).exists()  # the orphan's parts went with the rest
 
 
 def test_a_second_run_on_the_same_output_is_refused(tmp_path: Path) -> None:

@@ -12,7 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from blender_core.data.lines import DataFormatError, DataReadError, decode_line, iter_jsonl, iter_raw_lines
+from blender_core.data.lines import (
+    DataFormatError,
+    DataReadError,
+    LongLine,
+    decode_line,
+    iter_jsonl,
+    iter_raw_lines,
+    parse_json_line,
+)
 from blender_core.data.records import parse_record
 
 ROWS = [json.dumps({"prompt": f"question {i}", "candidates": [f"yes {i}", f"no {i}"]}) for i in range(400)]
@@ -127,3 +135,44 @@ def test_lines_longer_than_a_read_block_come_out_whole(tmp_path: Path, name: str
     path = tmp_path / name
     path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
     assert list(iter_raw_lines(path)) == [(1, b"{}"), (2, long), (3, long), (4, b"{}")]
+
+
+@pytest.mark.parametrize("name", ["long.jsonl", "long.jsonl.gz"])
+def test_a_line_past_the_limit_comes_as_its_start_and_length(tmp_path: Path, name: str) -> None:
+    long = json.dumps({"prompt": "p", "candidates": ["x" * 300_000, "y"]}).encode()
+    text = b"\n".join([b"{}", long, b"{}", long]) + b"\r\n"  # the last one ends in CRLF
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text) if name.endswith(".gz") else text)
+    lines = list(iter_raw_lines(path, max_bytes=100_000))
+    assert [n for n, _ in lines] == [1, 2, 3, 4]
+    assert (lines[0][1], lines[2][1]) == (b"{}", b"{}")
+    for n, cut in (lines[1], lines[3]):
+        assert isinstance(cut, LongLine)
+        assert bytes(cut) == long[:1024]
+        assert (cut.size, cut.limit) == (len(long) + (n == 4), 100_000)  # the CR is counted, not kept apart
+        with pytest.raises(DataFormatError, match=rf"^f:{n}: too long \({cut.size} bytes; a line may have at most 100000\)$"):
+            parse_json_line(cut, f"f:{n}")
+
+
+@pytest.mark.parametrize(
+    ("raw", "message"),
+    [
+        (b'{"a": "\\ud800"}', r"a holds a lone surrogate \(\\ud800\)"),
+        (b'{"a": [{"b": ["ok", "\\udfff x"]}]}', r"a\[0\]\.b\[1\] holds a lone surrogate \(\\udfff\)"),
+        (b'{"\\udc00": 1}', r"a key of the record holds a lone surrogate \(\\udc00\)"),
+        (b'"\\ud83d"', r"the line holds a lone surrogate \(\\ud83d\)"),  # a high half without its low one
+        (b"[" * 101 + b"]" * 101, r"arrays and objects nested more than 100 deep"),
+        (b'{"a": ' + b"{" * 100_000, r"arrays and objects nested more than 100 deep"),  # never a RecursionError
+    ],
+)
+def test_a_line_that_no_output_could_hold_is_a_format_error(raw: bytes, message: str) -> None:
+    with pytest.raises(DataFormatError, match=r"^f:1: " + message):
+        parse_json_line(raw, "f:1")
+
+
+def test_what_only_looks_like_a_poison_line_parses() -> None:
+    assert parse_json_line(b'{"a": "\\ud83d\\ude00"}', "f") == {"a": "\U0001f600"}  # a surrogate pair
+    assert parse_json_line(b'{"a": "\\\\ud800"}', "f") == {"a": "\\ud800"}  # a backslash, then text
+    assert parse_json_line(b"[" * 100 + b"]" * 100, "f") is not None  # 100 deep is fine
+    deep_text = '{"a": "' + "[{" * 5000 + '"}'  # brackets in a string are text
+    assert parse_json_line(deep_text.encode(), "f") == {"a": "[{" * 5000}
