@@ -29,7 +29,7 @@ class Ranking:
     """The ranking of one prompt's candidates.
 
     Attributes:
-        scores: (n,) float scores, higher is better (see the strategy for their meaning).
+        scores: (n,) float scores, higher is better; an order only for ``full`` (:attr:`scores_order`).
         ranks: (n,) int ranks, 1 = best; tied scores share the better rank.
         order: candidate indices, best first.
         best: index of the best candidate (``order[0]``).
@@ -41,6 +41,10 @@ class Ranking:
         usage: token usage the ranking cost (an LLM judge's calls), else ``None``.
         issues: what went wrong without stopping the ranking (e.g. a judge verdict that could not be read,
             counted as a tie), for the caller to report.
+        scores_order: whether the scores order the candidates (``ranks`` follow them): a ``full`` matrix's
+            and absolute rewards do; a tournament's (``knockout``, ``bubble``, ``sort``) do not: each score
+            is a candidate's mean margin over the matches it played, against the opponents it met, and
+            ``ranks`` / ``order`` come from the tournament.
     """
 
     scores: np.ndarray
@@ -53,6 +57,7 @@ class Ranking:
     matrix: np.ndarray | None = field(default=None, repr=False)
     usage: Mapping[str, int] | None = None
     issues: tuple[str, ...] = ()
+    scores_order: bool = True
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "scores", _frozen(np.asarray(self.scores, dtype=np.float64)))

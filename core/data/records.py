@@ -17,7 +17,8 @@ Formats recognised per line (see :func:`parse_record`):
 4. **pairwise-labelled candidate sets** (``pandalm.cands``): ``{"prompt", "candidates": {model: text},
    "pairs": [{"a", "b", "label"}]}``; a candidate's score is ``1 + (wins + ties / 2) / comparisons``;
 5. **general**: ``{"prompt", "candidates": [str, …], "scores": [float, …]?, "models": [str, …]?,
-   "id"?, "source"?}``. Without ``scores`` a set can be ranked but not trained or evaluated on.
+   "id"?, "source"?}``, or ``"candidates": {model: text, …}`` (the models as keys, in their order).
+   Without ``scores`` a set can be ranked but not trained or evaluated on.
 
 The source text given to the ranker is ``instruction + input`` with no separator (the reference's
 convention) where a record has both.
@@ -186,8 +187,20 @@ def _candidate_set(obj: dict[str, Any], where: str, score_key: str | None) -> Ca
     prompt = _source_text(obj, where)
     if isinstance(cands, dict) and "pairs" in obj:
         return _scored_from_pairs(obj, where)
-    if not isinstance(cands, list) or not cands:
-        raise DataFormatError(f"{where}: 'candidates' must be a non-empty list, got {type(cands).__name__}")
+    if isinstance(cands, dict):  # {model: text}: the general format with the models as keys
+        if "models" in obj:
+            raise DataFormatError(
+                f"{where}: 'candidates' is a {{model: text}} mapping and 'models' is given too; name the "
+                "models in one place"
+            )
+        obj = {**obj, "candidates": list(cands.values()), "models": list(cands)}
+        cands = obj["candidates"]
+    if not isinstance(cands, list):
+        raise DataFormatError(
+            f"{where}: 'candidates' must be a list (or a {{model: text}} mapping), got {type(cands).__name__}"
+        )
+    if not cands:
+        raise DataFormatError(f"{where}: 'candidates' is empty; give the answers to rank")
     _check_candidate_kinds(cands, where)
     if isinstance(cands[0], str):  # general format
         scores = obj.get("scores")

@@ -41,6 +41,8 @@ class StrategyResult:
     ranks: np.ndarray
     order: tuple[int, ...]
     matrix: np.ndarray | None = None
+    # only a full matrix's scores order the candidates; a tournament's are match margins
+    scores_order: bool = False
 
 
 class _Margins:
@@ -73,7 +75,7 @@ def full(n: int, aggregation: str = "max_logits") -> StrategyGen:
     for (i, j), v in logits.items():
         matrix[i, j] = v
     scores = scores_from_matrix(matrix, aggregation)
-    return StrategyResult(scores, ranks_from_scores(scores), order_from_scores(scores), matrix)
+    return StrategyResult(scores, ranks_from_scores(scores), order_from_scores(scores), matrix, True)
 
 
 def bubble(n: int, permutation: Sequence[int]) -> StrategyGen:

@@ -108,6 +108,7 @@ class JudgeSession:
                     aggregation=self.aggregation if self.strategy == "full" else None,
                     n_forward=f,
                     matrix=r.matrix,
+                    scores_order=r.scores_order,
                     usage=sum_usage(self.usages[k]) if self.usages[k] else None,
                     issues=tuple(self.issues[k]),
                 )

@@ -320,6 +320,7 @@ class PairRanker(BaseRanker):
                 aggregation=aggregation if strategy == "full" else None,
                 n_forward=f,
                 matrix=r.matrix,
+                scores_order=r.scores_order,
             )
             for r, f in zip(results, n_forward, strict=True)
         ]

@@ -79,6 +79,16 @@ def test_general_format(tmp_path: Path) -> None:
         parse_record({"prompt": "p", "candidates": ["a", "b"], "scores": [1]})
 
 
+def test_candidates_as_a_model_to_text_mapping() -> None:
+    record = parse_record({"prompt": "2+2?", "candidates": {"gpt": "4", "llama": "5"}, "scores": [1, 0]})
+    assert isinstance(record, CandidateSet)
+    assert (record.texts, record.models, record.scores) == (("4", "5"), ("gpt", "llama"), (1.0, 0.0))
+    with pytest.raises(DataFormatError, match="'candidates' is empty; give the answers to rank"):
+        parse_record({"prompt": "2+2?", "candidates": {}})
+    with pytest.raises(DataFormatError, match="name the models in one place"):
+        parse_record({"prompt": "2+2?", "candidates": {"gpt": "4"}, "models": ["x"]})
+
+
 def test_errors_name_file_and_line(tmp_path: Path) -> None:
     f = tmp_path / "bad.jsonl"
     f.write_text('{"prompt": "p", "a": "x", "b": "y", "label": 0}\n\n{not json\n')

@@ -169,3 +169,21 @@ def test_every_strategy_finds_the_best_of_two(name: str) -> None:
     assert run.result.ranks.tolist() == [1, 2]
     assert run.n_forward == 2
     assert set(strategies.STRATEGIES) == {"full", "bubble", "knockout", "sort"}
+
+
+def test_tournament_scores_are_not_an_order_and_say_so() -> None:
+    """0 edges out 1 and then 2; 2 crushed 3 first: 2's mean margin tops the winner's."""
+    margins = {(0, 1): 0.1, (2, 3): 10.0, (0, 2): 0.1}
+    gen = strategies.knockout(4)
+    pairs = next(gen)
+    while True:
+        logits = {(i, j): (margins[(i, j)] if (i, j) in margins else -margins[(j, i)]) / 2 for i, j in pairs}
+        try:
+            pairs = gen.send(logits)
+        except StopIteration as stop:
+            result: StrategyResult = stop.value
+            break
+    assert result.order[0] == 0
+    assert result.scores[2] > result.scores[0]
+    assert result.scores_order is False
+    assert drive(strategies.full(4), [3.0, 2.0, 1.0, 0.0]).result.scores_order is True

@@ -314,3 +314,9 @@ def test_ranking_results_are_frozen(tiny_ranker: PairRanker) -> None:
     assert [c.text for c in ranked] == [CANDIDATES[i] for i in r.order]
     assert [c.rank for c in ranked] == sorted(c.rank for c in ranked)
     assert r.top(2) == list(r.order[:2])
+
+
+@pytest.mark.parametrize(("strategy", "orders"), [("full", True), ("knockout", False), ("bubble", False), ("sort", False)])
+def test_a_ranking_says_whether_its_scores_order_the_candidates(tiny_ranker: PairRanker, strategy: str, orders: bool) -> None:
+    (r,) = tiny_ranker.rank(["2 + 2?"], [["4", "five", "four", "22"]], strategy=strategy)
+    assert r.scores_order is orders
