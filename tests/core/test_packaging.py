@@ -59,7 +59,17 @@ def test_every_subpackage_is_listed_for_the_wheel() -> None:
         for init in (root / top).rglob("__init__.py"):
             parts = init.parent.relative_to(root / top).parts
             found.add(".".join((name, *parts)))
-    assert found == listed
+    data_only = {"blender_core.assets"}  # the built-in ranker's files, no code
+    assert not list((root / "core" / "assets").rglob("*.py"))
+    assert found | data_only == listed
+
+
+def test_the_built_in_rankers_files_are_package_data() -> None:
+    import tomllib
+
+    root = Path(__file__).resolve().parents[2]
+    data = tomllib.loads((root / "pyproject.toml").read_text())["tool"]["setuptools"]["package-data"]
+    assert data["blender_core.assets"] == ["**/*"]
 
 
 def test_the_server_package_is_installed_and_reads_its_config_without_the_serve_extra(tmp_path: Path) -> None:
