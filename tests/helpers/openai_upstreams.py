@@ -11,6 +11,9 @@ A :class:`FakeUpstream` speaks just enough HTTP/1.1 (keep-alive, chunked streami
 - ``hang``: never answers; notes when the client closes the connection (:attr:`closed`).
 - ``malformed``: HTTP 200 with a body that is not JSON.
 
+Like OpenAI, every mode refuses a ``tool_choice`` that is none of ``none`` / ``auto`` / ``required`` nor names a
+function in ``tools`` (HTTP 400).
+
 Every request is recorded (:attr:`requests`, JSON bodies; :attr:`auth`, the bearer headers), and a
 response the client walked away from (its connection closed while waiting or streaming) sets
 :attr:`closed`.
@@ -167,6 +170,10 @@ class FakeUpstream:
         self.requests.append(request)
         self.auth.append(headers.get("authorization", ""))
         self.received.set()
+        refusal = _tool_choice_error(request)
+        if refusal is not None:
+            self._send(writer, 400, {"error": {"message": refusal, "type": "invalid_request_error"}})
+            return b""
         gone = asyncio.ensure_future(reader.read(1))  # b"": the client closed the connection
         try:
             if self.mode == "hang":
@@ -281,6 +288,21 @@ class FakeUpstream:
             "Connection: keep-alive\r\n\r\n"
         )
         writer.write(head.encode() + body)
+
+
+def _tool_choice_error(request: dict[str, Any]) -> str | None:
+    """OpenAI's refusal of a ``tool_choice`` it does not know or that names a function not in ``tools``
+    (None: no refusal)."""
+    choice = request.get("tool_choice")
+    if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+        return f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'."
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        return None
+    names = {(t.get("function") or {}).get("name") for t in request.get("tools") or []}
+    name = (choice.get("function") or {}).get("name")
+    if name in names:
+        return None
+    return f"Invalid value for 'tool_choice': function '{name}' not found in 'tools'."
 
 
 async def _closed_within(gone: asyncio.Future[bytes], seconds: float) -> bool:

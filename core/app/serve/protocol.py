@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -46,6 +47,7 @@ from openai.types.chat.chat_completion_chunk import (
 from openai.types.chat.chat_completion_message_tool_call import ChatCompletionMessageToolCall, Function
 from openai.types.shared import ErrorObject
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import from_json
 
 from blender_core.base.usage import openai_usage
 
@@ -55,6 +57,16 @@ CHAT_PATH = "/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
 # the request fields passed to every OpenAI-compatible backend as they are
 _SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+# JSON nesting a request may have: a tool's parameters are a JSON schema, rarely 20 deep; deeper bodies are
+# refused before anything recursive (validation, LangChain, the backends' JSON encoders) walks them
+MAX_JSON_DEPTH = 64
+# OpenAI's rule for a function's name
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# a \uD800-\uDBFF escape without its \uDC00-\uDFFF pair, or one of those alone (after an even run of \\)
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
 FinishReason = Literal["stop", "tool_calls"]
 
 
@@ -198,6 +210,11 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     blender: BlenderOptions | None = None
 
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        check_tools(self.tools or [], self.tool_choice)
+        return self
+
     @property
     def wants_account(self) -> bool:
         return self.blender is not None and self.blender.account
@@ -226,6 +243,109 @@ class ChatCompletionRequest(BaseModel):
         return out
 
 
+class ToolError(ValueError):
+    """A malformed tool setting: its field (``tools`` or ``tool_choice``) and what is wrong, placed."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def check_tools(tools: list[ChatCompletionToolParam], choice: Any) -> None:
+    """Refuse tool settings no backend can honour, before any is called: a function name that is not
+    OpenAI's (letters, digits, _ and -, at most 64) or is given twice, and a ``tool_choice`` that is none of
+    ``none`` / ``auto`` / ``required`` nor names a function of ``tools``.
+
+    Raises:
+        ToolError: naming the field and the place in it, e.g. ``tools[1].function.name: ...``.
+    """
+    names: list[str] = []
+    for k, tool in enumerate(tools):
+        name = tool["function"]["name"]
+        if not _TOOL_NAME.fullmatch(name):
+            raise ToolError(
+                "tools",
+                f"tools[{k}].function.name: {name!r} is not a tool name; use letters, digits, _ and -, "
+                "at most 64",
+            )
+        if name in names:
+            raise ToolError("tools", f"tools[{k}].function.name: {name!r} is named twice; names must be unique")
+        names.append(name)
+    listed = f"tools ({', '.join(names)})"
+    if isinstance(choice, str):
+        if choice in names or choice in ("none", "auto"):
+            return
+        if choice == "required":
+            if not names:
+                raise ToolError("tool_choice", "tool_choice: 'required' needs tools; send tools or leave it out")
+            return
+        raise ToolError(
+            "tool_choice",
+            f"tool_choice: {choice!r} is none of 'none', 'auto', 'required' nor a tool in "
+            + (listed if names else "tools (the request has none)"),
+        )
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "function":
+            wanted = [choice["function"]["name"]]
+        elif kind == "allowed_tools":
+            listed_functions = [t.get("function") for t in choice["allowed_tools"]["tools"]]
+            wanted = [f.get("name") if isinstance(f, dict) else None for f in listed_functions]
+        else:  # a custom tool's: no custom tool is accepted
+            raise ToolError("tool_choice", f"tool_choice: type {kind!r} names no function tool; use 'function'")
+        for name in wanted:
+            if not names:
+                raise ToolError(
+                    "tool_choice", f"tool_choice: names the function {name!r}, but the request has no tools"
+                )
+            if name not in names:
+                raise ToolError("tool_choice", f"tool_choice: names the function {name!r}, not in {listed}")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON data nests containers more than ``limit`` deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _read_json(body: bytes) -> Any:
+    """The body's JSON, refused (400) when it is not JSON, is not text or nests too deep.
+
+    ``pydantic_core.from_json`` parses it without recursing in Python (its own nesting limit is far above
+    :data:`MAX_JSON_DEPTH`) and refuses a lone UTF-16 surrogate escape (``"\\ud800"``): such a string is
+    no text, and no backend could encode it.
+    """
+    too_deep = ApiError(
+        400,
+        f"the request body is nested more than {MAX_JSON_DEPTH} levels deep; flatten it",
+        code="too_deep",
+    )
+    try:
+        data = from_json(body)
+    except ValueError as exc:
+        text = str(exc)
+        if "recursion limit" in text:
+            raise too_deep from None
+        if _LONE_SURROGATE.search(body):
+            raise ApiError(
+                400,
+                "the request body holds a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair), "
+                f"which is not text ({text}); send valid Unicode",
+                code="invalid_unicode",
+            ) from None
+        raise ApiError(400, f"the request body is not valid JSON: {text}") from None
+    if isinstance(data, (dict, list)) and _too_deep(data, MAX_JSON_DEPTH):
+        raise too_deep
+    return data
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
     """``('messages', 0, 'user', 'content', 'str')`` as ``messages[0].content``: without the role tag
     and the names pydantic gives a union's members."""
@@ -246,14 +366,12 @@ def parse_request(body: bytes, *, max_messages: int) -> ChatCompletionRequest:
     """The checked request.
 
     Raises:
-        ApiError: 400: not JSON, a field of the wrong type, too many messages, or an option the ensemble
-            cannot honour (``n`` > 1, ``logprobs``, a ``response_format`` other than text). Its ``param``
+        ApiError: 400: not JSON (or a lone surrogate escape, or nested more than :data:`MAX_JSON_DEPTH`
+            deep), a field of the wrong type, too many messages, malformed tool settings
+            (:func:`check_tools`), or an option the ensemble cannot honour (``n`` > 1, ``logprobs``, a ``response_format`` other than text). Its ``param``
             is the request's field; the message says where in it, e.g. ``messages[0].role: ...``.
     """
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    data = _read_json(body)
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     messages = data.get("messages")
@@ -267,6 +385,10 @@ def parse_request(body: bytes, *, max_messages: int) -> ChatCompletionRequest:
     try:
         request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
+        for err in exc.errors():  # a tool check's error is placed already
+            tool_error = err.get("ctx", {}).get("error")
+            if isinstance(tool_error, ToolError):
+                raise ApiError(400, str(tool_error), param=tool_error.param) from None
         # the deepest error says most: of a union's members, the one the value came closest to
         err = max(exc.errors(), key=lambda e: len(e["loc"]))
         loc = tuple(err["loc"])

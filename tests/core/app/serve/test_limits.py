@@ -109,6 +109,47 @@ def test_too_many_messages_and_bad_requests_are_400(main_server: LiveServer) -> 
     )
 
 
+def test_a_body_nested_too_deep_is_a_400_and_the_server_keeps_serving(
+    main_server: LiveServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    # 4 KB, 1000 deep: the JSON parser's recursion was a 500 in text/plain
+    deep = b'{"model": "blender-llm", "messages": [{"role": "user", "content": "hi", "x": '
+    deep += b"[" * 1000 + b"]" * 1000 + b"}]}"
+    r = post(main_server, content=deep, headers={"content-type": "application/json"})
+    error = assert_openai_error(r, 400, "too_deep")
+    assert "nested more than 64 levels deep" in error["message"]
+    assert fakes["fast"].requests == []
+    assert post(main_server, json={"model": MODEL, "messages": QUESTION}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {}}]}, "tools"),  # no name: was a KeyError, 500
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+        ({"tools": [WEATHER_TOOL], "tool_choice": "bogus"}, "tool_choice"),  # was a forced call of "bogus"
+        ({"tool_choice": "required"}, "tool_choice"),
+    ],
+)  # fmt: skip
+def test_malformed_tool_settings_are_a_400_and_never_reach_a_backend(
+    main_server: LiveServer, fakes: dict[str, FakeUpstream], fields: dict[str, object], param: str
+) -> None:
+    r = post(main_server, json={"model": MODEL, "messages": QUESTION, **fields})
+    assert_openai_error(r, 400, None, param)
+    assert [f.requests for f in fakes.values()] == [[]] * len(fakes)
+
+
+def test_a_lone_surrogate_is_a_400_and_never_reaches_a_backend(
+    main_server: LiveServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    body = rb'{"model": "blender-llm", "messages": [{"role": "user", "content": "a\ud800b"}]}'
+    r = post(main_server, content=body, headers={"content-type": "application/json"})
+    error = assert_openai_error(r, 400, "invalid_unicode")
+    assert "lone UTF-16 surrogate" in error["message"]
+    assert fakes["fast"].requests == []
+
+
 def test_beyond_max_in_flight_requests_get_429_with_retry_after(main_server: LiveServer) -> None:
     with ThreadPoolExecutor(2) as pool:
         # each takes the 1.5 s the hanging backend is given
