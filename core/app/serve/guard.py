@@ -8,6 +8,10 @@ the request body limit; each refusal is an OpenAI-shaped JSON error sent before 
   counts until its response has ended, streams included.
 - A body over ``max_body_bytes``: 413, from its ``Content-Length`` before reading it, or as soon as a
   chunked body passes the limit.
+
+A response sent before its request's body was read whole (every refusal here, and anything the app answers
+early) says ``Connection: close``: uvicorn then closes the connection after it, instead of reading and
+discarding the rest of a body that may never end.
 """
 
 from __future__ import annotations
@@ -44,6 +48,20 @@ class InFlight:
         self.count -= 1
 
 
+CLOSE = (b"connection", b"close")
+
+
+def has_body(scope: Scope) -> bool:
+    """Whether the request comes with a body (chunked, or a ``Content-Length`` above 0)."""
+    for name, value in scope.get("headers") or []:
+        name = name.lower()
+        if name == b"transfer-encoding":
+            return True
+        if name == b"content-length":
+            return value.strip() not in (b"", b"0")
+    return False
+
+
 def _digest(key: str) -> bytes:
     return hashlib.sha256(key.encode()).digest()
 
@@ -55,11 +73,15 @@ async def send_error(
     type: str,
     code: str | None = None,
     headers: Iterable[tuple[str, str]] = (),
+    *,
+    close: bool = False,
 ) -> None:
-    """Send a whole JSON error response in OpenAI's shape."""
+    """Send a whole JSON error response in OpenAI's shape (``close``: then close the connection)."""
     body = json.dumps(error_body(message, type, None, code)).encode()
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.encode(), v.encode()) for k, v in headers]
+    if close:
+        raw.append(CLOSE)
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body, "more_body": False})
 
@@ -110,6 +132,7 @@ class Guard:
                 "invalid_request_error",
                 "invalid_api_key",
                 headers=[("www-authenticate", "Bearer")],
+                close=has_body(scope),
             )
             return
         if path != CHAT_PATH or scope.get("method") != "POST":
@@ -124,6 +147,7 @@ class Guard:
                 "rate_limit_exceeded",
                 "too_many_requests",
                 headers=[("retry-after", str(self.retry_after))],
+                close=has_body(scope),
             )
             return
         try:
@@ -140,10 +164,11 @@ class Guard:
                 return
         seen = 0
         too_large = False
+        body_read = not has_body(scope)
 
         async def counted_receive() -> Message:
             # past the limit the app sees the client leave, and its answer is replaced by the 413
-            nonlocal seen, too_large
+            nonlocal seen, too_large, body_read
             if too_large:
                 return {"type": "http.disconnect"}
             message = await receive()
@@ -152,11 +177,17 @@ class Guard:
                 if seen > limit:
                     too_large = True
                     return {"type": "http.disconnect"}
+                body_read = not message.get("more_body", False)
+            else:
+                body_read = True  # the client is gone: nothing more to read
             return message
 
         async def guarded_send(message: Message) -> None:
-            if not too_large:
-                await send(message)
+            if too_large:
+                return
+            if message["type"] == "http.response.start" and not body_read:
+                message = {**message, "headers": [*message.get("headers", []), CLOSE]}
+            await send(message)
 
         await self.app(scope, counted_receive, guarded_send)
         if too_large:
@@ -170,4 +201,5 @@ class Guard:
             f"the request body may be at most {self.max_body_bytes} bytes, got {got}",
             "invalid_request_error",
             "request_too_large",
+            close=True,
         )

@@ -6,7 +6,9 @@ backend; the real server on a loopback port over fake upstreams (``tests.helpers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -84,6 +86,39 @@ def test_a_body_over_the_limit_is_refused_with_413(
 
     assert_openai_error(post(main_server, content=chunked()), 413, "request_too_large")
     assert fakes["fast"].requests == []  # no backend was called
+
+
+@pytest.mark.parametrize(("key", "status"), [(SERVER_KEY, 413), ("wrong-key", 401)])
+def test_a_refused_endless_chunked_body_is_not_read_on_the_connection_is_closed(
+    main_server: LiveServer, key: str, status: int
+) -> None:
+    """The server answers, stops reading and closes: the client's writes fail after a few MB (the kernel's
+    buffers), not after the whole body (the server used to read and discard it: 2 GB in seconds)."""
+    budget, piece = 128 * 2**20, b"x" * 2**16
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    sent, refused = 0, False
+    deadline = time.monotonic() + 20
+    with socket.create_connection(("127.0.0.1", main_server.port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        try:
+            while sent < budget and time.monotonic() < deadline:
+                sock.sendall(chunk)  # blocks (then times out) if the server stops reading but keeps it open
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            refused = True
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while data := sock.recv(65536):  # b"": the server closed the connection
+                answer += data
+    assert refused, f"the server read {sent / 2**20:.0f} MB of a refused body, answering {answer[:12]!r}"
+    assert sent < 32 * 2**20
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert wait_until_idle(main_server)
 
 
 def test_too_many_messages_and_bad_requests_are_400(main_server: LiveServer) -> None:
