@@ -40,6 +40,10 @@ from blender_core.ensemble.settings import EnsembleSettings
 from blender_core.ranking.registry import check_ranker_spec
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The shortest key accepted. Every key, the server's and the upstreams', is masked wherever it would appear
+#: (answers, the account, errors, log lines); a shorter one is easily guessed, and masking it would mangle
+#: ordinary text.
+MIN_KEY_CHARS = 8
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#@+-]*")
 
 
@@ -296,22 +300,49 @@ def _env_value(name: str, environ: Mapping[str, str], where: str, hint: str) -> 
     return value
 
 
+def _key(name: str, environ: Mapping[str, str], where: str, hint: str) -> str:
+    """A key from the environment, at least :data:`MIN_KEY_CHARS` long (the error names the variable, never
+    the value)."""
+    value = _env_value(name, environ, where, hint)
+    if len(value) < MIN_KEY_CHARS:
+        raise ConfigError(
+            f"{where}: the environment variable {name!r} holds {len(value)} characters; a key needs at least "
+            f"{MIN_KEY_CHARS} (keys are masked wherever they would appear, and masking a shorter one would "
+            f"mangle ordinary text); {hint}"
+        )
+    return value
+
+
 def server_keys(config: ServeConfig, environ: Mapping[str, str]) -> list[str]:
-    """The accepted bearer keys, read from the environment variables ``[server] api_key_envs`` names."""
+    """The accepted bearer keys, read from the environment variables ``[server] api_key_envs`` names.
+
+    Raises:
+        ConfigError: a variable is not set, or holds fewer than :data:`MIN_KEY_CHARS` characters.
+    """
     return [
-        _env_value(name, environ, f"server.api_key_envs[{k}]", "export it, or remove it from api_key_envs")
+        _key(
+            name,
+            environ,
+            f"server.api_key_envs[{k}]",
+            "export a long random key (python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+            "or remove it from api_key_envs",
+        )
         for k, name in enumerate(config.server.api_key_envs)
     ]
 
 
 def backend_key(backend: OpenAIBackend, environ: Mapping[str, str], index: int) -> str | None:
-    """The backend's upstream key from its ``api_key_env`` (None when it names none)."""
+    """The backend's upstream key from its ``api_key_env`` (None when it names none).
+
+    Raises:
+        ConfigError: the variable is not set, or holds fewer than :data:`MIN_KEY_CHARS` characters.
+    """
     if backend.api_key_env is None:
         return None
     where = f"backends[{index}] ({backend.name!r}).api_key_env"
-    return _env_value(
+    return _key(
         backend.api_key_env,
         environ,
         where,
-        "export it, or remove api_key_env for an endpoint that takes no key",
+        "export its key, or remove api_key_env for an endpoint that takes no key",
     )

@@ -23,7 +23,7 @@ import logging
 import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
@@ -49,6 +49,7 @@ from openai.types.shared import ErrorObject
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import from_json
 
+from blender_core.app.serve.redaction import Redactor
 from blender_core.base.usage import openai_usage
 
 logger = logging.getLogger(__name__)
@@ -420,17 +421,12 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
 
 
 # ---------------------------------------------------------------------------- the response
-def account(metadata: Mapping[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
-    """The ensemble's account (``response_metadata["blender"]``), its error texts scrubbed of secrets."""
+def account(metadata: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """The ensemble's account (``response_metadata["blender"]``), every text in it (candidates' answers and
+    errors, the fuser's error, the ranker's issues) scrubbed of secrets."""
     out = dict(metadata)
-    out["candidates"] = [
-        {**c, "error": redact(c["error"]) if c.get("error") else c.get("error")}
-        for c in metadata["candidates"]
-    ]
-    if out.get("fuser_error"):
-        out["fuser_error"] = redact(out["fuser_error"])
-    out["ranker_issues"] = [redact(str(i)) for i in out.get("ranker_issues") or []]
-    return out
+    out["ranker_issues"] = [str(i) for i in out.get("ranker_issues") or []]
+    return redactor.tree(out)
 
 
 def usage(tokens: Mapping[str, Any] | None) -> CompletionUsage:
@@ -438,37 +434,40 @@ def usage(tokens: Mapping[str, Any] | None) -> CompletionUsage:
     return CompletionUsage.model_validate(openai_usage(tokens))
 
 
-def _tool_calls(message: AIMessage) -> list[ChatCompletionMessageToolCall]:
+def _tool_calls(message: AIMessage, redact: Redactor) -> list[ChatCompletionMessageToolCall]:
     calls = [
         ChatCompletionMessageToolCall(
-            id=c.get("id") or f"call_{k}",
+            id=redact(c.get("id") or f"call_{k}"),
             type="function",
-            function=Function(name=c["name"], arguments=json.dumps(c.get("args") or {}, ensure_ascii=False)),
+            function=Function(
+                name=redact(c["name"]), arguments=redact(json.dumps(c.get("args") or {}, ensure_ascii=False))
+            ),
         )
         for k, c in enumerate(message.tool_calls)
     ]
     calls.extend(  # arguments that did not parse: handed on as written
         ChatCompletionMessageToolCall(
-            id=c.get("id") or f"call_{len(calls) + k}",
+            id=redact(c.get("id") or f"call_{len(calls) + k}"),
             type="function",
-            function=Function(name=c.get("name") or "", arguments=c.get("args") or ""),
+            function=Function(name=redact(c.get("name") or ""), arguments=redact(c.get("args") or "")),
         )
         for k, c in enumerate(message.invalid_tool_calls)
     )
     return calls
 
 
-def _delta_tool_calls(chunk: AIMessageChunk) -> list[ChoiceDeltaToolCall]:
+def _delta_tool_calls(chunk: AIMessageChunk, redact: Redactor) -> list[ChoiceDeltaToolCall]:
+    """A chunk's tool calls (the ensemble streams each one whole, in one chunk: scrubbed as they are)."""
     out = []
     for k, tc in enumerate(chunk.tool_call_chunks):
         index = tc.get("index")
         out.append(
             ChoiceDeltaToolCall(
                 index=k if index is None else index,
-                id=tc.get("id"),
+                id=redact.optional(tc.get("id")),
                 type="function",
                 function=ChoiceDeltaToolCallFunction(
-                    name=tc.get("name") or "", arguments=tc.get("args") or ""
+                    name=redact(tc.get("name") or ""), arguments=redact(tc.get("args") or "")
                 ),
             )
         )
@@ -485,9 +484,10 @@ def sse(payload: BaseModel | Mapping[str, Any]) -> bytes:
 
 
 class Completion:
-    """One response under construction: its id, creation time and model name."""
+    """One response under construction: its id, creation time and model name, and the redactor every text
+    of it goes through."""
 
-    def __init__(self, model: str, redact: Callable[[str], str]) -> None:
+    def __init__(self, model: str, redact: Redactor) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -499,8 +499,8 @@ class Completion:
 
     def response(self, message: AIMessage, *, with_account: bool) -> ChatCompletion:
         """The ``chat.completion`` of the ensemble's answer."""
-        calls = _tool_calls(message)
-        text = message.text
+        calls = _tool_calls(message, self.redact)
+        text = self.redact(message.text)
         tools: dict[str, Any] = {"tool_calls": calls} if calls else {}
         reply = ChatCompletionMessage(role="assistant", content=text if text or not calls else None, **tools)
         extra: dict[str, Any] = {}
@@ -522,7 +522,12 @@ class Completion:
 
 
 class ChunkStream:
-    """The ensemble's streamed chunks as ``chat.completion.chunk`` server-sent events."""
+    """The ensemble's streamed chunks as ``chat.completion.chunk`` server-sent events.
+
+    The streamed text is scrubbed of secrets across chunks: an end of the text so far that is the beginning
+    of a secret is held back until more text (or the end) shows whether the secret follows, so that a key
+    split over two chunks leaves in neither. Other text goes out as the chunks bring it.
+    """
 
     def __init__(self, completion: Completion, *, include_usage: bool, with_account: bool) -> None:
         self.completion = completion
@@ -531,6 +536,20 @@ class ChunkStream:
         self.tool_calls = 0
         self.usage: Mapping[str, Any] | None = None
         self.metadata: Mapping[str, Any] | None = None
+        self.held = ""  # the text's end, not sent yet: it is the beginning of a secret
+
+    def _text(self, text: str) -> str:
+        """The part of the text so far that can be sent (scrubbed); the rest is held back."""
+        redact = self.completion.redact
+        text = redact(self.held + text)
+        cut = len(text) - redact.partial_end(text)
+        self.held = text[cut:]
+        return text[:cut]
+
+    def _flush(self) -> bytes:
+        """The text held back, sent (the stream ends, or a tool call follows it)."""
+        text, self.held = self.held, ""
+        return self._event(ChoiceDelta(content=text)) if text else b""
 
     def _event(self, delta: ChoiceDelta, finish: FinishReason | None = None, **fields: Any) -> bytes:
         choice = ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)
@@ -546,23 +565,27 @@ class ChunkStream:
         if "blender" in chunk.response_metadata:
             self.metadata = chunk.response_metadata["blender"]
         delta: dict[str, Any] = {}
-        if chunk.text:
-            delta["content"] = chunk.text
-        if chunk.tool_call_chunks:
-            delta["tool_calls"] = _delta_tool_calls(chunk)
-            self.tool_calls += len(delta["tool_calls"])
-        return self._event(ChoiceDelta(**delta)) if delta else b""
+        text = self._text(chunk.text) if chunk.text else ""
+        if text:
+            delta["content"] = text
+        if not chunk.tool_call_chunks:
+            return self._event(ChoiceDelta(**delta)) if delta else b""
+        out = self._event(ChoiceDelta(**delta)) if delta else b""
+        tool_calls = _delta_tool_calls(chunk, self.completion.redact)
+        self.tool_calls += len(tool_calls)
+        return out + self._flush() + self._event(ChoiceDelta(tool_calls=tool_calls))
 
     def end(self) -> bytes:
         """The finishing chunk (with the account when asked), the usage chunk when asked, then ``[DONE]``."""
         extra: dict[str, Any] = {}
         if self.with_account and self.metadata is not None:
             extra["blender"] = account(self.metadata, self.completion.redact)
-        out = self._event(ChoiceDelta(), "tool_calls" if self.tool_calls else "stop", **extra)
+        out = self._flush() + self._event(ChoiceDelta(), "tool_calls" if self.tool_calls else "stop", **extra)
         if self.include_usage:
             out += sse(self.completion.chunk([], usage=usage(self.usage)))
         return out + DONE
 
     def error(self, error: ApiError) -> bytes:
-        """An error after the stream began: an ``error`` event (the openai client raises it), then ``[DONE]``."""
-        return sse(error.body()) + DONE
+        """An error after the stream began: the text held back, an ``error`` event (the openai client raises
+        it), then ``[DONE]``."""
+        return self._flush() + sse(error.body()) + DONE

@@ -220,6 +220,38 @@ def test_all_backends_failing_is_a_502_without_keys_in_it(
     assert fakes["failing"].auth == [f"Bearer {UPSTREAM_KEY}"]
 
 
+def test_an_upstream_quoting_its_key_in_an_answer_never_gets_it_to_the_client(tiny_reference_ckpt: Path) -> None:
+    with (
+        FakeUpstream("echo", echo_auth=True, answer="Paris.") as echo,
+        FakeUpstream("writer", echo_auth=True, piece_chars=3, answer="Paris!", fusion_answer="Paris, fused.") as writer,
+    ):
+        server = serve(tiny_reference_ckpt, [echo, writer], ensemble={"fuser": "writer", "timeout": 10.0})
+        try:
+            body = {"model": MODEL, "messages": QUESTION, "blender": {"account": True}}
+            whole = post(server, json=body)
+            with httpx.stream(
+                "POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=30
+            ) as r:
+                streamed = b"".join(r.iter_bytes())
+        finally:
+            server.stop()
+    assert writer.auth[-1] == f"Bearer {UPSTREAM_KEY}"  # the key it quoted
+    assert whole.status_code == 200, whole.text
+    assert UPSTREAM_KEY not in whole.text  # neither in the answer nor in the account's candidates
+    reply = whole.json()
+    assert reply["choices"][0]["message"]["content"] == "Paris, fused. (I got 'Authorization: Bearer ***')"
+    assert [c["text"] for c in reply["blender"]["candidates"]] == [
+        "Paris. (I got 'Authorization: Bearer ***')",
+        "Paris! (I got 'Authorization: Bearer ***')",
+    ]
+    # streamed 3 characters at a time: the key was split across chunks, and is in none of them
+    events = [json.loads(line[6:]) for line in streamed.decode().split("\n\n") if line.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == "Paris, fused. (I got 'Authorization: Bearer ***')"
+    assert UPSTREAM_KEY[:10] not in streamed.decode()
+    assert UPSTREAM_KEY not in json.dumps(events[-1]["blender"])
+
+
 # ---------------------------------------------------------------------------- faults: disconnects, deadlines
 @pytest.mark.parametrize("stream", [True, False])
 async def test_a_client_that_disconnects_cancels_its_backend_calls(

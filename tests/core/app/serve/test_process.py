@@ -16,12 +16,42 @@ pytest.importorskip("langchain_openai")
 from tests.core.app.serve.support import (
     MODEL,
     QUESTION,
+    SERVER_KEY,
+    UPSTREAM_KEY,
     ServeProcess,
     toml_config,
 )
 from tests.helpers.openai_upstreams import FakeUpstream
 
 pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"])]
+
+
+def test_no_log_line_holds_a_key_not_even_one_sent_in_the_query_string(
+    tiny_reference_ckpt: Path, tmp_path: Path
+) -> None:
+    with FakeUpstream("echo", echo_auth=True) as echo, FakeUpstream("failing", "error") as failing:
+        text = toml_config(
+            tiny_reference_ckpt, [echo, failing], server={"api_key_envs": ["BLENDER_TEST_KEY"]}
+        )
+        server = ServeProcess(tmp_path, text).start()
+        try:
+            # the right key, in the wrong place: refused, and written to the access log by uvicorn
+            assert httpx.get(f"{server.base_url}/v1/models?api_key={SERVER_KEY}", timeout=30).status_code == 401
+            r = httpx.post(
+                f"{server.base_url}/v1/chat/completions?key={SERVER_KEY}",
+                headers={"authorization": f"Bearer {SERVER_KEY}"},
+                json={"model": MODEL, "messages": QUESTION},
+                timeout=30,
+            )
+            assert r.status_code == 200, r.text
+        finally:
+            server.stop()
+    log = server.log()
+    assert '"GET /v1/models?api_key=*** HTTP/1.1" 401' in log, log
+    assert '"POST /v1/chat/completions?key=*** HTTP/1.1" 200' in log
+    assert "backend 'failing' dropped" in log  # its error quoted the upstream key
+    assert SERVER_KEY not in log
+    assert UPSTREAM_KEY not in log
 
 
 def test_a_second_sigterm_during_the_graceful_stop_forces_the_exit(

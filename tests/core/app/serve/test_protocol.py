@@ -22,6 +22,7 @@ from blender_core.app.serve.protocol import (
     parse_request,
     to_messages,
 )
+from blender_core.app.serve.redaction import Redactor
 
 MODEL = "blender-llm"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -123,7 +124,7 @@ def test_the_completion_is_an_openai_chat_completion_with_the_account_as_an_extr
         usage_metadata={"input_tokens": 30, "output_tokens": 12, "total_tokens": 42},
         response_metadata={"blender": meta},
     )
-    completion = Completion(MODEL, lambda text: text.replace(secret, "***"))
+    completion = Completion(MODEL, Redactor([secret]))
     reply = completion.response(message, with_account=True)
     assert isinstance(reply, ChatCompletion)
     wire = json.loads(reply.model_dump_json(exclude_unset=True))
@@ -138,7 +139,7 @@ def test_the_completion_is_an_openai_chat_completion_with_the_account_as_an_extr
 
 
 def test_a_stream_is_chat_completion_chunks_then_done() -> None:
-    events = ChunkStream(Completion(MODEL, str), include_usage=True, with_account=False)
+    events = ChunkStream(Completion(MODEL, Redactor([])), include_usage=True, with_account=False)
     call = {"name": "get_weather", "args": '{"city": "Paris"}', "id": "c1", "index": 0, "type": "tool_call_chunk"}
     raw = (
         events.start()
@@ -222,3 +223,33 @@ def test_a_lone_surrogate_escape_is_a_400_and_a_pair_is_text() -> None:
         assert info.value.status == 400
     pair = rb'{"model": "blender-llm", "messages": [{"role": "user", "content": "\ud83d\ude00"}]}'
     assert parse_request(pair, max_messages=8).messages[0].content == "\U0001f600"
+
+
+def test_a_secret_split_across_streamed_chunks_never_leaves_whole_or_in_part() -> None:
+    secret = "sk-upstream-SECRET-4242"
+    redactor = Redactor([secret])
+    events = ChunkStream(Completion(MODEL, redactor), include_usage=False, with_account=False)
+    text = f"I was called with Bearer {secret}, thanks."
+    raw = events.start() + b"".join(events.piece(AIMessageChunk(text[k : k + 3])) for k in range(0, len(text), 3))
+    raw += events.end()
+    lines = raw.removesuffix(DONE).decode().split("\n\n")[:-1]
+    pieces = [ChatCompletionChunk.model_validate_json(line.removeprefix("data: ")) for line in lines]
+    sent = [c.choices[0].delta.content or "" for c in pieces if c.choices]
+    assert "".join(sent) == "I was called with Bearer ***, thanks."
+    assert all(not secret.startswith(p[-k:]) for p in sent for k in range(4, len(p) + 1))  # no tail of a piece...
+    assert "sk-u" not in raw.decode()  # ...nor any of the key's own characters in a row
+    assert len(sent) > 3  # and it still streams
+
+
+def test_every_text_of_an_answer_is_scrubbed_of_secrets() -> None:
+    secret = "sk-upstream-SECRET-4242"
+    meta = {
+        "candidates": [{"backend": "a", "text": f"my key is {secret}", "error": None}],
+        "fuser": "writer",
+        "ranker_issues": [],
+    }
+    call = {"name": "lookup", "args": {"q": f"key {secret}"}, "id": "c1", "type": "tool_call"}
+    message = AIMessage(f"fused: {secret}", tool_calls=[call], response_metadata={"blender": meta})
+    wire = Completion(MODEL, Redactor([secret])).response(message, with_account=True).model_dump_json()
+    assert secret not in wire
+    assert json.loads(wire)["choices"][0]["message"]["content"] == "fused: ***"
