@@ -104,14 +104,21 @@ class LimitSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Messages per request (400 beyond): every backend gets the whole chat.
     max_messages: int = Field(default=256, ge=1)
-    # Chat completions in flight (429 beyond): each holds a call to every backend.
-    max_in_flight: int = Field(default=32, ge=1)
+    # Chat completions admitted at once, running or waiting for a slot (429 beyond). Waiting costs little
+    # (no backend is called, the body is not read): a long queue absorbs bursts, and a request that could
+    # not be answered before its deadline is refused at once anyway. See the README on sizing it.
+    max_in_flight: int = Field(default=256, ge=1)
+    # Chat completions running at once (at most max_in_flight); the others wait. One server process is one
+    # event loop, one core: measured, it serves its most at about 32 (far more makes it slower, and delays
+    # the backends' answers past their timeout). Lowered for a while when the loop falls behind.
+    max_running: int = Field(default=32, ge=1)
     # The whole request's deadline in seconds (504 past it): backends, ranking and fusion together.
     request_timeout: float = Field(default=120.0, gt=0)
     # The Retry-After of a 429, in seconds.
     retry_after: int = Field(default=1, ge=1)
     # Seconds a shutdown waits for the requests in flight (None: request_timeout, so none is cut).
     shutdown_timeout: float | None = Field(default=None, gt=0)
+
 
 
 class EnsembleSection(EnsembleSettings):

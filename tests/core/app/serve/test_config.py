@@ -76,7 +76,8 @@ def test_defaults_of_a_minimal_config(tmp_path: Path) -> None:
     assert config.server.model_name == "blender-llm"
     assert (config.ensemble.top_k, config.ensemble.timeout, config.ensemble.fuser) == (3, 30.0, None)
     limits = config.limits
-    assert (limits.max_body_bytes, limits.max_messages, limits.max_in_flight) == (1_048_576, 256, 32)
+    assert (limits.max_body_bytes, limits.max_messages) == (1_048_576, 256)
+    assert (limits.max_in_flight, limits.max_running) == (256, 32)
     gpt = config.backends[0]
     assert isinstance(gpt, OpenAIBackend)
     assert (gpt.max_retries, gpt.base_url) == (0, "http://127.0.0.1:9/v1")
@@ -122,7 +123,7 @@ def test_defaults_of_a_minimal_config(tmp_path: Path) -> None:
             "backends[2] ('smol'): backend 'smol': temperature / top_p only apply with do_sample=True",
         ),
         (
-            ("max_in_flight = 32", "max_in_flight = 0"),
+            ("max_in_flight = 256", "max_in_flight = 0"),
             "limits.max_in_flight: Input should be greater than or equal to 1 (got 0)",
         ),
     ],

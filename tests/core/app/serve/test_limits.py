@@ -49,7 +49,11 @@ pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("f
 def test_models_and_health(main_server: LiveServer) -> None:
     with client(main_server) as c:
         assert [m.id for m in c.models.list()] == [MODEL]
-    assert health(main_server) == {"status": "ok", "in_flight": 0, "max_in_flight": 2}
+    state = health(main_server)
+    assert 0 <= state.pop("loop_lag_ms") < 1000
+    assert state == {
+        "status": "ok", "in_flight": 0, "max_in_flight": 2, "running": 0, "waiting": 0, "running_limit": 2,
+    }  # fmt: skip
     r = httpx.get(f"{main_server.base_url}/v1/nothing", headers={"authorization": f"Bearer {SERVER_KEY}"})
     assert r.status_code == 404
     assert r.json()["error"]["type"] == "not_found"
