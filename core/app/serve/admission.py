@@ -47,7 +47,8 @@ def cores() -> int:
 
 
 class Overloaded(Exception):
-    """A request refused for now: the server is at ``max_in_flight``, or no slot would free in time."""
+    """A request refused for now: the server is at ``max_in_flight``, or no slot would free in time;
+    ``retry_after`` is the expected wait for a slot, in seconds."""
 
     def __init__(self, message: str, retry_after: float) -> None:
         super().__init__(message)
@@ -144,10 +145,6 @@ class Admission:
             if not slot.done():
                 self.running += 1
                 slot.set_result(None)
-
-    def retry_after(self, least: int) -> int:
-        """The ``Retry-After`` of a refusal now, in whole seconds: the expected wait, at least ``least``."""
-        return max(least, math.ceil(self.expected_wait(len(self.waiting) + 1)))
 
     async def watch(self) -> None:
         """Follow the event loop's lag for the app's life (a task of the lifespan)."""

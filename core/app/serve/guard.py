@@ -26,6 +26,7 @@ import asyncio
 import hashlib
 import hmac
 import json
+import math
 from collections.abc import Awaitable, Callable, Iterable, MutableMapping
 from typing import Any
 
@@ -156,7 +157,7 @@ class Guard:
         try:
             await self.admission.enter(deadline)
         except Overloaded as exc:
-            wait = self.admission.retry_after(self.retry_after)
+            wait = max(self.retry_after, math.ceil(exc.retry_after))
             await send_error(
                 send,
                 429,

@@ -42,7 +42,6 @@ async def test_a_request_that_could_not_be_answered_before_its_deadline_is_refus
     with pytest.raises(Overloaded, match="no slot would free before this request's deadline") as info:
         await admission.enter(loop.time() + 3.0)
     assert info.value.retry_after == 2.0
-    assert admission.retry_after(1) == 2
     assert not admission.waiting  # nothing left behind
 
 

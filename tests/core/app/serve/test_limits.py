@@ -206,6 +206,41 @@ def test_beyond_max_in_flight_requests_get_429_with_retry_after(main_server: Liv
     assert post(main_server, json={"model": MODEL, "messages": QUESTION}).status_code == 200
 
 
+def test_a_request_waits_for_a_running_slot_within_its_deadline_or_is_refused_at_once(
+    tiny_reference_ckpt: Path,
+) -> None:
+    with FakeUpstream("steady", delay=1.0, answer="Paris.") as steady:
+        server = serve(
+            tiny_reference_ckpt,
+            [steady],
+            limits={"max_running": 1, "max_in_flight": 10, "request_timeout": 2.8, "retry_after": 1},
+        )
+        body = {"model": MODEL, "messages": QUESTION}
+        try:
+            assert post(server, json=body).status_code == 200  # a completion takes about 1 s: now known
+            with ThreadPoolExecutor(2) as pool:
+                first = pool.submit(post, server, json=body)
+                assert steady.received.wait(10)
+                start = time.monotonic()
+                second = pool.submit(post, server, json=body)  # waits about 1 s, then runs 1 s: in time
+                deadline = time.monotonic() + 10
+                while health(server)["waiting"] < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                third = post(server, json=body)  # two ahead of it: 3 s, past its deadline: refused now
+                refused_after = time.monotonic() - start
+                assert first.result(timeout=30).status_code == 200
+                waited = second.result(timeout=30)
+                served_after = time.monotonic() - start
+        finally:
+            server.stop()
+    assert waited.status_code == 200, waited.text
+    assert 1.0 <= served_after < 2.8
+    error = assert_openai_error(third, 429, "too_many_requests")
+    assert "no slot would free before this request's deadline" in error["message"]
+    assert int(third.headers["retry-after"]) >= 2
+    assert refused_after < 1.0
+
+
 def test_all_backends_failing_is_a_502_without_keys_in_it(
     tiny_reference_ckpt: Path, fakes: dict[str, FakeUpstream]
 ) -> None:
