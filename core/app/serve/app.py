@@ -32,15 +32,17 @@ from blender_core.app.serve.serving import ChatServing
 logger = logging.getLogger(__name__)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)  # registered for ApiError only
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    body = request.app.state.served.redactor.tree(exc.body())  # a client's input it quotes, too
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # registered for HTTPException only
     kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-    return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
+    body = request.app.state.served.redactor.tree(error_body(str(exc.detail), kind))
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def create_app(

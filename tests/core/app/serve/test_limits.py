@@ -179,6 +179,13 @@ def test_malformed_tool_settings_are_a_400_and_never_reach_a_backend(
     assert [f.requests for f in fakes.values()] == [[]] * len(fakes)
 
 
+def test_an_error_that_quotes_the_request_never_quotes_a_key(main_server: LiveServer) -> None:
+    r = post(main_server, json={"model": MODEL, "messages": QUESTION, "tools": [WEATHER_TOOL], "tool_choice": SERVER_KEY})
+    error = assert_openai_error(r, 400, None, "tool_choice")
+    assert error["message"].startswith("tool_choice: '***' is none of")
+    assert SERVER_KEY not in r.text
+
+
 def test_a_lone_surrogate_is_a_400_and_never_reaches_a_backend(
     main_server: LiveServer, fakes: dict[str, FakeUpstream]
 ) -> None:
