@@ -2,6 +2,7 @@
 
     python benchmarks/serve_load.py [--requests 400] [--concurrency 16] [--seconds 120]
                                     [--latencies 0.1,0.15,0.2] [--stream-share 0.5] [--ranker tiny]
+                                    [--max-in-flight 2C] [--timeout 10]
 
 Everything stays on loopback: the upstreams are the tests' fake OpenAI-compatible servers
 (``tests/helpers/openai_upstreams.py``), each answering after its fixed latency; the server is the real
@@ -10,9 +11,11 @@ own. The ranker is a tiny random PairRM checkpoint built offline (``--ranker tin
 cost, not the ranker's) or any spec ``load_ranker`` accepts (e.g. ``builtin:pairrm-minilm-l6``).
 
 Bounded in count (``--requests``) and time (``--seconds``; requests not started by then are reported as
-not run). Prints p50 / p95 latency, throughput, errors (must be 0), the overhead over the slowest upstream
-as a ratio (a request waits for every backend, so the slowest upstream is the floor), and the server's RSS
-after warm-up, half-way and at the end (a leak grows between the last two). Exits 1 on any error.
+not run). Prints p50 / p95 latency, throughput, errors (must be 0; a 429 of an overloaded server is counted
+apart, as refused), the overhead over the slowest upstream as a ratio (a request waits for every backend,
+so the slowest upstream is the floor), the server's CPU time per request (what sizes ``max_in_flight`` per
+core: see the README), and its RSS after warm-up, half-way and at the end (a leak grows between the last
+two). Exits 1 on any error.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ sys.path.insert(0, str(ROOT))  # the tests' fake upstreams
 from tests.helpers.openai_upstreams import FakeUpstream  # noqa: E402
 
 MODEL = "blender-llm"
+REFUSED = "429"  # an overloaded server's early refusal: not an error, counted apart
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
 
 
@@ -57,13 +61,15 @@ def ranker_spec(name: str, workdir: Path) -> str:
     return str(make_tiny_pairrm(workdir / "ranker", "reference", source_maxlength=64, candidate_maxlength=64))
 
 
-def write_config(path: Path, ranker: str, fakes: list[FakeUpstream], max_in_flight: int) -> None:
+def write_config(
+    path: Path, ranker: str, fakes: list[FakeUpstream], max_in_flight: int, timeout: float = 10.0
+) -> None:
     tables = "".join(
         f'\n[[backends]]\nname = "{f.name}"\nkind = "openai"\nbase_url = "{f.base_url}"\nmodel = "{f.name}"\n'
         for f in fakes
     )
     path.write_text(
-        f'[ensemble]\nranker = "{ranker}"\ntop_k = 2\ntimeout = 10.0\n\n'
+        f'[ensemble]\nranker = "{ranker}"\ntop_k = 2\ntimeout = {timeout}\n\n'
         f"[limits]\nmax_in_flight = {max_in_flight}\nrequest_timeout = 30.0\n{tables}"
     )
 
@@ -110,12 +116,16 @@ async def one(http: httpx.AsyncClient, stream: bool, answers: set[str]) -> tuple
     try:
         if not stream:
             r = await http.post("/v1/chat/completions", json=body)
+            if r.status_code == 429:
+                return time.perf_counter() - start, REFUSED
             if r.status_code != 200:
                 return time.perf_counter() - start, f"HTTP {r.status_code}: {r.text[:200]}"
             text = r.json()["choices"][0]["message"]["content"]
         else:
             pieces: list[str] = []
             async with http.stream("POST", "/v1/chat/completions", json=body) as r:
+                if r.status_code == 429:
+                    return time.perf_counter() - start, REFUSED
                 if r.status_code != 200:
                     return time.perf_counter() - start, f"HTTP {r.status_code}"
                 lines = [line async for line in r.aiter_lines() if line.startswith("data: ")]
@@ -136,6 +146,7 @@ async def load(
 ) -> dict[str, Any]:
     latencies: list[float] = []
     errors: list[str] = []
+    refused = 0
     rss: dict[str, float] = {}
     next_index = 0
     deadline = time.monotonic() + seconds
@@ -143,23 +154,29 @@ async def load(
     async with httpx.AsyncClient(base_url=base, timeout=60, limits=limits) as http:
 
         async def worker() -> None:
-            nonlocal next_index
+            nonlocal next_index, refused
             while next_index < n and time.monotonic() < deadline:
                 k = next_index
                 next_index += 1
                 # every 1/stream_share-th request streams, spread evenly
                 stream = int((k + 1) * stream_share) != int(k * stream_share)
                 latency, error = await one(http, stream, answers)
+                if error == REFUSED:
+                    refused += 1
+                    continue
                 latencies.append(latency)
                 if error is not None:
                     errors.append(error)
                 if len(latencies) == n // 2:
                     rss["half"] = rss_mb(pid)
 
+        server = psutil.Process(pid)
+        cpu_start = sum(server.cpu_times()[:2])
         start = time.perf_counter()
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
-    return {"latencies": latencies, "errors": errors, "wall": wall, "rss": rss}
+        cpu = sum(server.cpu_times()[:2]) - cpu_start
+    return {"latencies": latencies, "errors": errors, "refused": refused, "wall": wall, "rss": rss, "cpu": cpu}
 
 
 def main() -> int:
@@ -173,6 +190,8 @@ def main() -> int:
     parser.add_argument("--stream-share", type=float, default=0.5, help="share of streamed requests")
     parser.add_argument("--ranker", default="tiny", help="'tiny' (random, offline) or a ranker spec")
     parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--max-in-flight", type=int, default=None, help="the server's (default: 2 x concurrency)")
+    parser.add_argument("--timeout", type=float, default=10.0, help="the backends' timeout, seconds")
     args = parser.parse_args()
     if args.requests < 2 or args.concurrency < 1 or not 0 <= args.stream_share <= 1:
         parser.error("need --requests >= 2, --concurrency >= 1 and 0 <= --stream-share <= 1")
@@ -189,7 +208,8 @@ def main() -> int:
             fake.start()
         config, log, port = work / "ensemble.toml", work / "server.log", free_port()
         base = f"http://127.0.0.1:{port}"
-        write_config(config, ranker_spec(args.ranker, work), fakes, max_in_flight=2 * args.concurrency)
+        max_in_flight = args.max_in_flight or 2 * args.concurrency
+        write_config(config, ranker_spec(args.ranker, work), fakes, max_in_flight, args.timeout)
         proc = start_server(config, port, log)
         try:
             wait_ready(proc, base, 120)
@@ -235,11 +255,18 @@ def main() -> int:
     print(f"  latency: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms, max {lat.max():.0f} ms")
     print(f"  throughput: {done / run['wall']:.1f} requests/s ({run['wall']:.1f} s)")
     print(f"  errors: {len(run['errors'])}" + (f" (first: {run['errors'][0]})" if run["errors"] else ""))
-    if done < args.requests:
-        print(f"  not run (past --seconds): {args.requests - done}")
+    if run["refused"]:
+        print(f"  refused (429, overloaded): {run['refused']}")
+    if done + run["refused"] < args.requests:
+        print(f"  not run (past --seconds): {args.requests - done - run['refused']}")
     print(
         f"  overhead over the slowest upstream ({slowest_ms:.0f} ms): p50 x{p50 / slowest_ms:.2f}, "
         f"p95 x{p95 / slowest_ms:.2f}"
+    )
+    per_request = run["cpu"] / max(1, done + run["refused"])
+    print(
+        f"  server CPU: {1000 * per_request:.1f} ms per request, so at most {1 / per_request:.0f} requests/s "
+        "per core"
     )
     half = run["rss"].get("half", float("nan"))
     print(

@@ -5,11 +5,16 @@ A :class:`FakeUpstream` speaks just enough HTTP/1.1 (keep-alive, chunked streami
 ``POST /v1/chat/completions`` the way a vLLM or OpenAI endpoint would, in one of five modes:
 
 - ``answer``: a fixed answer after ``delay`` seconds, with usage; streamed word by word when asked
-  (``chunk_delay`` between words); a tool call when the request brings tools and ``tool_call`` is set; the
-  ``fusion_answer`` when asked to fuse (the request carries the fusion prompt).
+  (``chunk_delay`` between words), or ``piece_chars`` characters at a time; a tool call when the request
+  brings tools and ``tool_call`` is set; the ``fusion_answer`` when asked to fuse (the request carries the
+  fusion prompt). With ``echo_auth`` every answer quotes the ``Authorization`` header it got, as a careless
+  (or hostile) upstream might.
 - ``error``: HTTP 500 whose message quotes the ``Authorization`` header it got, as careless servers do.
 - ``hang``: never answers; notes when the client closes the connection (:attr:`closed`).
 - ``malformed``: HTTP 200 with a body that is not JSON.
+
+Like OpenAI, every mode refuses a ``tool_choice`` that is none of ``none`` / ``auto`` / ``required`` nor names a
+function in ``tools`` (HTTP 400).
 
 Every request is recorded (:attr:`requests`, JSON bodies; :attr:`auth`, the bearer headers), and a
 response the client walked away from (its connection closed while waiting or streaming) sets
@@ -48,6 +53,8 @@ class FakeUpstream:
         usage: tuple[int, int] = (10, 5),
         tool_call: tuple[str, dict[str, Any]] | None = None,
         fusion_answer: str | None = None,
+        echo_auth: bool = False,
+        piece_chars: int | None = None,
     ) -> None:
         if mode not in MODES:
             raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
@@ -59,6 +66,8 @@ class FakeUpstream:
         self.usage = usage
         self.tool_call = tool_call
         self.fusion_answer = fusion_answer or f"A fusion by {name} of the best answers."
+        self.echo_auth = echo_auth
+        self.piece_chars = piece_chars
         self.requests: list[dict[str, Any]] = []
         self.auth: list[str] = []
         self.received = threading.Event()  # a request arrived
@@ -167,6 +176,10 @@ class FakeUpstream:
         self.requests.append(request)
         self.auth.append(headers.get("authorization", ""))
         self.received.set()
+        refusal = _tool_choice_error(request)
+        if refusal is not None:
+            self._send(writer, 400, {"error": {"message": refusal, "type": "invalid_request_error"}})
+            return b""
         gone = asyncio.ensure_future(reader.read(1))  # b"": the client closed the connection
         try:
             if self.mode == "hang":
@@ -186,11 +199,11 @@ class FakeUpstream:
                     writer, 200, b'{"id": "chatcmpl-x", "choices": [{"message": ', "application/json"
                 )
             elif request.get("stream"):
-                if not await self._stream(writer, request, gone):
+                if not await self._stream(writer, request, gone, headers.get("authorization", "")):
                     self.closed.set()
                     return None
             else:
-                self._send(writer, 200, self._completion(request))
+                self._send(writer, 200, self._completion(request, headers.get("authorization", "")))
             await writer.drain()
         finally:
             gone.cancel()
@@ -199,10 +212,11 @@ class FakeUpstream:
             return gone.result() or None  # the next request's first byte, or b"": closed
         return b""
 
-    def _text(self, request: dict[str, Any]) -> str:
+    def _text(self, request: dict[str, Any], auth: str) -> str:
         messages = request.get("messages") or [{}]
         fusing = messages[0].get("role") == "system" and messages[0].get("content") == FUSION_SYSTEM_PROMPT
-        return self.fusion_answer if fusing else self.answer
+        text = self.fusion_answer if fusing else self.answer
+        return f"{text} (I got 'Authorization: {auth}')" if self.echo_auth else text
 
     def _usage(self) -> dict[str, int]:
         prompt, completion = self.usage
@@ -220,9 +234,9 @@ class FakeUpstream:
             }
         ]
 
-    def _completion(self, request: dict[str, Any]) -> dict[str, Any]:
+    def _completion(self, request: dict[str, Any], auth: str) -> dict[str, Any]:
         calls = self._tool_calls(request)
-        message: dict[str, Any] = {"role": "assistant", "content": None if calls else self._text(request)}
+        message: dict[str, Any] = {"role": "assistant", "content": None if calls else self._text(request, auth)}
         if calls:
             message["tool_calls"] = calls
         return {
@@ -235,7 +249,7 @@ class FakeUpstream:
         }
 
     async def _stream(
-        self, writer: asyncio.StreamWriter, request: dict[str, Any], gone: asyncio.Future[bytes]
+        self, writer: asyncio.StreamWriter, request: dict[str, Any], gone: asyncio.Future[bytes], auth: str
     ) -> bool:
         """Stream the answer as server-sent events; False when the client closed the connection meanwhile."""
         head = (
@@ -258,7 +272,10 @@ class FakeUpstream:
         event(
             {"choices": [{"index": 0, "delta": {"role": "assistant", "content": ""}, "finish_reason": None}]}
         )
-        for piece in re.findall(r"\S+\s*", self._text(request)):
+        text = self._text(request, auth)
+        n = self.piece_chars
+        pieces = [text[k : k + n] for k in range(0, len(text), n)] if n else re.findall(r"\S+\s*", text)
+        for piece in pieces:
             await writer.drain()
             if await _closed_within(gone, self.chunk_delay):
                 return False
@@ -281,6 +298,21 @@ class FakeUpstream:
             "Connection: keep-alive\r\n\r\n"
         )
         writer.write(head.encode() + body)
+
+
+def _tool_choice_error(request: dict[str, Any]) -> str | None:
+    """OpenAI's refusal of a ``tool_choice`` it does not know or that names a function not in ``tools``
+    (None: no refusal)."""
+    choice = request.get("tool_choice")
+    if isinstance(choice, str) and choice not in ("none", "auto", "required"):
+        return f"Invalid value: '{choice}'. Supported values are: 'none', 'auto', and 'required'."
+    if not isinstance(choice, dict) or choice.get("type") != "function":
+        return None
+    names = {(t.get("function") or {}).get("name") for t in request.get("tools") or []}
+    name = (choice.get("function") or {}).get("name")
+    if name in names:
+        return None
+    return f"Invalid value for 'tool_choice': function '{name}' not found in 'tools'."
 
 
 async def _closed_within(gone: asyncio.Future[bytes], seconds: float) -> bool:

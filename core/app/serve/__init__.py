@@ -6,7 +6,8 @@
   ``openai`` package's own ``ChatCompletion`` / ``ChatCompletionChunk`` / ``CompletionUsage``.
 - :mod:`~blender_core.app.serve.serving`: one chat completion: its deadline, the client leaving, the stream.
 - :mod:`~blender_core.app.serve.routes`: the routes, on a module-level router reading the app's state.
-- :mod:`~blender_core.app.serve.guard`: keys, the in-flight bound and the body limit (ASGI middleware).
+- :mod:`~blender_core.app.serve.guard`: keys, admission and the body limit (ASGI middleware).
+- :mod:`~blender_core.app.serve.admission`: which chat completions run, wait for a slot, or are refused.
 - :mod:`~blender_core.app.serve.app`: ``create_app``: the app, its state, the router and the guard.
 - :mod:`~blender_core.app.serve.backends`: the served ensemble, built from the config.
 - :mod:`~blender_core.app.serve.redaction`: keys kept out of logs, errors and responses.

@@ -21,9 +21,10 @@ from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
+from blender_core.app.serve.admission import Admission
 from blender_core.app.serve.backends import ServedEnsemble, build_served
 from blender_core.app.serve.config import ServeConfig
-from blender_core.app.serve.guard import Guard, InFlight
+from blender_core.app.serve.guard import Guard
 from blender_core.app.serve.protocol import ApiError, error_body
 from blender_core.app.serve.routes import router
 from blender_core.app.serve.serving import ChatServing
@@ -31,15 +32,17 @@ from blender_core.app.serve.serving import ChatServing
 logger = logging.getLogger(__name__)
 
 
-async def _api_error(_: Request, exc: Exception) -> JSONResponse:
+async def _api_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, ApiError)  # registered for ApiError only
-    return JSONResponse(exc.body(), status_code=exc.status, headers=exc.headers)
+    body = request.app.state.served.redactor.tree(exc.body())  # a client's input it quotes, too
+    return JSONResponse(body, status_code=exc.status, headers=exc.headers)
 
 
-async def _http_error(_: Request, exc: Exception) -> JSONResponse:
+async def _http_error(request: Request, exc: Exception) -> JSONResponse:
     assert isinstance(exc, StarletteHTTPException)  # registered for HTTPException only
     kind = "not_found" if exc.status_code == 404 else "invalid_request_error"
-    return JSONResponse(error_body(str(exc.detail), kind), status_code=exc.status_code, headers=exc.headers)
+    body = request.app.state.served.redactor.tree(error_body(str(exc.detail), kind))
+    return JSONResponse(body, status_code=exc.status_code, headers=exc.headers)
 
 
 def create_app(
@@ -47,8 +50,9 @@ def create_app(
 ) -> FastAPI:
     """The server's ASGI app for a validated config.
 
-    Its state: ``served`` (the :class:`ServedEnsemble`), ``in_flight`` (the chat completions in flight)
-    and ``chat`` (the :class:`ChatServing` the chat route calls).
+    Its state: ``served`` (the :class:`ServedEnsemble`), ``admission`` (the chat completions running and
+    waiting: :class:`~blender_core.app.serve.admission.Admission`) and ``chat`` (the :class:`ChatServing`
+    the chat route calls).
 
     Args:
         config: the validated config.
@@ -62,19 +66,25 @@ def create_app(
     if served is None:
         served = build_served(config, os.environ if environ is None else environ)
     limits = config.limits
-    in_flight = InFlight(limits.max_in_flight)
+    admission = Admission(limits.max_in_flight, limits.max_running)
     ensemble = served
 
     @contextlib.asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         await asyncio.to_thread(ensemble.warm_up)
         logger.info("serving %s: %d backends", ensemble.model_name, len(ensemble.llm.backends))
-        yield
-        await ensemble.aclose()
+        watch = asyncio.ensure_future(admission.watch())
+        try:
+            yield
+        finally:
+            watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await watch
+            await ensemble.aclose()
 
     app = FastAPI(title="blender-llm", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     app.state.served = served
-    app.state.in_flight = in_flight
+    app.state.admission = admission
     app.state.chat = ChatServing(served, limits)
     app.include_router(router)
     app.add_exception_handler(ApiError, _api_error)
@@ -82,8 +92,9 @@ def create_app(
     app.add_middleware(
         Guard,
         keys=served.server_keys,
-        in_flight=in_flight,
+        admission=admission,
         max_body_bytes=limits.max_body_bytes,
+        request_timeout=limits.request_timeout,
         retry_after=limits.retry_after,
     )
     return app

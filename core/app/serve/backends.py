@@ -156,8 +156,8 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
         if isinstance(b, OpenAIBackend)
     }
     redactor = Redactor([*keys, *(k for k in upstream_keys.values() if k)])
-    # each request makes one call per backend, plus one for the fuser
-    connections = 2 * config.limits.max_in_flight
+    # each running request makes one call per backend, plus one for the fuser
+    connections = 2 * min(config.limits.max_running, config.limits.max_in_flight)
     backends, owners = _local_models(config)
     clients = []
     for b in config.backends:

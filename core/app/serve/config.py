@@ -40,6 +40,10 @@ from blender_core.ensemble.settings import EnsembleSettings
 from blender_core.ranking.registry import check_ranker_spec
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+#: The shortest key accepted. Every key, the server's and the upstreams', is masked wherever it would appear
+#: (answers, the account, errors, log lines); a shorter one is easily guessed, and masking it would mangle
+#: ordinary text.
+MIN_KEY_CHARS = 8
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:#@+-]*")
 
 
@@ -100,14 +104,21 @@ class LimitSettings(_Section):
     max_body_bytes: int = Field(default=1_048_576, ge=1024)
     # Messages per request (400 beyond): every backend gets the whole chat.
     max_messages: int = Field(default=256, ge=1)
-    # Chat completions in flight (429 beyond): each holds a call to every backend.
-    max_in_flight: int = Field(default=32, ge=1)
+    # Chat completions admitted at once, running or waiting for a slot (429 beyond). Waiting costs little
+    # (no backend is called, the body is not read): a long queue absorbs bursts, and a request that could
+    # not be answered before its deadline is refused at once anyway. See the README on sizing it.
+    max_in_flight: int = Field(default=256, ge=1)
+    # Chat completions running at once (at most max_in_flight); the others wait. One server process is one
+    # event loop, one core: measured, it serves its most at about 32 (far more makes it slower, and delays
+    # the backends' answers past their timeout). Lowered for a while when the loop falls behind.
+    max_running: int = Field(default=32, ge=1)
     # The whole request's deadline in seconds (504 past it): backends, ranking and fusion together.
     request_timeout: float = Field(default=120.0, gt=0)
     # The Retry-After of a 429, in seconds.
     retry_after: int = Field(default=1, ge=1)
     # Seconds a shutdown waits for the requests in flight (None: request_timeout, so none is cut).
     shutdown_timeout: float | None = Field(default=None, gt=0)
+
 
 
 class EnsembleSection(EnsembleSettings):
@@ -296,22 +307,49 @@ def _env_value(name: str, environ: Mapping[str, str], where: str, hint: str) -> 
     return value
 
 
+def _key(name: str, environ: Mapping[str, str], where: str, hint: str) -> str:
+    """A key from the environment, at least :data:`MIN_KEY_CHARS` long (the error names the variable, never
+    the value)."""
+    value = _env_value(name, environ, where, hint)
+    if len(value) < MIN_KEY_CHARS:
+        raise ConfigError(
+            f"{where}: the environment variable {name!r} holds {len(value)} characters; a key needs at least "
+            f"{MIN_KEY_CHARS} (keys are masked wherever they would appear, and masking a shorter one would "
+            f"mangle ordinary text); {hint}"
+        )
+    return value
+
+
 def server_keys(config: ServeConfig, environ: Mapping[str, str]) -> list[str]:
-    """The accepted bearer keys, read from the environment variables ``[server] api_key_envs`` names."""
+    """The accepted bearer keys, read from the environment variables ``[server] api_key_envs`` names.
+
+    Raises:
+        ConfigError: a variable is not set, or holds fewer than :data:`MIN_KEY_CHARS` characters.
+    """
     return [
-        _env_value(name, environ, f"server.api_key_envs[{k}]", "export it, or remove it from api_key_envs")
+        _key(
+            name,
+            environ,
+            f"server.api_key_envs[{k}]",
+            "export a long random key (python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+            "or remove it from api_key_envs",
+        )
         for k, name in enumerate(config.server.api_key_envs)
     ]
 
 
 def backend_key(backend: OpenAIBackend, environ: Mapping[str, str], index: int) -> str | None:
-    """The backend's upstream key from its ``api_key_env`` (None when it names none)."""
+    """The backend's upstream key from its ``api_key_env`` (None when it names none).
+
+    Raises:
+        ConfigError: the variable is not set, or holds fewer than :data:`MIN_KEY_CHARS` characters.
+    """
     if backend.api_key_env is None:
         return None
     where = f"backends[{index}] ({backend.name!r}).api_key_env"
-    return _env_value(
+    return _key(
         backend.api_key_env,
         environ,
         where,
-        "export it, or remove api_key_env for an endpoint that takes no key",
+        "export its key, or remove api_key_env for an endpoint that takes no key",
     )

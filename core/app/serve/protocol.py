@@ -20,9 +20,10 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import time
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from typing import Annotated, Any, Literal
 
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage, convert_to_messages
@@ -46,7 +47,9 @@ from openai.types.chat.chat_completion_chunk import (
 from openai.types.chat.chat_completion_message_tool_call import ChatCompletionMessageToolCall, Function
 from openai.types.shared import ErrorObject
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic_core import from_json
 
+from blender_core.app.serve.redaction import Redactor
 from blender_core.base.usage import openai_usage
 
 logger = logging.getLogger(__name__)
@@ -55,6 +58,16 @@ CHAT_PATH = "/v1/chat/completions"
 DONE = b"data: [DONE]\n\n"
 # the request fields passed to every OpenAI-compatible backend as they are
 _SAMPLING = ("temperature", "top_p", "seed", "presence_penalty", "frequency_penalty")
+# JSON nesting a request may have: a tool's parameters are a JSON schema, rarely 20 deep; deeper bodies are
+# refused before anything recursive (validation, LangChain, the backends' JSON encoders) walks them
+MAX_JSON_DEPTH = 64
+# OpenAI's rule for a function's name
+_TOOL_NAME = re.compile(r"[A-Za-z0-9_-]{1,64}")
+# a \uD800-\uDBFF escape without its \uDC00-\uDFFF pair, or one of those alone (after an even run of \\)
+_LONE_SURROGATE = re.compile(
+    rb"(?<!\\)(?:\\\\)*(?:\\u[dD][89abAB][0-9a-fA-F]{2}(?!\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+    rb"|(?<!\\u[dD][89abAB][0-9a-fA-F]{2})\\u[dD][c-fC-F][0-9a-fA-F]{2})"
+)
 FinishReason = Literal["stop", "tool_calls"]
 
 
@@ -198,6 +211,11 @@ class ChatCompletionRequest(BaseModel):
     response_format: dict[str, Any] | None = None
     blender: BlenderOptions | None = None
 
+    @model_validator(mode="after")
+    def _tools(self) -> ChatCompletionRequest:
+        check_tools(self.tools or [], self.tool_choice)
+        return self
+
     @property
     def wants_account(self) -> bool:
         return self.blender is not None and self.blender.account
@@ -226,6 +244,109 @@ class ChatCompletionRequest(BaseModel):
         return out
 
 
+class ToolError(ValueError):
+    """A malformed tool setting: its field (``tools`` or ``tool_choice``) and what is wrong, placed."""
+
+    def __init__(self, param: str, message: str) -> None:
+        super().__init__(message)
+        self.param = param
+
+
+def check_tools(tools: list[ChatCompletionToolParam], choice: Any) -> None:
+    """Refuse tool settings no backend can honour, before any is called: a function name that is not
+    OpenAI's (letters, digits, _ and -, at most 64) or is given twice, and a ``tool_choice`` that is none of
+    ``none`` / ``auto`` / ``required`` nor names a function of ``tools``.
+
+    Raises:
+        ToolError: naming the field and the place in it, e.g. ``tools[1].function.name: ...``.
+    """
+    names: list[str] = []
+    for k, tool in enumerate(tools):
+        name = tool["function"]["name"]
+        if not _TOOL_NAME.fullmatch(name):
+            raise ToolError(
+                "tools",
+                f"tools[{k}].function.name: {name!r} is not a tool name; use letters, digits, _ and -, "
+                "at most 64",
+            )
+        if name in names:
+            raise ToolError("tools", f"tools[{k}].function.name: {name!r} is named twice; names must be unique")
+        names.append(name)
+    listed = f"tools ({', '.join(names)})"
+    if isinstance(choice, str):
+        if choice in names or choice in ("none", "auto"):
+            return
+        if choice == "required":
+            if not names:
+                raise ToolError("tool_choice", "tool_choice: 'required' needs tools; send tools or leave it out")
+            return
+        raise ToolError(
+            "tool_choice",
+            f"tool_choice: {choice!r} is none of 'none', 'auto', 'required' nor a tool in "
+            + (listed if names else "tools (the request has none)"),
+        )
+    if isinstance(choice, dict):
+        kind = choice.get("type")
+        if kind == "function":
+            wanted = [choice["function"]["name"]]
+        elif kind == "allowed_tools":
+            listed_functions = [t.get("function") for t in choice["allowed_tools"]["tools"]]
+            wanted = [f.get("name") if isinstance(f, dict) else None for f in listed_functions]
+        else:  # a custom tool's: no custom tool is accepted
+            raise ToolError("tool_choice", f"tool_choice: type {kind!r} names no function tool; use 'function'")
+        for name in wanted:
+            if not names:
+                raise ToolError(
+                    "tool_choice", f"tool_choice: names the function {name!r}, but the request has no tools"
+                )
+            if name not in names:
+                raise ToolError("tool_choice", f"tool_choice: names the function {name!r}, not in {listed}")
+
+
+def _too_deep(value: Any, limit: int) -> bool:
+    """Whether JSON data nests containers more than ``limit`` deep (walked without recursion)."""
+    stack = [(value, 1)]
+    while stack:
+        node, depth = stack.pop()
+        if depth > limit:
+            return True
+        for child in node.values() if isinstance(node, dict) else node:
+            if isinstance(child, (dict, list)):
+                stack.append((child, depth + 1))
+    return False
+
+
+def _read_json(body: bytes) -> Any:
+    """The body's JSON, refused (400) when it is not JSON, is not text or nests too deep.
+
+    ``pydantic_core.from_json`` parses it without recursing in Python (its own nesting limit is far above
+    :data:`MAX_JSON_DEPTH`) and refuses a lone UTF-16 surrogate escape (``"\\ud800"``): such a string is
+    no text, and no backend could encode it.
+    """
+    too_deep = ApiError(
+        400,
+        f"the request body is nested more than {MAX_JSON_DEPTH} levels deep; flatten it",
+        code="too_deep",
+    )
+    try:
+        data = from_json(body)
+    except ValueError as exc:
+        text = str(exc)
+        if "recursion limit" in text:
+            raise too_deep from None
+        if _LONE_SURROGATE.search(body):
+            raise ApiError(
+                400,
+                "the request body holds a lone UTF-16 surrogate escape (\\ud800 to \\udfff without its pair), "
+                f"which is not text ({text}); send valid Unicode",
+                code="invalid_unicode",
+            ) from None
+        raise ApiError(400, f"the request body is not valid JSON: {text}") from None
+    if isinstance(data, (dict, list)) and _too_deep(data, MAX_JSON_DEPTH):
+        raise too_deep
+    return data
+
+
 def _where(loc: tuple[int | str, ...]) -> str:
     """``('messages', 0, 'user', 'content', 'str')`` as ``messages[0].content``: without the role tag
     and the names pydantic gives a union's members."""
@@ -246,14 +367,12 @@ def parse_request(body: bytes, *, max_messages: int) -> ChatCompletionRequest:
     """The checked request.
 
     Raises:
-        ApiError: 400: not JSON, a field of the wrong type, too many messages, or an option the ensemble
-            cannot honour (``n`` > 1, ``logprobs``, a ``response_format`` other than text). Its ``param``
+        ApiError: 400: not JSON (or a lone surrogate escape, or nested more than :data:`MAX_JSON_DEPTH`
+            deep), a field of the wrong type, too many messages, malformed tool settings
+            (:func:`check_tools`), or an option the ensemble cannot honour (``n`` > 1, ``logprobs``, a ``response_format`` other than text). Its ``param``
             is the request's field; the message says where in it, e.g. ``messages[0].role: ...``.
     """
-    try:
-        data = json.loads(body)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise ApiError(400, f"the request body is not valid JSON: {exc}") from None
+    data = _read_json(body)
     if not isinstance(data, dict):
         raise ApiError(400, f"the request body must be a JSON object, got {type(data).__name__}")
     messages = data.get("messages")
@@ -267,6 +386,10 @@ def parse_request(body: bytes, *, max_messages: int) -> ChatCompletionRequest:
     try:
         request = ChatCompletionRequest.model_validate(data)
     except ValidationError as exc:
+        for err in exc.errors():  # a tool check's error is placed already
+            tool_error = err.get("ctx", {}).get("error")
+            if isinstance(tool_error, ToolError):
+                raise ApiError(400, str(tool_error), param=tool_error.param) from None
         # the deepest error says most: of a union's members, the one the value came closest to
         err = max(exc.errors(), key=lambda e: len(e["loc"]))
         loc = tuple(err["loc"])
@@ -298,17 +421,12 @@ def to_messages(messages: list[ChatMessage]) -> list[BaseMessage]:
 
 
 # ---------------------------------------------------------------------------- the response
-def account(metadata: Mapping[str, Any], redact: Callable[[str], str]) -> dict[str, Any]:
-    """The ensemble's account (``response_metadata["blender"]``), its error texts scrubbed of secrets."""
+def account(metadata: Mapping[str, Any], redactor: Redactor) -> dict[str, Any]:
+    """The ensemble's account (``response_metadata["blender"]``), every text in it (candidates' answers and
+    errors, the fuser's error, the ranker's issues) scrubbed of secrets."""
     out = dict(metadata)
-    out["candidates"] = [
-        {**c, "error": redact(c["error"]) if c.get("error") else c.get("error")}
-        for c in metadata["candidates"]
-    ]
-    if out.get("fuser_error"):
-        out["fuser_error"] = redact(out["fuser_error"])
-    out["ranker_issues"] = [redact(str(i)) for i in out.get("ranker_issues") or []]
-    return out
+    out["ranker_issues"] = [str(i) for i in out.get("ranker_issues") or []]
+    return redactor.tree(out)
 
 
 def usage(tokens: Mapping[str, Any] | None) -> CompletionUsage:
@@ -316,37 +434,40 @@ def usage(tokens: Mapping[str, Any] | None) -> CompletionUsage:
     return CompletionUsage.model_validate(openai_usage(tokens))
 
 
-def _tool_calls(message: AIMessage) -> list[ChatCompletionMessageToolCall]:
+def _tool_calls(message: AIMessage, redact: Redactor) -> list[ChatCompletionMessageToolCall]:
     calls = [
         ChatCompletionMessageToolCall(
-            id=c.get("id") or f"call_{k}",
+            id=redact(c.get("id") or f"call_{k}"),
             type="function",
-            function=Function(name=c["name"], arguments=json.dumps(c.get("args") or {}, ensure_ascii=False)),
+            function=Function(
+                name=redact(c["name"]), arguments=redact(json.dumps(c.get("args") or {}, ensure_ascii=False))
+            ),
         )
         for k, c in enumerate(message.tool_calls)
     ]
     calls.extend(  # arguments that did not parse: handed on as written
         ChatCompletionMessageToolCall(
-            id=c.get("id") or f"call_{len(calls) + k}",
+            id=redact(c.get("id") or f"call_{len(calls) + k}"),
             type="function",
-            function=Function(name=c.get("name") or "", arguments=c.get("args") or ""),
+            function=Function(name=redact(c.get("name") or ""), arguments=redact(c.get("args") or "")),
         )
         for k, c in enumerate(message.invalid_tool_calls)
     )
     return calls
 
 
-def _delta_tool_calls(chunk: AIMessageChunk) -> list[ChoiceDeltaToolCall]:
+def _delta_tool_calls(chunk: AIMessageChunk, redact: Redactor) -> list[ChoiceDeltaToolCall]:
+    """A chunk's tool calls (the ensemble streams each one whole, in one chunk: scrubbed as they are)."""
     out = []
     for k, tc in enumerate(chunk.tool_call_chunks):
         index = tc.get("index")
         out.append(
             ChoiceDeltaToolCall(
                 index=k if index is None else index,
-                id=tc.get("id"),
+                id=redact.optional(tc.get("id")),
                 type="function",
                 function=ChoiceDeltaToolCallFunction(
-                    name=tc.get("name") or "", arguments=tc.get("args") or ""
+                    name=redact(tc.get("name") or ""), arguments=redact(tc.get("args") or "")
                 ),
             )
         )
@@ -363,9 +484,10 @@ def sse(payload: BaseModel | Mapping[str, Any]) -> bytes:
 
 
 class Completion:
-    """One response under construction: its id, creation time and model name."""
+    """One response under construction: its id, creation time and model name, and the redactor every text
+    of it goes through."""
 
-    def __init__(self, model: str, redact: Callable[[str], str]) -> None:
+    def __init__(self, model: str, redact: Redactor) -> None:
         self.id = f"chatcmpl-{uuid.uuid4().hex}"
         self.created = int(time.time())
         self.model = model
@@ -377,8 +499,8 @@ class Completion:
 
     def response(self, message: AIMessage, *, with_account: bool) -> ChatCompletion:
         """The ``chat.completion`` of the ensemble's answer."""
-        calls = _tool_calls(message)
-        text = message.text
+        calls = _tool_calls(message, self.redact)
+        text = self.redact(message.text)
         tools: dict[str, Any] = {"tool_calls": calls} if calls else {}
         reply = ChatCompletionMessage(role="assistant", content=text if text or not calls else None, **tools)
         extra: dict[str, Any] = {}
@@ -400,7 +522,12 @@ class Completion:
 
 
 class ChunkStream:
-    """The ensemble's streamed chunks as ``chat.completion.chunk`` server-sent events."""
+    """The ensemble's streamed chunks as ``chat.completion.chunk`` server-sent events.
+
+    The streamed text is scrubbed of secrets across chunks: an end of the text so far that is the beginning
+    of a secret is held back until more text (or the end) shows whether the secret follows, so that a key
+    split over two chunks leaves in neither. Other text goes out as the chunks bring it.
+    """
 
     def __init__(self, completion: Completion, *, include_usage: bool, with_account: bool) -> None:
         self.completion = completion
@@ -409,6 +536,20 @@ class ChunkStream:
         self.tool_calls = 0
         self.usage: Mapping[str, Any] | None = None
         self.metadata: Mapping[str, Any] | None = None
+        self.held = ""  # the text's end, not sent yet: it is the beginning of a secret
+
+    def _text(self, text: str) -> str:
+        """The part of the text so far that can be sent (scrubbed); the rest is held back."""
+        redact = self.completion.redact
+        text = redact(self.held + text)
+        cut = len(text) - redact.partial_end(text)
+        self.held = text[cut:]
+        return text[:cut]
+
+    def _flush(self) -> bytes:
+        """The text held back, sent (the stream ends, or a tool call follows it)."""
+        text, self.held = self.held, ""
+        return self._event(ChoiceDelta(content=text)) if text else b""
 
     def _event(self, delta: ChoiceDelta, finish: FinishReason | None = None, **fields: Any) -> bytes:
         choice = ChunkChoice(index=0, delta=delta, finish_reason=finish, logprobs=None)
@@ -424,23 +565,27 @@ class ChunkStream:
         if "blender" in chunk.response_metadata:
             self.metadata = chunk.response_metadata["blender"]
         delta: dict[str, Any] = {}
-        if chunk.text:
-            delta["content"] = chunk.text
-        if chunk.tool_call_chunks:
-            delta["tool_calls"] = _delta_tool_calls(chunk)
-            self.tool_calls += len(delta["tool_calls"])
-        return self._event(ChoiceDelta(**delta)) if delta else b""
+        text = self._text(chunk.text) if chunk.text else ""
+        if text:
+            delta["content"] = text
+        if not chunk.tool_call_chunks:
+            return self._event(ChoiceDelta(**delta)) if delta else b""
+        out = self._event(ChoiceDelta(**delta)) if delta else b""
+        tool_calls = _delta_tool_calls(chunk, self.completion.redact)
+        self.tool_calls += len(tool_calls)
+        return out + self._flush() + self._event(ChoiceDelta(tool_calls=tool_calls))
 
     def end(self) -> bytes:
         """The finishing chunk (with the account when asked), the usage chunk when asked, then ``[DONE]``."""
         extra: dict[str, Any] = {}
         if self.with_account and self.metadata is not None:
             extra["blender"] = account(self.metadata, self.completion.redact)
-        out = self._event(ChoiceDelta(), "tool_calls" if self.tool_calls else "stop", **extra)
+        out = self._flush() + self._event(ChoiceDelta(), "tool_calls" if self.tool_calls else "stop", **extra)
         if self.include_usage:
             out += sse(self.completion.chunk([], usage=usage(self.usage)))
         return out + DONE
 
     def error(self, error: ApiError) -> bytes:
-        """An error after the stream began: an ``error`` event (the openai client raises it), then ``[DONE]``."""
-        return sse(error.body()) + DONE
+        """An error after the stream began: the text held back, an ``error`` event (the openai client raises
+        it), then ``[DONE]``."""
+        return self._flush() + sse(error.body()) + DONE

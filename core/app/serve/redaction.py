@@ -1,31 +1,69 @@
 """Keeping keys out of what the server says: its logs, its errors and its responses.
 
 The upstream keys live in the backends' clients only. An upstream may still echo a key (some error bodies
-quote the ``Authorization`` header they got), so every error body from an upstream is scrubbed as it
-arrives, before the openai client turns it into an exception whose text the engine records and logs
-(:func:`redacting_http_client`); what the server sends back and logs is scrubbed once more
-(:class:`Redactor`, :class:`RedactingFilter`).
+quote the ``Authorization`` header they got, and a careless or hostile one may quote it in an answer), so
+every error body from an upstream is scrubbed as it arrives, before the openai client turns it into an
+exception whose text the engine records and logs (:func:`redacting_http_client`); everything the server
+sends back (answers, tool calls, the account, errors, streamed pieces) and every log line is scrubbed of
+every configured key, server's and upstreams' (:class:`Redactor`, :class:`RedactingFilter`). Keys shorter
+than :data:`~blender_core.app.serve.config.MIN_KEY_CHARS` are refused when the server starts, so masking
+never mangles ordinary text.
 """
 
 from __future__ import annotations
 
 import importlib
+import json
 import logging
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from typing import Any
+from urllib.parse import quote, quote_plus
 
 MASK = "***"
-# shorter values are not secrets worth masking, and would mask ordinary words
-_MIN_SECRET = 8
+
+
+def _written(secret: str) -> set[str]:
+    """The ways a secret may be written: as it is, percent-encoded in a URL (as a client may send a key in
+    a query string), and escaped inside a JSON string."""
+    return {
+        secret,
+        quote(secret, safe=""),
+        quote(secret),
+        quote_plus(secret),
+        json.dumps(secret)[1:-1],
+        json.dumps(secret, ensure_ascii=False)[1:-1],
+    }
 
 
 class Redactor:
-    """Replaces every known secret in a text with ``***``."""
+    """Replaces every known secret in a text with ``***``, however it is written (:func:`_written`)."""
 
     def __init__(self, secrets: Iterable[str]) -> None:
         # longest first, so that a key containing another is masked whole
-        self.secrets = sorted({s for s in secrets if len(s) >= _MIN_SECRET}, key=len, reverse=True)
+        written = {w for s in secrets if s for w in _written(s)}
+        self.secrets = sorted(written, key=len, reverse=True)
         self._bytes = [s.encode() for s in self.secrets]
+
+    def partial_end(self, text: str) -> int:
+        """The length of the longest end of ``text`` that is the beginning of a secret (0: none): what a
+        stream must hold back until more text shows whether a secret follows."""
+        found = 0
+        for secret in self.secrets:
+            for k in range(min(len(text), len(secret) - 1), found, -1):
+                if text.endswith(secret[:k]):
+                    found = k
+                    break
+        return found
+
+    def tree(self, value: Any) -> Any:
+        """JSON-like data (dicts, lists, tuples as lists) with every string in it scrubbed."""
+        if isinstance(value, str):
+            return self(value)
+        if isinstance(value, Mapping):
+            return {k: self.tree(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [self.tree(v) for v in value]
+        return value
 
     def __call__(self, text: str) -> str:
         for secret in self.secrets:
@@ -45,31 +83,47 @@ class Redactor:
 
 
 class RedactingFilter(logging.Filter):
-    """A handler filter that masks secrets in every record it passes (message and arguments, rendered)."""
+    """A handler filter that masks secrets in every record it passes: its message, its arguments (each in
+    place, so that formatters that read them, as uvicorn's access formatter does, still work), and its
+    traceback."""
 
     def __init__(self, redactor: Redactor) -> None:
         super().__init__()
         self.redactor = redactor
 
     def filter(self, record: logging.LogRecord) -> bool:
-        if not self.redactor.secrets:
+        redact = self.redactor
+        if not redact.secrets:
             return True
-        message = record.getMessage()
-        clean = self.redactor(message)
-        if clean != message:
+        if isinstance(record.msg, str):
+            record.msg = redact(record.msg)
+        if isinstance(record.args, tuple):
+            record.args = tuple(redact(a) if isinstance(a, str) else a for a in record.args)
+        elif isinstance(record.args, Mapping):
+            record.args = {k: redact(v) if isinstance(v, str) else v for k, v in record.args.items()}
+        try:
+            message = record.getMessage()
+        except Exception:  # a bad format: the handler reports it; nothing of it is shown here
+            return True
+        clean = redact(message)
+        if clean != message:  # a secret inside an argument that is not a string
             record.msg, record.args = clean, None
+            record.__dict__.pop("color_message", None)
         if record.exc_info and record.exc_info[1] is not None:
             text = logging.Formatter().formatException(record.exc_info)
-            record.exc_text, record.exc_info = self.redactor(text), None
+            record.exc_text, record.exc_info = redact(text), None
+        elif record.exc_text:
+            record.exc_text = redact(record.exc_text)
         return True
 
 
-def install_log_filter(
-    redactor: Redactor, logger_names: Iterable[str] = ("", "uvicorn", "uvicorn.error")
-) -> None:
-    """Add a :class:`RedactingFilter` to every handler of these loggers (the root and uvicorn's)."""
-    for name in logger_names:
-        for handler in logging.getLogger(name).handlers:
+def install_log_filter(redactor: Redactor) -> None:
+    """Add a :class:`RedactingFilter` to every handler there is: the root logger's and every other logger's
+    (uvicorn's error and access logs included), so that no log line shows a secret, even one a client put
+    in a URL. Call it once logging is set up (uvicorn sets its handlers up when its config is made)."""
+    loggers = [logging.getLogger(), *logging.Logger.manager.loggerDict.values()]
+    for logger in loggers:
+        for handler in getattr(logger, "handlers", ()):  # placeholders have none
             if not any(isinstance(f, RedactingFilter) for f in handler.filters):
                 handler.addFilter(RedactingFilter(redactor))
 

@@ -5,9 +5,10 @@
   ``data: [DONE]``); tools; ``usage`` summed over backends, ranker and fuser; the account with
   ``"blender": {"account": true}`` (see :mod:`blender_core.app.serve.protocol`).
 - ``GET /v1/models``: the one model this server is. ``GET /health``: ready (the ranker is loaded before the
-  server accepts requests) and the requests in flight; it needs no key.
+  server accepts requests), the requests in flight (running and waiting for a slot) and the running limit
+  now; it needs no key.
 
-Keys, the in-flight bound and the body limit are the guard's (:mod:`blender_core.app.serve.guard`), before
+Keys, admission and the body limit are the guard's (:mod:`blender_core.app.serve.guard`), before
 a request reaches a route.
 """
 
@@ -19,8 +20,8 @@ from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from openai.types import Model
 
+from blender_core.app.serve.admission import Admission
 from blender_core.app.serve.backends import ServedEnsemble
-from blender_core.app.serve.guard import InFlight
 from blender_core.app.serve.protocol import CHAT_PATH
 from blender_core.app.serve.serving import ChatServing
 
@@ -31,8 +32,8 @@ def served(request: Request) -> ServedEnsemble:
     return request.app.state.served
 
 
-def in_flight(request: Request) -> InFlight:
-    return request.app.state.in_flight
+def admission(request: Request) -> Admission:
+    return request.app.state.admission
 
 
 def chat(request: Request) -> ChatServing:
@@ -41,8 +42,16 @@ def chat(request: Request) -> ChatServing:
 
 @router.get("/health")
 async def health(request: Request) -> dict[str, Any]:
-    counter = in_flight(request)
-    return {"status": "ok", "in_flight": counter.count, "max_in_flight": counter.limit}
+    a = admission(request)
+    return {
+        "status": "ok",
+        "in_flight": a.in_flight,
+        "max_in_flight": a.max_in_flight,
+        "running": a.running,
+        "waiting": len(a.waiting),
+        "running_limit": a.limit,
+        "loop_lag_ms": round(1000 * a.lag, 1),
+    }
 
 
 @router.get("/v1/models")

@@ -157,7 +157,9 @@ class ChatServing:
                 deadline passed (before the stream began).
         """
         loop = asyncio.get_running_loop()
-        answering = Answering(raw_request, loop.time() + self.limits.request_timeout, self.describe)
+        # the deadline counts from the request's arrival, its wait for a slot included (set by the guard)
+        deadline = raw_request.scope.get("state", {}).get("deadline", loop.time() + self.limits.request_timeout)
+        answering = Answering(raw_request, deadline, self.describe)
         try:
             body = await asyncio.wait_for(raw_request.body(), answering.remaining())
         except ClientDisconnect:  # gone, or (the guard says) its body passed the limit

@@ -3,6 +3,7 @@ environment, and the refusal to listen beyond loopback without keys (no socket i
 
 from __future__ import annotations
 
+import json
 import logging
 from pathlib import Path
 
@@ -75,7 +76,8 @@ def test_defaults_of_a_minimal_config(tmp_path: Path) -> None:
     assert config.server.model_name == "blender-llm"
     assert (config.ensemble.top_k, config.ensemble.timeout, config.ensemble.fuser) == (3, 30.0, None)
     limits = config.limits
-    assert (limits.max_body_bytes, limits.max_messages, limits.max_in_flight) == (1_048_576, 256, 32)
+    assert (limits.max_body_bytes, limits.max_messages) == (1_048_576, 256)
+    assert (limits.max_in_flight, limits.max_running) == (256, 32)
     gpt = config.backends[0]
     assert isinstance(gpt, OpenAIBackend)
     assert (gpt.max_retries, gpt.base_url) == (0, "http://127.0.0.1:9/v1")
@@ -121,7 +123,7 @@ def test_defaults_of_a_minimal_config(tmp_path: Path) -> None:
             "backends[2] ('smol'): backend 'smol': temperature / top_p only apply with do_sample=True",
         ),
         (
-            ("max_in_flight = 32", "max_in_flight = 0"),
+            ("max_in_flight = 256", "max_in_flight = 0"),
             "limits.max_in_flight: Input should be greater than or equal to 1 (got 0)",
         ),
     ],
@@ -209,11 +211,33 @@ def test_the_command_reports_a_config_error(tmp_path: Path) -> None:
     assert "backends[0] ('gpt').model: String should have at least 1 character" in res.stderr
 
 
-def test_the_redactor_masks_every_secret() -> None:
-    redact = Redactor(["sk-upstream-123456", "server-key-abcdef", "short"])
+def test_the_redactor_masks_every_secret_however_it_is_written() -> None:
+    redact = Redactor(["sk-upstream-123456", "server-key-abcdef", "k/y+9=z&", ""])
     text = "Bearer sk-upstream-123456 and server-key-abcdef; short stays"
     assert redact(text) == "Bearer *** and ***; short stays"
     assert redact.data(text.encode()) == b"Bearer *** and ***; short stays"
+    # in a URL (percent-encoded, as a client may send it) and inside a JSON string
+    assert redact("?key=k%2Fy%2B9%3Dz%26 ?key=k/y%2B9%3Dz%26 ?key=k%2Fy%2B9%3Dz%26") == "?key=*** ?key=*** ?key=***"
+    assert redact(json.dumps({"a": 'say "k/y+9=z&"'})) == '{"a": "say \\"***\\""}'
+    assert redact.partial_end("the key is sk-ups") == len("sk-ups")  # held back by a stream
+    assert redact.partial_end("the key is sk-upstream-123456") == 0  # whole: masked, not held
+    assert redact.tree({"a": ["k/y+9=z&", 3, {"b": ("sk-upstream-123456",)}]}) == {"a": ["***", 3, {"b": ["***"]}]}
+
+
+def test_a_key_shorter_than_8_characters_is_refused_naming_its_variable_not_its_value(tmp_path: Path) -> None:
+    config = load_config(EXAMPLE)
+    env = {"BLENDER_API_KEY": "abc1234", "OPENAI_API_KEY": "sk-a-long-enough-key"}
+    with pytest.raises(ConfigError, match=r"server.api_key_envs\[0\]: the environment variable 'BLENDER_API_KEY' "
+                       r"holds 7 characters; a key needs at least 8") as info:  # fmt: skip
+        server_keys(config, env)
+    assert "abc1234" not in str(info.value)
+    backend = config.backends[0]
+    assert isinstance(backend, OpenAIBackend)
+    with pytest.raises(ConfigError, match=r"\('gpt'\).api_key_env: the environment variable 'OPENAI_API_KEY' holds 5") as info:
+        backend_key(backend, {"OPENAI_API_KEY": "k-123"}, 0)
+    assert "k-123" not in str(info.value)
+    assert "remove api_key_env for an endpoint that takes no key" in str(info.value)
+    assert server_keys(config, {**env, "BLENDER_API_KEY": "abcd1234"}) == ["abcd1234"]
 
 
 def test_the_log_filter_masks_secrets_in_messages_and_tracebacks(caplog: pytest.LogCaptureFixture) -> None:

@@ -6,7 +6,9 @@ backend; the real server on a loopback port over fake upstreams (``tests.helpers
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import socket
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -47,7 +49,11 @@ pytestmark = [pytest.mark.allow_hosts(["127.0.0.1"]), pytest.mark.usefixtures("f
 def test_models_and_health(main_server: LiveServer) -> None:
     with client(main_server) as c:
         assert [m.id for m in c.models.list()] == [MODEL]
-    assert health(main_server) == {"status": "ok", "in_flight": 0, "max_in_flight": 2}
+    state = health(main_server)
+    assert 0 <= state.pop("loop_lag_ms") < 1000
+    assert state == {
+        "status": "ok", "in_flight": 0, "max_in_flight": 2, "running": 0, "waiting": 0, "running_limit": 2,
+    }  # fmt: skip
     r = httpx.get(f"{main_server.base_url}/v1/nothing", headers={"authorization": f"Bearer {SERVER_KEY}"})
     assert r.status_code == 404
     assert r.json()["error"]["type"] == "not_found"
@@ -86,6 +92,39 @@ def test_a_body_over_the_limit_is_refused_with_413(
     assert fakes["fast"].requests == []  # no backend was called
 
 
+@pytest.mark.parametrize(("key", "status"), [(SERVER_KEY, 413), ("wrong-key", 401)])
+def test_a_refused_endless_chunked_body_is_not_read_on_the_connection_is_closed(
+    main_server: LiveServer, key: str, status: int
+) -> None:
+    """The server answers, stops reading and closes: the client's writes fail after a few MB (the kernel's
+    buffers), not after the whole body (the server used to read and discard it: 2 GB in seconds)."""
+    budget, piece = 128 * 2**20, b"x" * 2**16
+    chunk = f"{len(piece):x}\r\n".encode() + piece + b"\r\n"
+    head = (
+        f"POST /v1/chat/completions HTTP/1.1\r\nHost: 127.0.0.1\r\nAuthorization: Bearer {key}\r\n"
+        "Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n"
+    )
+    sent, refused = 0, False
+    deadline = time.monotonic() + 20
+    with socket.create_connection(("127.0.0.1", main_server.port), timeout=5) as sock:
+        sock.sendall(head.encode())
+        try:
+            while sent < budget and time.monotonic() < deadline:
+                sock.sendall(chunk)  # blocks (then times out) if the server stops reading but keeps it open
+                sent += len(chunk)
+        except (BrokenPipeError, ConnectionResetError):
+            refused = True
+        answer = b""
+        with contextlib.suppress(ConnectionResetError, TimeoutError):
+            while data := sock.recv(65536):  # b"": the server closed the connection
+                answer += data
+    assert refused, f"the server read {sent / 2**20:.0f} MB of a refused body, answering {answer[:12]!r}"
+    assert sent < 32 * 2**20
+    assert answer.startswith(f"HTTP/1.1 {status} ".encode()), answer[:200]
+    assert b"connection: close" in answer.lower()
+    assert wait_until_idle(main_server)
+
+
 def test_too_many_messages_and_bad_requests_are_400(main_server: LiveServer) -> None:
     many = {"model": MODEL, "messages": QUESTION * 9}
     error = assert_openai_error(post(main_server, json=many), 400, "too_many_messages", "messages")
@@ -109,6 +148,54 @@ def test_too_many_messages_and_bad_requests_are_400(main_server: LiveServer) -> 
     )
 
 
+def test_a_body_nested_too_deep_is_a_400_and_the_server_keeps_serving(
+    main_server: LiveServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    # 4 KB, 1000 deep: the JSON parser's recursion was a 500 in text/plain
+    deep = b'{"model": "blender-llm", "messages": [{"role": "user", "content": "hi", "x": '
+    deep += b"[" * 1000 + b"]" * 1000 + b"}]}"
+    r = post(main_server, content=deep, headers={"content-type": "application/json"})
+    error = assert_openai_error(r, 400, "too_deep")
+    assert "nested more than 64 levels deep" in error["message"]
+    assert fakes["fast"].requests == []
+    assert post(main_server, json={"model": MODEL, "messages": QUESTION}).status_code == 200
+
+
+@pytest.mark.parametrize(
+    ("fields", "param"),
+    [
+        ({"tools": [{"type": "function", "function": {}}]}, "tools"),  # no name: was a KeyError, 500
+        ({"tools": [{"type": "function"}]}, "tools"),
+        ({"tools": [WEATHER_TOOL], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice"),
+        ({"tools": [WEATHER_TOOL], "tool_choice": "bogus"}, "tool_choice"),  # was a forced call of "bogus"
+        ({"tool_choice": "required"}, "tool_choice"),
+    ],
+)  # fmt: skip
+def test_malformed_tool_settings_are_a_400_and_never_reach_a_backend(
+    main_server: LiveServer, fakes: dict[str, FakeUpstream], fields: dict[str, object], param: str
+) -> None:
+    r = post(main_server, json={"model": MODEL, "messages": QUESTION, **fields})
+    assert_openai_error(r, 400, None, param)
+    assert [f.requests for f in fakes.values()] == [[]] * len(fakes)
+
+
+def test_an_error_that_quotes_the_request_never_quotes_a_key(main_server: LiveServer) -> None:
+    r = post(main_server, json={"model": MODEL, "messages": QUESTION, "tools": [WEATHER_TOOL], "tool_choice": SERVER_KEY})
+    error = assert_openai_error(r, 400, None, "tool_choice")
+    assert error["message"].startswith("tool_choice: '***' is none of")
+    assert SERVER_KEY not in r.text
+
+
+def test_a_lone_surrogate_is_a_400_and_never_reaches_a_backend(
+    main_server: LiveServer, fakes: dict[str, FakeUpstream]
+) -> None:
+    body = rb'{"model": "blender-llm", "messages": [{"role": "user", "content": "a\ud800b"}]}'
+    r = post(main_server, content=body, headers={"content-type": "application/json"})
+    error = assert_openai_error(r, 400, "invalid_unicode")
+    assert "lone UTF-16 surrogate" in error["message"]
+    assert fakes["fast"].requests == []
+
+
 def test_beyond_max_in_flight_requests_get_429_with_retry_after(main_server: LiveServer) -> None:
     with ThreadPoolExecutor(2) as pool:
         # each takes the 1.5 s the hanging backend is given
@@ -124,6 +211,41 @@ def test_beyond_max_in_flight_requests_get_429_with_retry_after(main_server: Liv
     assert [r.status_code for r in done] == [200, 200]
     assert wait_until_idle(main_server)
     assert post(main_server, json={"model": MODEL, "messages": QUESTION}).status_code == 200
+
+
+def test_a_request_waits_for_a_running_slot_within_its_deadline_or_is_refused_at_once(
+    tiny_reference_ckpt: Path,
+) -> None:
+    with FakeUpstream("steady", delay=1.0, answer="Paris.") as steady:
+        server = serve(
+            tiny_reference_ckpt,
+            [steady],
+            limits={"max_running": 1, "max_in_flight": 10, "request_timeout": 2.8, "retry_after": 1},
+        )
+        body = {"model": MODEL, "messages": QUESTION}
+        try:
+            assert post(server, json=body).status_code == 200  # a completion takes about 1 s: now known
+            with ThreadPoolExecutor(2) as pool:
+                first = pool.submit(post, server, json=body)
+                assert steady.received.wait(10)
+                start = time.monotonic()
+                second = pool.submit(post, server, json=body)  # waits about 1 s, then runs 1 s: in time
+                deadline = time.monotonic() + 10
+                while health(server)["waiting"] < 1 and time.monotonic() < deadline:
+                    time.sleep(0.01)
+                third = post(server, json=body)  # two ahead of it: 3 s, past its deadline: refused now
+                refused_after = time.monotonic() - start
+                assert first.result(timeout=30).status_code == 200
+                waited = second.result(timeout=30)
+                served_after = time.monotonic() - start
+        finally:
+            server.stop()
+    assert waited.status_code == 200, waited.text
+    assert 1.0 <= served_after < 2.8
+    error = assert_openai_error(third, 429, "too_many_requests")
+    assert "no slot would free before this request's deadline" in error["message"]
+    assert int(third.headers["retry-after"]) >= 2
+    assert refused_after < 1.0
 
 
 def test_all_backends_failing_is_a_502_without_keys_in_it(
@@ -142,6 +264,38 @@ def test_all_backends_failing_is_a_502_without_keys_in_it(
     assert "Bearer ***" in text
     assert UPSTREAM_KEY not in text
     assert fakes["failing"].auth == [f"Bearer {UPSTREAM_KEY}"]
+
+
+def test_an_upstream_quoting_its_key_in_an_answer_never_gets_it_to_the_client(tiny_reference_ckpt: Path) -> None:
+    with (
+        FakeUpstream("echo", echo_auth=True, answer="Paris.") as echo,
+        FakeUpstream("writer", echo_auth=True, piece_chars=3, answer="Paris!", fusion_answer="Paris, fused.") as writer,
+    ):
+        server = serve(tiny_reference_ckpt, [echo, writer], ensemble={"fuser": "writer", "timeout": 10.0})
+        try:
+            body = {"model": MODEL, "messages": QUESTION, "blender": {"account": True}}
+            whole = post(server, json=body)
+            with httpx.stream(
+                "POST", f"{server.base_url}/v1/chat/completions", json={**body, "stream": True}, timeout=30
+            ) as r:
+                streamed = b"".join(r.iter_bytes())
+        finally:
+            server.stop()
+    assert writer.auth[-1] == f"Bearer {UPSTREAM_KEY}"  # the key it quoted
+    assert whole.status_code == 200, whole.text
+    assert UPSTREAM_KEY not in whole.text  # neither in the answer nor in the account's candidates
+    reply = whole.json()
+    assert reply["choices"][0]["message"]["content"] == "Paris, fused. (I got 'Authorization: Bearer ***')"
+    assert [c["text"] for c in reply["blender"]["candidates"]] == [
+        "Paris. (I got 'Authorization: Bearer ***')",
+        "Paris! (I got 'Authorization: Bearer ***')",
+    ]
+    # streamed 3 characters at a time: the key was split across chunks, and is in none of them
+    events = [json.loads(line[6:]) for line in streamed.decode().split("\n\n") if line.startswith("data: {")]
+    text = "".join(e["choices"][0]["delta"].get("content") or "" for e in events if e["choices"])
+    assert text == "Paris, fused. (I got 'Authorization: Bearer ***')"
+    assert UPSTREAM_KEY[:10] not in streamed.decode()
+    assert UPSTREAM_KEY not in json.dumps(events[-1]["blender"])
 
 
 # ---------------------------------------------------------------------------- faults: disconnects, deadlines

@@ -22,6 +22,7 @@ from blender_core.app.serve.protocol import (
     parse_request,
     to_messages,
 )
+from blender_core.app.serve.redaction import Redactor
 
 MODEL = "blender-llm"
 QUESTION = [{"role": "user", "content": "What is the capital of France?"}]
@@ -55,7 +56,7 @@ def test_sampling_options_and_tools_are_typed() -> None:
     assert request.tools == [tool]
     assert request.tool_options() == {"tool_choice": "auto", "parallel_tool_calls": False}
     assert (request.include_usage, request.wants_account) == (True, True)
-    assert parse(tool_choice="get_weather").tool_options() == {"tool_choice": "get_weather"}  # a tool's name
+    assert parse(tools=[tool], tool_choice="get_weather").tool_options() == {"tool_choice": "get_weather"}  # a tool's name
 
 
 def test_messages_are_typed_by_role_and_keep_what_clients_add() -> None:
@@ -123,7 +124,7 @@ def test_the_completion_is_an_openai_chat_completion_with_the_account_as_an_extr
         usage_metadata={"input_tokens": 30, "output_tokens": 12, "total_tokens": 42},
         response_metadata={"blender": meta},
     )
-    completion = Completion(MODEL, lambda text: text.replace(secret, "***"))
+    completion = Completion(MODEL, Redactor([secret]))
     reply = completion.response(message, with_account=True)
     assert isinstance(reply, ChatCompletion)
     wire = json.loads(reply.model_dump_json(exclude_unset=True))
@@ -138,7 +139,7 @@ def test_the_completion_is_an_openai_chat_completion_with_the_account_as_an_extr
 
 
 def test_a_stream_is_chat_completion_chunks_then_done() -> None:
-    events = ChunkStream(Completion(MODEL, str), include_usage=True, with_account=False)
+    events = ChunkStream(Completion(MODEL, Redactor([])), include_usage=True, with_account=False)
     call = {"name": "get_weather", "args": '{"city": "Paris"}', "id": "c1", "index": 0, "type": "tool_call_chunk"}
     raw = (
         events.start()
@@ -158,3 +159,97 @@ def test_a_stream_is_chat_completion_chunks_then_done() -> None:
     assert chunks[4].usage is not None
     assert chunks[4].usage.total_tokens == 4
     assert '"usage"' not in lines[1]  # only the last chunk carries usage
+
+
+# ---------------------------------------------------------------------------- bad input (issue 20)
+WEATHER = {"type": "function", "function": {"name": "get_weather", "parameters": {"type": "object"}}}
+
+
+def test_a_body_nested_too_deep_is_a_400_not_a_recursion_error() -> None:
+    deep = b'{"model": "blender-llm", "messages": [{"role": "user", "content": "hi", "x": '
+    for body in (deep + b"[" * 1000 + b"]" * 1000 + b"}]}", b"[" * 100_000 + b"]" * 100_000):
+        with pytest.raises(ApiError, match=r"nested more than 64 levels deep") as info:
+            parse_request(body, max_messages=8)
+        assert info.value.status == 400
+    # 64 levels pass: a tool's parameters may be a deep JSON schema
+    schema: dict[str, Any] = {"type": "string"}
+    for _ in range(29):
+        schema = {"type": "object", "properties": {"a": schema}}
+    assert parse(tools=[{"type": "function", "function": {"name": "deep", "parameters": schema}}]).tools
+
+
+@pytest.mark.parametrize(
+    ("fields", "param", "message"),
+    [
+        ({"tools": [{"type": "function", "function": {}}]}, "tools", "tools[0].function.name: Field required"),
+        ({"tools": [{"type": "function"}]}, "tools", "tools[0].function: Field required"),
+        ({"tools": [{"type": "function", "function": {"name": ""}}]}, "tools",
+         "tools[0].function.name: '' is not a tool name"),
+        ({"tools": [{"type": "function", "function": {"name": "get weather"}}]}, "tools",
+         "tools[0].function.name: 'get weather' is not a tool name"),
+        ({"tools": [WEATHER, WEATHER]}, "tools", "tools[1].function.name: 'get_weather' is named twice"),
+        ({"tools": [WEATHER], "tool_choice": "bogus"}, "tool_choice",
+         "tool_choice: 'bogus' is none of 'none', 'auto', 'required' nor a tool in tools (get_weather)"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "function", "function": {"name": "other"}}}, "tool_choice",
+         "tool_choice: names the function 'other', not in tools (get_weather)"),
+        ({"tools": [WEATHER], "tool_choice": {"type": "allowed_tools", "allowed_tools": {
+            "mode": "auto", "tools": [{"type": "function", "function": {"name": "other"}}]}}}, "tool_choice",
+         "tool_choice: names the function 'other', not in tools (get_weather)"),
+        ({"tool_choice": "required"}, "tool_choice", "tool_choice: 'required' needs tools; send tools"),
+        ({"tool_choice": {"type": "function", "function": {"name": "get_weather"}}}, "tool_choice",
+         "tool_choice: names the function 'get_weather', but the request has no tools"),
+    ],
+)  # fmt: skip
+def test_malformed_tool_settings_are_a_400_naming_the_field(
+    fields: dict[str, Any], param: str, message: str
+) -> None:
+    error = refusal(**fields)
+    assert error.param == param
+    assert error.message.startswith(message), error.message
+
+
+def test_well_formed_tool_choices_pass() -> None:
+    named = {"type": "function", "function": {"name": "get_weather"}}
+    for choice in ("none", "auto", "required", "get_weather", named):
+        assert parse(tools=[WEATHER], tool_choice=choice).tool_options() == {"tool_choice": choice}
+    assert parse(tool_choice="auto").tool_choice == "auto"  # harmless without tools: nothing to choose
+
+
+def test_a_lone_surrogate_escape_is_a_400_and_a_pair_is_text() -> None:
+    for escape in (rb"\ud800", rb"\udfff", rb"\ud800\u0041"):
+        body = b'{"model": "blender-llm", "messages": [{"role": "user", "content": "a' + escape + b'b"}]}'
+        with pytest.raises(ApiError, match="lone UTF-16 surrogate") as info:
+            parse_request(body, max_messages=8)
+        assert info.value.status == 400
+    pair = rb'{"model": "blender-llm", "messages": [{"role": "user", "content": "\ud83d\ude00"}]}'
+    assert parse_request(pair, max_messages=8).messages[0].content == "\U0001f600"
+
+
+def test_a_secret_split_across_streamed_chunks_never_leaves_whole_or_in_part() -> None:
+    secret = "sk-upstream-SECRET-4242"
+    redactor = Redactor([secret])
+    events = ChunkStream(Completion(MODEL, redactor), include_usage=False, with_account=False)
+    text = f"I was called with Bearer {secret}, thanks."
+    raw = events.start() + b"".join(events.piece(AIMessageChunk(text[k : k + 3])) for k in range(0, len(text), 3))
+    raw += events.end()
+    lines = raw.removesuffix(DONE).decode().split("\n\n")[:-1]
+    pieces = [ChatCompletionChunk.model_validate_json(line.removeprefix("data: ")) for line in lines]
+    sent = [c.choices[0].delta.content or "" for c in pieces if c.choices]
+    assert "".join(sent) == "I was called with Bearer ***, thanks."
+    assert all(not secret.startswith(p[-k:]) for p in sent for k in range(4, len(p) + 1))  # no tail of a piece...
+    assert "sk-u" not in raw.decode()  # ...nor any of the key's own characters in a row
+    assert len(sent) > 3  # and it still streams
+
+
+def test_every_text_of_an_answer_is_scrubbed_of_secrets() -> None:
+    secret = "sk-upstream-SECRET-4242"
+    meta = {
+        "candidates": [{"backend": "a", "text": f"my key is {secret}", "error": None}],
+        "fuser": "writer",
+        "ranker_issues": [],
+    }
+    call = {"name": "lookup", "args": {"q": f"key {secret}"}, "id": "c1", "type": "tool_call"}
+    message = AIMessage(f"fused: {secret}", tool_calls=[call], response_metadata={"blender": meta})
+    wire = Completion(MODEL, Redactor([secret])).response(message, with_account=True).model_dump_json()
+    assert secret not in wire
+    assert json.loads(wire)["choices"][0]["message"]["content"] == "fused: ***"
