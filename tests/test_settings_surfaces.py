@@ -62,6 +62,11 @@ NON_DEFAULT: dict[str, Any] = {
     "fusion_timeout": 12.0,
     "max_stuck_calls": 3,
     "fallback_on_fuser_error": False,
+    "quorum": 2,
+    "quorum_grace": 0.5,
+    "accept_score": 0.25,
+    "layers": 2,
+    "max_cost": 0.01,
 }
 # A bad value for every setting.
 BAD: dict[str, Any] = {
@@ -73,6 +78,11 @@ BAD: dict[str, Any] = {
     "fusion_timeout": float("nan"),
     "max_stuck_calls": True,
     "fallback_on_fuser_error": "sometimes",
+    "quorum": 0,
+    "quorum_grace": -1.0,
+    "accept_score": float("inf"),
+    "layers": 0,
+    "max_cost": -0.5,
 }
 
 
@@ -148,5 +158,5 @@ def test_every_surface_refuses_a_bad_value_with_the_same_error(surface: str, nam
 
 
 def test_the_server_section_refuses_unknown_keys() -> None:
-    with pytest.raises(ConfigError, match=r"ensemble\.quorum: Extra inputs are not permitted"):
-        parse_config(_server_config(quorum=2))
+    with pytest.raises(ConfigError, match=r"ensemble\.quorom: Extra inputs are not permitted"):
+        parse_config(_server_config(quorom=2))  # a typo is an error, not an ignored setting

@@ -82,14 +82,31 @@ class BackendThreads:
         self.thread_prefix = thread_prefix
         self._stuck: dict[str, int] = {}
         self._running: dict[str, int] = {}
+        # calls no one waits for any more but still within their timeout (cancelled by a quorum or the
+        # caller): they count as running until they end, and as stuck once their deadline passes
+        self._detached: dict[Job, float] = {}
         self._lock = threading.Lock()
 
     def stuck(self, name: str) -> int:
         """How many of ``name``'s calls are still running past their timeout."""
         with self._lock:
+            self._sweep()
             return self._stuck.get(name, 0)
 
+    def _sweep(self) -> None:
+        """Detached calls past their deadline become stuck (under the lock)."""
+        now = time.perf_counter()
+        for job, deadline in list(self._detached.items()):
+            if job.done.is_set():
+                del self._detached[job]
+            elif now >= deadline:
+                del self._detached[job]
+                if job.abandon():
+                    _add(self._running, job.name, -1)
+                    _add(self._stuck, job.name, 1)
+
     def _refusal(self, name: str) -> str | None:
+        self._sweep()
         stuck, running = self._stuck.get(name, 0), self._running.get(name, 0)
         if stuck >= self.max_stuck:
             return (
@@ -141,6 +158,17 @@ class BackendThreads:
             if job.abandon():
                 _add(self._running, job.name, -1)
                 _add(self._stuck, job.name, 1)
+
+    def detach(self, job: Job, deadline: float | None) -> None:
+        """Stop waiting for ``job`` before its timeout (a quorum was reached, the caller went away): it
+        counts as running until it ends, and as stuck if it is still running at ``deadline`` (a
+        ``time.perf_counter()`` value; None: never)."""
+        with self._lock:
+            if job.done.is_set():
+                return
+            if deadline is None:
+                return
+            self._detached[job] = deadline
 
     def _ended(self, name: str, late: bool) -> None:
         with self._lock:

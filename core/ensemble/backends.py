@@ -14,7 +14,7 @@ import asyncio
 from collections.abc import Callable, Iterable, Mapping
 from typing import Any, TypeVar
 
-from blender_core.base.calls import AsyncCall, Blocking, CallResult, arun_calls, run_calls
+from blender_core.base.calls import AsyncCall, Blocking, CallResult, Quorum, arun_calls, run_calls
 from blender_core.base.threads import BackendThreads
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord
 
@@ -68,6 +68,8 @@ def _answer(value: Any, backend: str) -> BackendAnswer:
 
 
 def _record(name: str, result: CallResult, timeout: float | None) -> CandidateRecord:
+    if result.cancelled is not None:  # not a failure: no one needed its answer any more
+        return CandidateRecord(name, None, result.latency_s, cancelled=result.cancelled)
     if result.refused is not None:
         return CandidateRecord(name, None, 0.0, result.refused)
     if result.timed_out:
@@ -80,21 +82,48 @@ def _record(name: str, result: CallResult, timeout: float | None) -> CandidateRe
         return CandidateRecord(name, None, result.latency_s, _error_text(exc, timeout))
 
 
+def _answered(result: CallResult) -> bool:
+    """Whether a call gave an answer that counts (what a quorum counts)."""
+    if not result.ended or result.error is not None:
+        return False
+    try:
+        _answer(result.value, "")
+    except (TypeError, EmptyAnswerError):
+        return False
+    return True
+
+
+def _quorum(size: int | None, grace: float) -> Quorum | None:
+    return None if size is None else Quorum(size, grace, _answered)
+
+
 def call_backends(
     calls: Mapping[str, Callable[[], BackendAnswer]],
     *,
     timeout: float | None = None,
     max_concurrency: int | None = None,
     threads: BackendThreads | None = None,
+    owner: Callable[[str], str] = str,
+    quorum: int | None = None,
+    quorum_grace: float = 0.0,
 ) -> list[CandidateRecord]:
     """Run every blocking backend call concurrently in daemon threads, each within ``timeout`` seconds.
 
     At most ``max_concurrency`` run at once; a queued call's clock starts when it starts. A call past its
     timeout is recorded as timed out, frees its slot and is left to finish (a stuck call); a backend
-    holding ``threads.max_stuck`` stuck calls is skipped at once. Records come in ``calls`` order.
+    (``owner(name)``: samples of one backend share it) holding ``threads.max_stuck`` stuck calls is
+    skipped at once. With ``quorum``, the calls still running once that many answered (and
+    ``quorum_grace`` seconds passed) are recorded as cancelled. Records come in ``calls`` order.
     """
     threads = threads if threads is not None else BackendThreads(max_stuck=2)
-    results = run_calls(calls, owner=str, timeout=timeout, max_concurrency=max_concurrency, threads=threads)
+    results = run_calls(
+        calls,
+        owner=owner,
+        timeout=timeout,
+        max_concurrency=max_concurrency,
+        threads=threads,
+        quorum=_quorum(quorum, quorum_grace),
+    )
     return [_record(name, result, timeout) for name, result in results.items()]
 
 
@@ -104,14 +133,23 @@ async def acall_backends(
     timeout: float | None = None,
     max_concurrency: int | None = None,
     threads: BackendThreads | None = None,
+    owner: Callable[[str], str] = str,
+    quorum: int | None = None,
+    quorum_grace: float = 0.0,
 ) -> list[CandidateRecord]:
     """Await every backend concurrently (at most ``max_concurrency`` at once), each within ``timeout`` s.
 
-    Coroutine calls are cancelled at their timeout; :class:`Blocking` calls run in daemon threads, as in
-    :func:`call_backends`. A failure becomes a record with ``error`` set; nothing is raised here.
+    Coroutine calls are cancelled at their timeout, or once a ``quorum`` answered (their HTTP requests
+    closed); :class:`Blocking` calls run in daemon threads, as in :func:`call_backends`. A failure becomes
+    a record with ``error`` set; nothing is raised here.
     """
     threads = threads if threads is not None else BackendThreads(max_stuck=2)
     results = await arun_calls(
-        calls, owner=str, timeout=timeout, max_concurrency=max_concurrency, threads=threads
+        calls,
+        owner=owner,
+        timeout=timeout,
+        max_concurrency=max_concurrency,
+        threads=threads,
+        quorum=_quorum(quorum, quorum_grace),
     )
     return [_record(name, result, timeout) for name, result in results.items()]

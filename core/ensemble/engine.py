@@ -16,9 +16,10 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
@@ -27,8 +28,20 @@ from blender_core.base.usage import UsageSink, sum_usage
 from blender_core.ensemble.backends import AsyncCall, acall_backends, call_backends
 from blender_core.ensemble.outcome import Delta, EnsembleOutcome
 from blender_core.ensemble.pipeline import BlendPipeline, FusionError
+from blender_core.ensemble.policy import (
+    AcceptRound,
+    CallRound,
+    Decision,
+    RankRound,
+    accept_peers,
+    check_backends,
+    flow,
+    holds_on_matrix,
+    holds_on_pair,
+)
 from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
-from blender_core.ensemble.settings import EnsembleConfig
+from blender_core.ensemble.requests import bind_request, priced
+from blender_core.ensemble.settings import BackendSettings, EnsembleConfig
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import RankerSpec
@@ -56,12 +69,21 @@ class Ensemble:
         ranker: RankerSpec = None,
         fuser: BaseFuser | None = None,
         config: EnsembleConfig | None = None,
+        *,
+        backends: Mapping[str, BackendSettings] | None = None,
+        fuser_settings: BackendSettings | None = None,
         **settings: Any,
     ) -> None:
         if config is not None and settings:
             raise TypeError(f"Ensemble() got both a config and settings {sorted(settings)}; pass one of them")
         self.config = config if config is not None else EnsembleConfig(**settings)
         c = self.config
+        # per-backend settings (tier, samples, prices) by backend name; a backend not named has the defaults
+        self.backends: dict[str, BackendSettings] = dict(backends or {})
+        # the fuser's prices, when it is a priced model
+        self.fuser_settings = fuser_settings
+        if self.backends:
+            check_backends(list(self.backends), self.backends, c)
         self.pipeline = BlendPipeline(
             ranker,
             fuser,
@@ -76,7 +98,13 @@ class Ensemble:
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
         """The engine of an adapter: its ``ranker``, its :class:`EnsembleSettings` (which it inherits),
         checked against its number of ``backends``."""
-        engine = cls(owner.ranker, fuser, EnsembleConfig.of(owner))
+        engine = cls(
+            owner.ranker,
+            fuser,
+            EnsembleConfig.of(owner),
+            backends=getattr(owner, "backend_settings", None) or None,
+            fuser_settings=getattr(owner, "fuser_settings", None),
+        )
         engine.check_backend_count(len(owner.backends))
         return engine
 
@@ -109,29 +137,138 @@ class Ensemble:
         return _logged(records)
 
     # ------------------------------------------------------------------ ranking
-    def _successes(self, records: list[CandidateRecord]) -> tuple[CandidateRecord, ...]:
-        successes = tuple(r for r in records if r.ok)
+    def _successes(
+        self, candidates: list[CandidateRecord], records: list[CandidateRecord]
+    ) -> tuple[CandidateRecord, ...]:
+        successes = tuple(r for r in candidates if r.ok)
         if len(successes) < self.config.min_successes:
             raise EnsembleError(records, self.config.min_successes)
         return successes
 
-    def select(self, prompt: str, records: list[CandidateRecord]) -> EnsembleOutcome:
-        """Rank the answers of ``records`` (the best one answers; the top K are chosen for fusion).
+    def select(
+        self,
+        prompt: str,
+        records: list[CandidateRecord],
+        *,
+        successes: Sequence[CandidateRecord] | None = None,
+    ) -> EnsembleOutcome:
+        """Rank the answers of ``records`` (or the given ``successes`` among them: a layer's); the best one
+        answers, the top K are chosen for fusion.
 
         Raises:
             EnsembleError: fewer answers than ``min_successes``.
         """
-        successes = self._successes(records)
-        texts = [r.answer.ranked_text for r in successes if r.answer is not None]
+        ranked = self._successes(records if successes is None else list(successes), records)
+        texts = [r.answer.ranked_text for r in ranked if r.answer is not None]
         (blend,) = self.pipeline.rank([prompt], [texts])
-        return EnsembleOutcome(tuple(records), blend, successes)
+        return EnsembleOutcome(tuple(records), blend, ranked)
 
-    async def aselect(self, prompt: str, records: list[CandidateRecord]) -> EnsembleOutcome:
+    async def aselect(
+        self,
+        prompt: str,
+        records: list[CandidateRecord],
+        *,
+        successes: Sequence[CandidateRecord] | None = None,
+    ) -> EnsembleOutcome:
         """Async :meth:`select`: the ranker runs in a worker thread."""
-        successes = self._successes(records)
-        texts = [r.answer.ranked_text for r in successes if r.answer is not None]
+        ranked = self._successes(records if successes is None else list(successes), records)
+        texts = [r.answer.ranked_text for r in ranked if r.answer is not None]
         (blend,) = await self.pipeline.arank([prompt], [texts])
-        return EnsembleOutcome(tuple(records), blend, successes)
+        return EnsembleOutcome(tuple(records), blend, ranked)
+
+    # ------------------------------------------------------------------ adaptive rounds
+    def _settings(self, calls: Mapping[str, Any]) -> dict[str, BackendSettings]:
+        settings = {name: self.backends.get(name, BackendSettings()) for name in calls}
+        if self.backends:
+            check_backends(list(calls), {n: s for n, s in self.backends.items() if n in calls}, self.config)
+        return settings
+
+    def _round_calls(self, step: CallRound, calls: Mapping[str, Any]) -> dict[str, Any]:
+        return {candidate: bind_request(calls[req.backend], req) for candidate, req in step.calls}
+
+    def _round_kwargs(self, step: CallRound) -> dict[str, Any]:
+        c = self.config
+        owners = {candidate: req.backend for candidate, req in step.calls}
+        return {
+            "timeout": c.timeout,
+            "max_concurrency": c.max_concurrency,
+            "threads": self.threads,
+            "owner": owners.__getitem__,  # a backend's samples share its stuck-call bound
+            "quorum": c.quorum,
+            "quorum_grace": c.quorum_grace,
+        }
+
+    def _priced(self, step: CallRound, records: list[CandidateRecord], settings: Mapping[str, BackendSettings]) -> list[CandidateRecord]:
+        requests = [req for _, req in step.calls]
+        return _logged(priced(records, requests, settings, tier=step.tier, layer=step.layer))
+
+    def _accepts(self, prompt: str, outcome: EnsembleOutcome) -> bool:
+        """The acceptance rule of a cascade (``accept_score``; see :mod:`blender_core.ensemble.policy`)."""
+        margin = self.config.accept_score
+        if margin is None:  # no rule: a tier that answered is accepted, the next one is a fallback
+            return True
+        ranker = self.pipeline.ranker
+        blend = outcome.blend
+        if getattr(ranker, "absolute_scores", False):
+            return bool(blend.scores[blend.best] >= margin)
+        peers = accept_peers(outcome)
+        if not peers:  # nothing to agree with: a lone candidate of a pairwise ranker never accepts
+            return False
+        if blend.ranking.matrix is not None:
+            return holds_on_matrix(blend.ranking.matrix, blend.best, peers, margin)
+        top = blend.candidates[blend.best]
+        pairs = [[top, blend.candidates[j]] for j in peers]
+        return all(holds_on_pair(r, margin) for r in ranker.rank([prompt] * len(pairs), pairs, strategy="full"))
+
+    def gather(self, prompt: str, calls: Calls) -> EnsembleOutcome:
+        """Call the backends in the rounds the settings ask for (tiers, samples, layers, quorum) and rank
+        the answers: the outcome :meth:`finish` answers from, with the policy's report.
+
+        Raises:
+            EnsembleError: fewer answers than ``min_successes``.
+        """
+        settings = self._settings(calls)
+        rounds = flow(list(calls), settings, self.config)
+        value: Any = None
+        while True:
+            try:
+                step = rounds.send(value)
+            except StopIteration as stop:
+                return self._decided(prompt, stop.value)
+            if isinstance(step, CallRound):
+                got = call_backends(self._round_calls(step, calls), **self._round_kwargs(step))
+                value = self._priced(step, got, settings)
+            elif isinstance(step, RankRound):
+                value = self.select(prompt, list(step.records), successes=step.successes)
+            else:
+                assert isinstance(step, AcceptRound)
+                value = self._accepts(prompt, step.outcome)
+
+    async def agather(self, prompt: str, calls: AsyncCalls) -> EnsembleOutcome:
+        """Async :meth:`gather`: coroutine calls are awaited (a quorum cancels the rest: their HTTP requests
+        are closed), the ranker runs in a worker thread."""
+        settings = self._settings(calls)
+        rounds = flow(list(calls), settings, self.config)
+        value: Any = None
+        while True:
+            try:
+                step = rounds.send(value)
+            except StopIteration as stop:
+                return self._decided(prompt, stop.value)
+            if isinstance(step, CallRound):
+                got = await acall_backends(self._round_calls(step, calls), **self._round_kwargs(step))
+                value = self._priced(step, got, settings)
+            elif isinstance(step, RankRound):
+                value = await self.aselect(prompt, list(step.records), successes=step.successes)
+            else:
+                assert isinstance(step, AcceptRound)
+                value = await asyncio.to_thread(self._accepts, prompt, step.outcome)
+
+    def _decided(self, prompt: str, decision: Decision) -> EnsembleOutcome:
+        outcome, records, report = decision
+        if outcome is None:
+            raise EnsembleError(list(records), self.config.min_successes)
+        return replace(outcome, records=records, policy=report)
 
     # ------------------------------------------------------------------ fusion
     def fuses(self, outcome: EnsembleOutcome) -> bool:
@@ -275,13 +412,13 @@ class Ensemble:
         self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> Iterator[Event]:
         """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`."""
-        yield from self.finish(prompt, self.select(prompt, self.call(calls)), fuse_kwargs=fuse_kwargs)
+        yield from self.finish(prompt, self.gather(prompt, calls), fuse_kwargs=fuse_kwargs)
 
     async def astream(
         self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> AsyncIterator[Event]:
         """Async :meth:`stream`."""
-        outcome = await self.aselect(prompt, await self.acall(calls))
+        outcome = await self.agather(prompt, calls)
         async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs):
             yield event
 
@@ -290,7 +427,7 @@ class Ensemble:
     ) -> EnsembleOutcome:
         """Call, rank and fuse; the finished outcome (a fuser failing at any point falls back, unless the
         fallback is off)."""
-        outcome = self.select(prompt, self.call(calls))
+        outcome = self.gather(prompt, calls)
         start = time.perf_counter()
         try:
             *_, last = self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False)
@@ -303,7 +440,7 @@ class Ensemble:
         self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> EnsembleOutcome:
         """Async :meth:`run`."""
-        outcome = await self.aselect(prompt, await self.acall(calls))
+        outcome = await self.agather(prompt, calls)
         start = time.perf_counter()
         try:
             *_, last = [

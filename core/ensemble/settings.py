@@ -22,9 +22,11 @@ Example:
 from __future__ import annotations
 
 import math
+from collections.abc import Mapping
 from typing import Annotated, Any
 
-from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, ValidationInfo, model_validator
+from typing_extensions import Self
 
 from blender_core.base.validation import check_choice
 from blender_core.ensemble.pipeline import check_top_k
@@ -60,6 +62,27 @@ def _strategy(value: Any) -> Any:
     return check_choice(value, STRATEGIES, "strategy")
 
 
+def _seconds_or_zero(value: Any, info: ValidationInfo) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{_name(info)} must be a finite number of seconds >= 0, got {value!r}")
+    return value
+
+
+def _amount(value: Any, info: ValidationInfo) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is not None and not (number and math.isfinite(value) and value >= 0):
+        raise ValueError(f"{_name(info)} must be a finite number >= 0 or None, got {value!r}")
+    return value
+
+
+def _threshold(value: Any, info: ValidationInfo) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if value is not None and not (number and math.isfinite(value)):
+        raise ValueError(f"{_name(info)} must be a finite number or None, got {value!r}")
+    return value
+
+
 def _flag(value: Any, info: ValidationInfo) -> Any:
     if not isinstance(value, bool):
         raise ValueError(f"{_name(info)} must be true or false, got {value!r}")
@@ -73,6 +96,12 @@ Count = Annotated[int, BeforeValidator(_count)]
 #: a count of at least one, or None for no limit
 CountOrNone = Annotated[int | None, BeforeValidator(_count_or_none)]
 Flag = Annotated[bool, BeforeValidator(_flag)]
+#: seconds, zero included
+Grace = Annotated[float, BeforeValidator(_seconds_or_zero)]
+#: an amount (of money), or None for none set
+Amount = Annotated[float | None, BeforeValidator(_amount)]
+#: any finite number, or None
+Threshold = Annotated[float | None, BeforeValidator(_threshold)]
 
 
 class EnsembleSettings(BaseModel):
@@ -115,6 +144,43 @@ class EnsembleSettings(BaseModel):
         "the top-ranked answer and say why; false raises FusionError.",
     )
 
+    # --------------------------------------------------------- adaptive ensembles
+    quorum: CountOrNone = Field(
+        default=None,
+        description="Rank and answer as soon as this many backends of a round have answered; the calls "
+        "still running are cancelled (None: wait for every backend).",
+    )
+    quorum_grace: Grace = Field(
+        default=0.0,
+        description="Seconds to wait for further answers once the quorum is in.",
+    )
+    accept_score: Threshold = Field(
+        default=None,
+        description="Cascade acceptance (backends in tiers): a ranker with absolute scores (a reward "
+        "model) accepts a tier when its top candidate scores at least this; a pairwise ranker when the top "
+        "candidate beats each other candidate of its tier by at least this margin, in both orders. "
+        "None: a tier is accepted when it answered at all (the next tier is a fallback).",
+    )
+    layers: Count = Field(
+        default=1,
+        description="Mixture-of-Agents layers: each layer's backends see the previous layer's top_k "
+        "answers in their prompt; the last layer is ranked and fused.",
+    )
+    max_cost: Amount = Field(
+        default=None,
+        description="Stop escalating (no further tier, no further layer) once the request has spent this "
+        "much, priced by the backends' price_in / price_out (None: no limit).",
+    )
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Self:
+        if self.quorum is not None and self.quorum < self.min_successes:
+            raise ValueError(
+                f"quorum ({self.quorum}) must be >= min_successes ({self.min_successes}): the answer comes "
+                "once the quorum is in, and fewer answers than min_successes fail the call"
+            )
+        return self
+
     @classmethod
     def setting_names(cls) -> tuple[str, ...]:
         """The names of the ensemble settings (those declared here, not a subclass's own fields)."""
@@ -123,6 +189,40 @@ class EnsembleSettings(BaseModel):
     def ensemble_settings(self) -> dict[str, Any]:
         """This object's ensemble settings, by name."""
         return {name: getattr(self, name) for name in EnsembleSettings.model_fields}
+
+
+class BackendSettings(BaseModel):
+    """How the ensemble uses one backend (the one declaration: the adapters' ``Backend`` wrapper and the
+    server's ``[[backends]]`` tables are built from it)."""
+
+    tier: Count = Field(
+        default=1,
+        description="Cascade tier: tier 1 is asked first; a higher tier only when the ones before it are "
+        "not accepted (accept_score).",
+    )
+    samples: Count = Field(
+        default=1,
+        description="Answers asked of this backend per round (with distinct seeds where it takes one), "
+        "ranked with the rest as backend#1..n.",
+    )
+    price_in: Amount = Field(default=None, description="Price per million input tokens (None: unknown).")
+    price_out: Amount = Field(default=None, description="Price per million output tokens (None: unknown).")
+
+    @classmethod
+    def setting_names(cls) -> tuple[str, ...]:
+        """The names of the per-backend settings."""
+        return tuple(BackendSettings.model_fields)
+
+    def backend_settings(self) -> dict[str, Any]:
+        """This object's per-backend settings, by name."""
+        return {name: getattr(self, name) for name in BackendSettings.model_fields}
+
+    def cost(self, usage: Mapping[str, int] | None) -> float | None:
+        """What a call with this ``usage`` cost, or None when a price or the usage is unknown."""
+        if usage is None or self.price_in is None or self.price_out is None:
+            return None
+        tokens_in, tokens_out = usage.get("input_tokens", 0), usage.get("output_tokens", 0)
+        return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
 
 
 class EnsembleConfig(EnsembleSettings):
