@@ -20,16 +20,18 @@ from blender_core.ensemble.backends import (
     name_backends,
 )
 from blender_core.ensemble.engine import Ensemble
-from blender_core.ensemble.outcome import Delta, EnsembleOutcome
+from blender_core.ensemble.outcome import Delta, EnsembleOutcome, PolicyReport
 from blender_core.ensemble.pipeline import BlendPipeline, BlendResult, FusionError
 from blender_core.ensemble.prompts import render_prompt
-from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
-from blender_core.ensemble.settings import EnsembleConfig, EnsembleSettings
+from blender_core.ensemble.records import BackendAnswer, BackendRequest, CandidateRecord, EnsembleError
+from blender_core.ensemble.settings import BackendSettings, EnsembleConfig, EnsembleSettings
 
 __all__ = [
     "USAGE_KEYS",
     "AsyncCall",
     "BackendAnswer",
+    "BackendRequest",
+    "BackendSettings",
     "BlendPipeline",
     "BlendResult",
     "Blocking",
@@ -42,6 +44,7 @@ __all__ = [
     "EnsembleOutcome",
     "EnsembleSettings",
     "FusionError",
+    "PolicyReport",
     "UsageSink",
     "acall_backends",
     "call_backends",

@@ -72,6 +72,9 @@ class BaseRanker(ABC):
 
     #: a short name shown in metadata, events and logs
     name: str = "ranker"
+    #: whether a score means the same across prompts and candidate sets (a reward), so that a threshold on
+    #: it means something (a cascade's ``accept_score``); a pairwise ranker's scores are relative
+    absolute_scores: bool = False
 
     @abstractmethod
     def rank(

@@ -82,6 +82,9 @@ class RewardModelRanker(BaseRanker):
         ((2, 1, 0), 3)
     """
 
+    # a reward is a score on one answer: a threshold on it means the same for every prompt
+    absolute_scores = True
+
     def __init__(
         self,
         model: PreTrainedModel,
