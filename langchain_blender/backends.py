@@ -10,21 +10,45 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from langchain_core.callbacks import BaseCallbackManager
-from langchain_core.messages import AIMessage, BaseMessage
+from langchain_core.messages import AIMessage, BaseMessage, SystemMessage
 from langchain_core.runnables import Runnable, RunnableConfig
 from langchain_core.runnables.config import set_config_context
 from langchain_core.runnables.utils import coro_with_context
 
-from blender_core.ensemble import AsyncCall, BackendAnswer, Blocking
+from blender_core.ensemble import AsyncCall, BackendAnswer, BackendRequest, Blocking
+from blender_core.ensemble.prompts import references_prompt
 
 from .callbacks import BACKEND_TAGS, child_config
 from .messages import message_answer
 from .structured import AnswerCheck
-from .sync_only import runs_in_executor
+from .sync_only import runs_in_executor, takes_seed
 
 
 def _with_retry(backend: Runnable[Any, Any], max_retries: int) -> Runnable[Any, Any]:
     return backend.with_retry(stop_after_attempt=max_retries + 1) if max_retries else backend
+
+
+def _for_request(
+    backend: Runnable[Any, Any], messages: list[BaseMessage], call_kwargs: dict[str, Any], request: BackendRequest
+) -> tuple[list[BaseMessage], dict[str, Any], str, dict[str, Any]]:
+    """The chat, call kwargs, run name and run metadata of one request: a later layer's references go into
+    the system message; a sample's seed goes to a model that takes one."""
+    if request.references:
+        note = references_prompt(request.references)
+        if messages and isinstance(messages[0], SystemMessage):
+            messages = [SystemMessage(content=f"{messages[0].text}\n\n{note}"), *messages[1:]]
+        else:
+            messages = [SystemMessage(content=note), *messages]
+    if request.seed is not None and takes_seed(backend):
+        call_kwargs = {**call_kwargs, "seed": request.seed}
+    name = request.backend
+    run_name = name if request.sample == 1 else f"{name}#{request.sample}"
+    metadata: dict[str, Any] = {"blender_backend": name}
+    if request.sample > 1 or request.seed is not None:
+        metadata["blender_sample"] = request.sample
+    if request.layer > 1:
+        metadata["blender_layer"] = request.layer
+    return messages, call_kwargs, run_name, metadata
 
 
 def _sync_call(
@@ -35,14 +59,17 @@ def _sync_call(
     call_kwargs: dict[str, Any],
     max_retries: int,
     check: AnswerCheck | None,
-) -> Callable[[], BackendAnswer]:
-    """One backend's blocking call, run in a copy of the caller's context (from a worker thread)."""
+) -> Callable[[BackendRequest], BackendAnswer]:
+    """One backend's blocking call for a request, run in a copy of the caller's context (from a worker
+    thread)."""
     ctx = contextvars.copy_context()
 
-    def call() -> BackendAnswer:
-        config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
+    def call(request: BackendRequest) -> BackendAnswer:
+        chat, kwargs, run_name, metadata = _for_request(backend, messages, call_kwargs, request)
+        config = child_config(manager, BACKEND_TAGS, run_name, metadata)
         invoke = _with_retry(backend, max_retries).invoke
-        return _answer(name, ctx.run(_in_config, config, invoke, messages, config, **call_kwargs), check)
+        # a copy per call: a backend's samples run at once, and one context cannot be entered twice
+        return _answer(name, ctx.copy().run(_in_config, config, invoke, chat, config, **kwargs), check)
 
     return call
 
@@ -54,9 +81,10 @@ def backend_calls(
     call_kwargs: dict[str, Any],
     max_retries: int = 0,
     check: AnswerCheck | None = None,
-) -> dict[str, Callable[[], BackendAnswer]]:
-    """One sync call per backend, run in a copy of the caller's context (from a worker thread); an answer
-    that fails ``check`` fails its backend."""
+) -> dict[str, Callable[[BackendRequest], BackendAnswer]]:
+    """One sync call per backend, taking the engine's :class:`~blender_core.ensemble.BackendRequest` (sample,
+    seed, layer references), run in a copy of the caller's context (from a worker thread); an answer that
+    fails ``check`` fails its backend."""
     return {
         name: _sync_call(name, backend, messages, manager, call_kwargs, max_retries, check)
         for name, backend in backends.items()
@@ -76,11 +104,12 @@ def abackend_calls(
     :class:`~blender_core.ensemble.Blocking`, run in the engine's bounded daemon threads rather than the
     event loop's shared executor."""
 
-    async def call(name: str, backend: Runnable[Any, Any]) -> BackendAnswer:
-        config = child_config(manager, BACKEND_TAGS, name, {"blender_backend": name})
+    async def call(name: str, backend: Runnable[Any, Any], request: BackendRequest) -> BackendAnswer:
+        chat, kwargs, run_name, metadata = _for_request(backend, messages, call_kwargs, request)
+        config = child_config(manager, BACKEND_TAGS, run_name, metadata)
         with set_config_context(config) as ctx:  # so a bound backend does not merge in the caller's config
             message = await coro_with_context(
-                _with_retry(backend, max_retries).ainvoke(messages, config, **call_kwargs), ctx
+                _with_retry(backend, max_retries).ainvoke(chat, config, **kwargs), ctx
             )
         return _answer(name, message, check)
 

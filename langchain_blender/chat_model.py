@@ -22,10 +22,18 @@ from langchain_core.language_models import BaseChatModel, LanguageModelInput
 from langchain_core.messages import AIMessage, AIMessageChunk, BaseMessage
 from langchain_core.outputs import ChatGeneration, ChatGenerationChunk, ChatResult
 from langchain_core.runnables import Runnable, RunnableConfig
-from pydantic import PrivateAttr, field_validator, model_validator
+from pydantic import Field, PrivateAttr, field_validator, model_validator
 from typing_extensions import Self, override
 
-from blender_core.ensemble import Ensemble, EnsembleSettings, name_backends
+from blender_core.ensemble import (
+    Backend,
+    BackendSettings,
+    Ensemble,
+    EnsembleSettings,
+    name_backends,
+    split_backends,
+    unwrap,
+)
 from blender_core.ensemble.fields import RankerField
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import spec_name
@@ -70,7 +78,13 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
     ranker: RankerField = None
     """A ranker, a folder / hub id / built-in name (loaded on first use), or None for the default ranker."""
     fuser: Any = None
-    """None (return the top-ranked answer), a ``blender_core`` fuser, or a chat model prompted to fuse."""
+    """None (return the top-ranked answer), a ``blender_core`` fuser, or a chat model prompted to fuse
+    (``Backend(model, price_in=..., price_out=...)`` prices its calls)."""
+    backend_settings: dict[str, BackendSettings] = Field(default_factory=dict)
+    """Per-backend settings by name (``tier``, ``samples``, ``price_in``, ``price_out``); a backend given as
+    ``Backend(model, tier=2, ...)`` in ``backends`` lands here."""
+    fuser_settings: BackendSettings | None = None
+    """The fuser's prices, from ``fuser=Backend(model, price_in=..., price_out=...)``."""
     backend_callbacks: Literal["tracers", "all"] = "tracers"
     """Which of the caller's callback handlers also see the backend and fuser calls: ``tracers``
     (LangSmith, event streams, LangGraph: the calls show as child runs) or ``all`` (plain handlers too,
@@ -92,14 +106,30 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
     # set by with_structured_output (through bind_tools): an answer that does not fit fails its backend
     _answer_check: AnswerCheck | None = PrivateAttr(default=None)
 
-    @field_validator("backends", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _check_backends(cls, value: Any) -> dict[str, Any]:
+    def _split_settings(cls, data: Any) -> Any:
+        """Backends (and the fuser) given as ``Backend(model, **settings)``: the models go to ``backends``,
+        their settings to ``backend_settings`` (``fuser_settings``)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        value = data.get("backends")
         if isinstance(value, (str, bytes)) or not isinstance(value, (dict, Sequence)):
             raise TypeError(
                 f"backends must be a list of chat models or a name -> chat model mapping, got {type(value).__name__}"
             )
-        named = name_backends(value if isinstance(value, dict) else [(model_name(m), m) for m in value])
+        named = name_backends(value if isinstance(value, dict) else [(model_name(unwrap(m)), m) for m in value])
+        data["backends"], settings = split_backends(named)
+        data["backend_settings"] = {**settings, **dict(data.get("backend_settings") or {})}
+        if isinstance(data.get("fuser"), Backend):
+            data["fuser_settings"], data["fuser"] = data["fuser"].settings(), data["fuser"].model
+        return data
+
+    @field_validator("backends", mode="before")
+    @classmethod
+    def _check_backends(cls, value: Any) -> dict[str, Any]:
+        named = name_backends(value)
         for name, model in named.items():
             if not isinstance(model, Runnable):
                 raise TypeError(

@@ -31,3 +31,11 @@ def runs_in_executor(runnable: Runnable[Any, Any]) -> bool:
     if isinstance(runnable, RunnableLambda):
         return getattr(runnable, "afunc", None) is None
     return False
+
+
+def takes_seed(runnable: Runnable[Any, Any]) -> bool:
+    """Whether a chat model (or a binding of one) takes a ``seed`` (it declares one, as ChatOpenAI and
+    ChatOllama do): a sample's seed is passed to it; other models sample with their own settings."""
+    while isinstance(runnable, RunnableBindingBase):
+        runnable = runnable.bound
+    return isinstance(runnable, BaseChatModel) and "seed" in type(runnable).model_fields

@@ -30,7 +30,10 @@ from llama_index.core.llms.callbacks import llm_chat_callback, llm_completion_ca
 from blender_core.base.usage import openai_usage
 from blender_core.ensemble import (
     AsyncCall,
+    Backend,
     BackendAnswer,
+    BackendRequest,
+    BackendSettings,
     Blocking,
     Delta,
     Ensemble,
@@ -38,8 +41,11 @@ from blender_core.ensemble import (
     EnsembleSettings,
     name_backends,
     render_prompt,
+    split_backends,
+    unwrap,
 )
 from blender_core.ensemble.fields import RankerField
+from blender_core.ensemble.prompts import references_prompt
 from blender_core.fusion.base import BaseFuser
 
 from .fusers import LlamaIndexFuser, blocks_the_loop, llm_name, usage_of
@@ -53,34 +59,70 @@ def _copies(messages: Sequence[ChatMessage]) -> list[ChatMessage]:
     return [m.model_copy(deep=True) for m in messages]
 
 
-def _chat_answer(llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]) -> BackendAnswer:
-    response = llm.chat(_copies(messages), **kwargs)
+def _with_references(messages: Sequence[ChatMessage], request: BackendRequest) -> Sequence[ChatMessage]:
+    """A later layer's references go into the system message (merged with one the chat has)."""
+    if not request.references:
+        return messages
+    note = references_prompt(request.references)
+    if messages and messages[0].role == MessageRole.SYSTEM:
+        first = ChatMessage(role=MessageRole.SYSTEM, content=f"{messages[0].content or ''}\n\n{note}")
+        return [first, *messages[1:]]
+    return [ChatMessage(role=MessageRole.SYSTEM, content=note), *messages]
+
+
+def _seeded(llm: LLM, kwargs: Mapping[str, Any], request: BackendRequest) -> Mapping[str, Any]:
+    """A sample's seed, for an LLM that declares one."""
+    if request.seed is not None and "seed" in type(llm).model_fields:
+        return {**kwargs, "seed": request.seed}
+    return kwargs
+
+
+def _chat_answer(
+    llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any], request: BackendRequest
+) -> BackendAnswer:
+    chat = _copies(_with_references(messages, request))
+    response = llm.chat(chat, **_seeded(llm, kwargs, request))
     return BackendAnswer(response.message.content or "", usage=usage_of(response), payload=response)
 
 
 async def _achat_answer(
-    llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any]
+    llm: LLM, messages: Sequence[ChatMessage], kwargs: Mapping[str, Any], request: BackendRequest
 ) -> BackendAnswer:
-    response = await llm.achat(_copies(messages), **kwargs)
+    chat = _copies(_with_references(messages, request))
+    response = await llm.achat(chat, **_seeded(llm, kwargs, request))
     return BackendAnswer(response.message.content or "", usage=usage_of(response), payload=response)
 
 
-def _complete_answer(llm: LLM, prompt: str, formatted: bool, kwargs: Mapping[str, Any]) -> BackendAnswer:
-    response = llm.complete(prompt, formatted=formatted, **kwargs)
+def _prompt_for(prompt: str, request: BackendRequest) -> str:
+    return f"{references_prompt(request.references)}\n\n{prompt}" if request.references else prompt
+
+
+def _complete_answer(
+    llm: LLM, prompt: str, formatted: bool, kwargs: Mapping[str, Any], request: BackendRequest
+) -> BackendAnswer:
+    text = _prompt_for(prompt, request)
+    response = llm.complete(text, formatted=formatted, **_seeded(llm, kwargs, request))
     return BackendAnswer(response.text, usage=usage_of(response), payload=response)
 
 
 async def _acomplete_answer(
-    llm: LLM, prompt: str, formatted: bool, kwargs: Mapping[str, Any]
+    llm: LLM, prompt: str, formatted: bool, kwargs: Mapping[str, Any], request: BackendRequest
 ) -> BackendAnswer:
-    response = await llm.acomplete(prompt, formatted=formatted, **kwargs)
+    text = _prompt_for(prompt, request)
+    response = await llm.acomplete(text, formatted=formatted, **_seeded(llm, kwargs, request))
     return BackendAnswer(response.text, usage=usage_of(response), payload=response)
 
 
-def _in_context(fn: Callable[..., T], *args: Any) -> Callable[[], T]:
+def _in_context(fn: Callable[..., T], *args: Any) -> Callable[[BackendRequest], T]:
     """Run ``fn`` in a worker thread within a copy of the caller's context, as an asyncio task would, so
-    that the backends' spans and callback events nest under this LLM's."""
-    return partial(contextvars.copy_context().run, fn, *args)
+    that the backends' spans and callback events nest under this LLM's (a copy per call: a backend's
+    samples run at once, and one context cannot be entered twice)."""
+    ctx = contextvars.copy_context()
+
+    def call(request: BackendRequest) -> T:
+        return ctx.copy().run(fn, *args, request)
+
+    return call
 
 
 def _chat_prompt(messages: Sequence[ChatMessage]) -> str:
@@ -126,27 +168,48 @@ class BlenderLLM(LLM, EnsembleSettings):
     fuser: Any = Field(
         default=None,
         exclude=True,
-        description="None (pick the best), a BaseFuser, or a LlamaIndex LLM to fuse with.",
+        description="None (pick the best), a BaseFuser, or a LlamaIndex LLM to fuse with "
+        "(Backend(llm, price_in=..., price_out=...) prices its calls).",
+    )
+    backend_settings: dict[str, BackendSettings] = Field(
+        default_factory=dict,
+        description="Per-backend settings by name (tier, samples, price_in, price_out); a backend given as "
+        "Backend(llm, tier=2, ...) lands here.",
+    )
+    fuser_settings: BackendSettings | None = Field(
+        default=None, description="The fuser's prices, from fuser=Backend(llm, price_in=..., price_out=...)."
     )
 
     _engine: Ensemble = PrivateAttr()
 
-    def __init__(self, backends: Sequence[LLM] | Mapping[str, LLM], **kwargs: Any) -> None:
+    def __init__(self, backends: Sequence[LLM | Backend] | Mapping[str, LLM | Backend], **kwargs: Any) -> None:
         super().__init__(backends=backends, **kwargs)  # type: ignore[call-arg]  # pydantic fields
 
-    @field_validator("backends", mode="before")
+    @model_validator(mode="before")
     @classmethod
-    def _name_backends(cls, value: Any) -> dict[str, Any]:
+    def _split_settings(cls, data: Any) -> Any:
+        """Backends (and the fuser) given as ``Backend(llm, **settings)``: the LLMs go to ``backends``, their
+        settings to ``backend_settings`` (``fuser_settings``)."""
+        if not isinstance(data, dict):
+            return data
+        data = dict(data)
+        value = data.get("backends")
         if isinstance(value, Mapping):
-            return name_backends(value)
-        if not isinstance(value, Sequence) or isinstance(value, str):
+            named = name_backends(value)
+        elif not isinstance(value, Sequence) or isinstance(value, str):
             raise ValueError(
                 f"backends must be a list of LLMs or a dict name -> LLM, got {type(value).__name__}"
             )
-        for k, llm in enumerate(value):
-            if not isinstance(llm, LLM):
-                raise ValueError(f"backends[{k}] is a {type(llm).__name__}, not a LlamaIndex LLM")
-        return name_backends([(llm_name(llm), llm) for llm in value])
+        else:
+            for k, llm in enumerate(value):
+                if not isinstance(unwrap(llm), LLM):
+                    raise ValueError(f"backends[{k}] is a {type(llm).__name__}, not a LlamaIndex LLM")
+            named = name_backends([(llm_name(unwrap(llm)), llm) for llm in value])
+        data["backends"], settings = split_backends(named)
+        data["backend_settings"] = {**settings, **dict(data.get("backend_settings") or {})}
+        if isinstance(data.get("fuser"), Backend):
+            data["fuser_settings"], data["fuser"] = data["fuser"].settings(), data["fuser"].model
+        return data
 
     @field_validator("fuser")
     @classmethod
@@ -235,7 +298,9 @@ class BlenderLLM(LLM, EnsembleSettings):
         )
         return ChatResponse(message=message, delta=delta, raw=self._raw(final) if final is not None else None)
 
-    def _calls(self, make: Callable[[LLM], Callable[[], Any]]) -> dict[str, Callable[[], Any]]:
+    def _calls(
+        self, make: Callable[[LLM], Callable[[BackendRequest], Any]]
+    ) -> dict[str, Callable[[BackendRequest], Any]]:
         return {name: make(llm) for name, llm in self.backends.items()}
 
     def _acalls(self, method: str, *args: Any) -> dict[str, AsyncCall]:

@@ -16,8 +16,14 @@ from llama_index.core.llms import LLM
 from pydantic import BaseModel, ValidationError
 
 from blender_core.app.serve.backends import build_served
-from blender_core.app.serve.config import ConfigError, EnsembleSection, parse_config
-from blender_core.ensemble import EnsembleConfig, EnsembleSettings
+from blender_core.app.serve.config import (
+    ConfigError,
+    EnsembleSection,
+    HuggingFaceBackend,
+    OpenAIBackend,
+    parse_config,
+)
+from blender_core.ensemble import Backend, BackendSettings, EnsembleConfig, EnsembleSettings
 from langchain_blender import BlenderLLM as LangChainBlender
 from llamaindex_blender import BlenderLLM as LlamaIndexBlender
 from tests.helpers.core_fakes import LengthRanker
@@ -39,6 +45,8 @@ OWN_FIELDS: dict[str, tuple[type[BaseModel], type[BaseModel] | None, set[str]]] 
             "backends",
             "ranker",
             "fuser",
+            "backend_settings",
+            "fuser_settings",
             "backend_callbacks",
             "model_name",
             "temperature",
@@ -48,7 +56,7 @@ OWN_FIELDS: dict[str, tuple[type[BaseModel], type[BaseModel] | None, set[str]]] 
             "streaming",
         },
     ),
-    "llamaindex": (LlamaIndexBlender, LLM, {"backends", "ranker", "fuser"}),
+    "llamaindex": (LlamaIndexBlender, LLM, {"backends", "ranker", "fuser", "backend_settings", "fuser_settings"}),
     "server": (EnsembleSection, None, {"ranker", "fuser"}),
 }
 
@@ -160,3 +168,63 @@ def test_every_surface_refuses_a_bad_value_with_the_same_error(surface: str, nam
 def test_the_server_section_refuses_unknown_keys() -> None:
     with pytest.raises(ConfigError, match=r"ensemble\.quorom: Extra inputs are not permitted"):
         parse_config(_server_config(quorom=2))  # a typo is an error, not an ignored setting
+
+
+# ------------------------------------------------------------------------- per-backend settings
+BACKEND_SETTINGS = BackendSettings.setting_names()
+BACKEND_NON_DEFAULT: dict[str, Any] = {"tier": 2, "samples": 3, "price_in": 0.5, "price_out": 1.5}
+BACKEND_BAD: dict[str, Any] = {"tier": 0, "samples": True, "price_in": -1.0, "price_out": float("nan")}
+
+
+def test_the_backend_tables_cover_every_backend_setting() -> None:
+    assert set(BACKEND_NON_DEFAULT) == set(BACKEND_SETTINGS) == set(BACKEND_BAD)
+
+
+@pytest.mark.parametrize("surface", [Backend, OpenAIBackend, HuggingFaceBackend])
+def test_every_backend_surface_declares_the_same_backend_settings(surface: type[BaseModel]) -> None:
+    for name in BACKEND_SETTINGS:
+        declared, exposed = BackendSettings.model_fields[name], surface.model_fields[name]
+        assert (exposed.default, exposed.description) == (declared.default, declared.description), name
+
+
+def _backend_config(**backend: Any) -> dict[str, Any]:
+    tables = [
+        {"name": "a", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "a", **backend},
+        {"name": "b", "kind": "openai", "base_url": "http://127.0.0.1:9/v1", "model": "b"},
+    ]
+    return {"ensemble": {"ranker": "builtin:pairrm-minilm-l6"}, "backends": tables}
+
+
+def _lc_backend(**settings: Any) -> dict[str, BackendSettings]:
+    models = three_backends()
+    models["alpha"] = Backend(models["alpha"], **settings)  # type: ignore[assignment]
+    return LangChainBlender(backends=models, ranker=LengthRanker()).engine.backends
+
+
+def _li_backend(**settings: Any) -> dict[str, BackendSettings]:
+    llms: list[Any] = [Backend(FakeLLM(name="alpha"), **settings), FakeLLM(name="b")]
+    return LlamaIndexBlender(llms, ranker=LengthRanker()).engine.backends
+
+
+def _server_backend(**settings: Any) -> dict[str, BackendSettings]:
+    backends = build_served(parse_config(_backend_config(**settings)), {}).llm.engine.backends
+    return {"alpha" if k == "a" else k: v for k, v in backends.items()}
+
+
+BACKEND_BUILDERS = {"langchain": _lc_backend, "llamaindex": _li_backend, "server": _server_backend}
+
+
+@pytest.mark.parametrize("surface", sorted(BACKEND_BUILDERS))
+def test_every_backend_setting_reaches_the_engine(surface: str) -> None:
+    assert BACKEND_BUILDERS[surface](**BACKEND_NON_DEFAULT)["alpha"] == BackendSettings(**BACKEND_NON_DEFAULT)
+
+
+@pytest.mark.parametrize("surface", sorted(BACKEND_BUILDERS))
+@pytest.mark.parametrize("name", BACKEND_SETTINGS)
+def test_every_backend_surface_refuses_a_bad_value_with_the_same_error(surface: str, name: str) -> None:
+    with pytest.raises(ValidationError) as info:
+        BackendSettings(**{name: BACKEND_BAD[name]})
+    expected = str(info.value.errors()[0]["msg"]).removeprefix("Value error, ").removeprefix(f"{name} ")
+    with pytest.raises((ValueError, ConfigError)) as raised:
+        BACKEND_BUILDERS[surface](**{name: BACKEND_BAD[name]})
+    assert expected in str(raised.value)

@@ -28,7 +28,7 @@ class Blocking:
     """A blocking call for async code, which runs it in a daemon thread: a backend or judge whose async API
     would block the event loop (an async method that calls the sync one), or one with no async API."""
 
-    call: Callable[[], Any]
+    call: Callable[..., Any]
 
 
 #: an async call: a coroutine function, or a :class:`Blocking` call

@@ -24,11 +24,19 @@ from blender_core.ensemble.outcome import Delta, EnsembleOutcome, PolicyReport
 from blender_core.ensemble.pipeline import BlendPipeline, BlendResult, FusionError
 from blender_core.ensemble.prompts import render_prompt
 from blender_core.ensemble.records import BackendAnswer, BackendRequest, CandidateRecord, EnsembleError
-from blender_core.ensemble.settings import BackendSettings, EnsembleConfig, EnsembleSettings
+from blender_core.ensemble.settings import (
+    Backend,
+    BackendSettings,
+    EnsembleConfig,
+    EnsembleSettings,
+    split_backends,
+    unwrap,
+)
 
 __all__ = [
     "USAGE_KEYS",
     "AsyncCall",
+    "Backend",
     "BackendAnswer",
     "BackendRequest",
     "BackendSettings",
@@ -50,5 +58,7 @@ __all__ = [
     "call_backends",
     "name_backends",
     "render_prompt",
+    "split_backends",
     "sum_usage",
+    "unwrap",
 ]

@@ -19,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeAlias
 
+from blender_core.base.calls import Blocking
 from blender_core.base.threads import BackendThreads
 from blender_core.base.usage import UsageSink, sum_usage
-from blender_core.ensemble.backends import AsyncCall, acall_backends, call_backends
+from blender_core.ensemble.backends import acall_backends, call_backends
 from blender_core.ensemble.outcome import Delta, EnsembleOutcome
 from blender_core.ensemble.pipeline import BlendPipeline, FusionError
 from blender_core.ensemble.policy import (
@@ -39,7 +40,7 @@ from blender_core.ensemble.policy import (
     holds_on_matrix,
     holds_on_pair,
 )
-from blender_core.ensemble.records import BackendAnswer, CandidateRecord, EnsembleError
+from blender_core.ensemble.records import BackendAnswer, BackendRequest, CandidateRecord, EnsembleError
 from blender_core.ensemble.requests import bind_request, priced
 from blender_core.ensemble.settings import BackendSettings, EnsembleConfig
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
@@ -49,8 +50,10 @@ from blender_core.ranking.registry import RankerSpec
 #: backend name -> a call that returns its answer (sync), or a coroutine function (async)
 logger = logging.getLogger(__name__)
 
-Calls: TypeAlias = Mapping[str, Callable[[], BackendAnswer]]
-AsyncCalls: TypeAlias = Mapping[str, AsyncCall]
+#: backend name -> its call: of the :class:`BackendRequest` (as the adapters give), or of nothing
+Calls: TypeAlias = Mapping[str, Callable[[BackendRequest], BackendAnswer] | Callable[[], BackendAnswer]]
+#: the same, async: coroutine functions, or :class:`Blocking` calls
+AsyncCalls: TypeAlias = Mapping[str, Callable[..., Awaitable[BackendAnswer]] | Blocking]
 #: what a stream yields: pieces of the answer, then the finished outcome
 Event: TypeAlias = Delta | EnsembleOutcome
 
@@ -122,17 +125,20 @@ class Ensemble:
 
     # ------------------------------------------------------------------ backends
     def call(self, calls: Calls) -> list[CandidateRecord]:
-        """Call every backend concurrently (threads), each within the timeout; failures become records."""
+        """Call every backend once, concurrently (threads), each within the timeout; failures become
+        records (one plain round: :meth:`gather` runs the adaptive ones)."""
         c = self.config
+        plain = {name: bind_request(call, BackendRequest(name)) for name, call in calls.items()}
         return _logged(
-            call_backends(calls, timeout=c.timeout, max_concurrency=c.max_concurrency, threads=self.threads)
+            call_backends(plain, timeout=c.timeout, max_concurrency=c.max_concurrency, threads=self.threads)
         )
 
     async def acall(self, calls: AsyncCalls) -> list[CandidateRecord]:
-        """Await every backend concurrently, each within the timeout; failures become records."""
+        """Await every backend once, concurrently, each within the timeout; failures become records."""
         c = self.config
+        plain = {name: bind_request(call, BackendRequest(name)) for name, call in calls.items()}
         records = await acall_backends(
-            calls, timeout=c.timeout, max_concurrency=c.max_concurrency, threads=self.threads
+            plain, timeout=c.timeout, max_concurrency=c.max_concurrency, threads=self.threads
         )
         return _logged(records)
 

@@ -170,7 +170,7 @@ def _layers(names: Sequence[str], settings: Mapping[str, BackendSettings], confi
         outcome = yield RankRound(tuple(records), successes)
         if layer == config.layers:
             break
-        chosen = [outcome.successes[i] for i in outcome.blend.chosen]
+        chosen = [outcome.successes[i] for i in outcome.blend.ranking.top(config.top_k)]  # fuser or not
         if not all(r.answer is not None and r.answer.fusible for r in chosen):
             stop = f"layer {layer}'s best answer is a tool call: layering ends there"
             break

@@ -225,6 +225,39 @@ class BackendSettings(BaseModel):
         return (tokens_in * self.price_in + tokens_out * self.price_out) / 1_000_000
 
 
+class Backend(BackendSettings):
+    """A backend (a chat model, an LLM, any model an adapter takes) with its ensemble settings.
+
+    Example:
+        >>> Backend("gpt-4o-stand-in", tier=2, price_in=2.5, price_out=10.0).tier
+        2
+    """
+
+    model_config = ConfigDict(arbitrary_types_allowed=True, frozen=True)
+
+    model: Any = Field(description="The backend itself, as the adapter takes it.")
+
+    def __init__(self, model: Any, **settings: Any) -> None:
+        super().__init__(**{"model": model, **settings})
+
+    def settings(self) -> BackendSettings:
+        """Its settings without the model."""
+        return BackendSettings(**self.backend_settings())
+
+
+def unwrap(backend: Any) -> Any:
+    """The model of a :class:`Backend`, or the object itself."""
+    return backend.model if isinstance(backend, Backend) else backend
+
+
+def split_backends(named: Mapping[str, Any]) -> tuple[dict[str, Any], dict[str, BackendSettings]]:
+    """Named backends (some wrapped in :class:`Backend`) as the models by name and the settings of those
+    that have any."""
+    models = {name: unwrap(b) for name, b in named.items()}
+    settings = {name: b.settings() for name, b in named.items() if isinstance(b, Backend)}
+    return models, settings
+
+
 class EnsembleConfig(EnsembleSettings):
     """The engine's settings, frozen (see :class:`EnsembleSettings` for each one)."""
 

@@ -30,6 +30,7 @@ from blender_core.app.serve.config import (
     server_keys,
 )
 from blender_core.app.serve.redaction import Redactor, redacting_http_client
+from blender_core.ensemble import Backend as EnsembleBackend
 
 logger = logging.getLogger(__name__)
 
@@ -178,8 +179,11 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
             )
         else:
             fuser = backends[spec.name]
+        fuser = EnsembleBackend(fuser, price_in=spec.price_in, price_out=spec.price_out)  # its calls priced
+    # each backend with its tier, samples and prices
+    settings = {b.name: EnsembleBackend(backends[b.name], **b.backend_settings()) for b in config.backends}
     llm = BlenderLLM(
-        backends=backends,
+        backends=settings,
         ranker=e.ranker,
         fuser=fuser,
         model_name=config.server.model_name,

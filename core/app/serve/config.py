@@ -36,7 +36,7 @@ from typing import Annotated, Any, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from blender_core.app.local_chat import LocalBackend
-from blender_core.ensemble.settings import EnsembleSettings
+from blender_core.ensemble.settings import BackendSettings, EnsembleSettings
 from blender_core.ranking.registry import check_ranker_spec
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -134,8 +134,9 @@ class EnsembleSection(EnsembleSettings):
     fuser: str | None = None
 
 
-class OpenAIBackend(_Section):
-    """An OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, LiteLLM, llama.cpp's server, hosted APIs."""
+class OpenAIBackend(_Section, BackendSettings):
+    """An OpenAI-compatible endpoint: OpenAI, vLLM, Ollama, LiteLLM, llama.cpp's server, hosted APIs (with
+    the ensemble's per-backend settings: ``tier``, ``samples``, ``price_in``, ``price_out``)."""
 
     kind: Literal["openai"]
     name: BackendName
@@ -149,9 +150,9 @@ class OpenAIBackend(_Section):
     stream_usage: bool = True
 
 
-class HuggingFaceBackend(_Section):
+class HuggingFaceBackend(_Section, BackendSettings):
     """A local transformers chat model (a folder, or a hub id fetched once), run as the demo runs its own
-    (:mod:`blender_core.app.local_chat`)."""
+    (:mod:`blender_core.app.local_chat`), with the ensemble's per-backend settings."""
 
     kind: Literal["huggingface"]
     name: BackendName
