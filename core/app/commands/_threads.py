@@ -2,12 +2,13 @@
 default) :func:`auto_threads`, torch's default less the cores other work keeps busy, at least 1.
 
 Why: torch's threads wait on each other, so on a CPU that other work already keeps busy more threads are
-slower, not faster. Measured on a shared 2-core machine (load average 2 to 3.5, other test suites running;
-``rank`` of 24 PandaLM records with the built-in ranker, the two settings alternated): torch's default of 2
-threads took 0.39 to 1.36 s a record, as the other work came and went, 1 thread 0.63 to 0.66 s; the demo's
-SmolLM2 generated 3 to 6 times faster with 1 thread than with 2. The load average alone did not tell the
-fast runs from the slow ones (2.7 and 1.9 against 2.4 and 2.3); hence the sample of the moment beside it.
-On an idle machine the rule keeps torch's default.
+slower, not faster. Measured on a shared 2-core machine with other test suites running (``rank`` of 24
+PandaLM records with the built-in ranker, the settings alternated, 4 runs each): at a load average of 4.5
+to 6.7, torch's default of 2 threads took 3.7 to 5.7 s a record, 1 thread 1.1 to 1.2 s, and this rule 0.8
+to 1.7 s (it chose 1 thread each time); at 1.9 to 2.7, 2 threads took 0.39 to 1.36 s as the other work came
+and went, 1 thread 0.63 to 0.66 s. The demo's SmolLM2 generated 3 to 6 times faster with 1 thread than
+with 2. The load average alone did not tell the fast 2-thread runs from the slow ones (2.7 and 1.9 against
+2.4 and 2.3); hence the sample of the moment beside it. On an idle machine the rule keeps torch's default.
 
 A helper module, not a command (the CLI registers no module whose name starts with ``_``); it imports torch
 only when a command runs.
