@@ -31,15 +31,17 @@ app = typer.Typer(
 # One module per command in blender_core.app.commands (modules starting with "_" are helpers); each defines
 # ``register(app)``. Registering is cheap: a command imports torch, transformers and the rest of the library
 # when it runs, so that ``--help`` answers at once and a missing optional dependency only breaks the command
-# that needs it (see ``_extra_hint``).
+# that needs it (see ``_errors``).
 COMMAND_MODULES = tuple(
     m.name for m in pkgutil.iter_modules(commands.__path__) if not m.name.startswith("_")
 )
 
 
-def _extra_hint(command: Callable[..., Any]) -> Callable[..., Any]:
-    """The command, with a missing optional dependency reported as one error line naming the extra to
-    install (the library's ``ImportError`` says which: ``pip install "blender-llm[eval]"``), exit status 1."""
+def _errors(command: Callable[..., Any]) -> Callable[..., Any]:
+    """The command, with the errors a user can fix told as one line, exit status 1: a missing optional
+    dependency (the library's ``ImportError`` names the extra: ``pip install "blender-llm[eval]"``), and data
+    or settings the library refuses (``ValueError``, ``FileNotFoundError``: their messages say what was wrong
+    and what to do). With ``-v``, the traceback instead."""
 
     @functools.wraps(command)
     def run(*args: Any, **kwargs: Any) -> Any:
@@ -47,6 +49,11 @@ def _extra_hint(command: Callable[..., Any]) -> Callable[..., Any]:
             return command(*args, **kwargs)
         except ImportError as exc:
             if "blender-llm[" not in str(exc):
+                raise
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        except (ValueError, FileNotFoundError) as exc:
+            if _verbose:
                 raise
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(1) from exc
@@ -86,7 +93,7 @@ def _register_all() -> None:
         if command.cls is None or not issubclass(command.cls, Command):  # typer's default class
             command.cls = Command
         if command.callback is not None:
-            command.callback = _quiet(_extra_hint(command.callback))
+            command.callback = _quiet(_errors(command.callback))
 
 
 _verbose = False  # -v: set by the group's callback, before the command runs

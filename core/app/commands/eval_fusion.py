@@ -53,6 +53,8 @@ def register(app: typer.Typer) -> None:
             Path,
             typer.Option(
                 "--data",
+                exists=True,
+                dir_okay=False,
                 help="An AlpacaEval pool file (.jsonl[.gz]: {instruction, reference, candidates: [{model, output, pref}]}); its `reference` outputs are the targets.",
             ),
         ],

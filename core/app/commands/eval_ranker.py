@@ -34,7 +34,7 @@ def _set_name(path: Path) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("eval-ranker")
     def eval_ranker(
-        data: Annotated[list[Path], typer.Option("--data", help="Pair files and/or candidate-set files (.jsonl[.gz]). Repeat the option or list several after one --data.")],
+        data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="Pair files and/or candidate-set files (.jsonl[.gz]). Repeat the option for several.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and accuracy.png.")],
         model: Model = None,
         score_key: Annotated[str | None, typer.Option(help="MixInstruct candidate sets: the candidate score that ranks them ('-name' if lower is better).")] = None,

