@@ -104,7 +104,7 @@ def test_the_commands_speak_one_vocabulary() -> None:
     [
         (
             "eval-fusion",
-            ["--data", "d.jsonl", "--out", "o", "--ranker", "longest", "--threads=2"],
+            ["--data", __file__, "--out", "o", "--ranker", "longest", "--threads=2"],
             {"model": "longest", "num_threads": 2},
         ),
         (
@@ -138,9 +138,9 @@ def test_a_choice_is_checked_before_anything_loads_and_lists_the_choices() -> No
     runs = {
         "rank": ["rank", "nowhere.jsonl", "--out", "o.jsonl"],
         "label-pairs": ["label-pairs", "nowhere.jsonl", "--out", "o.jsonl"],
-        "eval-ranker": ["eval-ranker", "--data", "nowhere.jsonl", "--out", "o"],
+        "eval-ranker": ["eval-ranker", "--data", __file__, "--out", "o"],  # any file: nothing is read
         "rank-examples": ["rank-examples", "-m", "nowhere"],
-        "train-fuser": ["train-fuser", "--base", "nowhere", "--out", "o", "--examples", "nowhere"],
+        "train-fuser": ["train-fuser", "--base", "nowhere", "--out", "o", "--examples", __file__],
     }
     for name, args in runs.items():
         res = CliRunner().invoke(app, [*args, "--strategy", "best"])
