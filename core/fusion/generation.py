@@ -180,7 +180,7 @@ def load_model_and_tokenizer(
         model = auto_model.from_pretrained(str(name_or_path), dtype=dtype, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
         raise type(exc)(
-            f"could not load {what} from {str(name_or_path)!r} ({exc}). {hint}; check the network and `token=` "
-            "for gated repos, or `local_files_only=True` offline"
+            f"could not load {what} from {str(name_or_path)!r} ({exc}). {hint}; check the network and, for a "
+            "gated repo, your token (`token=` or $HF_TOKEN); offline, `local_files_only=True` or HF_HUB_OFFLINE=1"
         ) from exc
     return model, tokenizer

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import os
 import threading
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -128,7 +129,7 @@ def load_ranker(spec: RankerSpec = None, **options: Any) -> Ranker:
                 ranker = _load(name, options)
             except OSError as exc:
                 if spec is None:
-                    raise OSError(_default_unavailable(exc)) from exc
+                    raise DefaultRankerUnavailableError(exc) from exc
                 raise
             with _guard:
                 _cache[key] = ranker
@@ -157,15 +158,28 @@ def _load(name: str, options: dict[str, Any]) -> Ranker:
     return PairRanker.from_pretrained(name, **options)
 
 
-def _default_unavailable(exc: OSError) -> str:
-    offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
-    why = (
-        "HF_HUB_OFFLINE is set, so the hub is not asked, and there is no cached copy"
-        if offline
-        else "it is fetched from the Hugging Face hub on first use and cached, and neither worked here"
-    )
-    return (
-        f"the default ranker {DEFAULT_RANKER!r} could not be loaded: {why} ({exc}). Offline, pass a ranker "
-        f"explicitly: ranker={BUILTIN_RANKER!r} (shipped with this package, needs blender-llm[local]; a small "
-        "stand-in, no better than 'the longer answer wins' on human labels) or the folder of a PairRM checkpoint"
-    )
+class DefaultRankerUnavailableError(OSError):
+    """The default ranker could not be loaded (offline, or the hub unreachable), and what to pass instead.
+
+    ``str(error)`` says it in Python's terms (``ranker=...``); :meth:`explain` in another interface's (the
+    command line: ``--model ...``).
+    """
+
+    def __init__(self, cause: OSError) -> None:
+        offline = os.environ.get("HF_HUB_OFFLINE", "").strip().lower() in ("1", "true", "yes", "on")
+        self.why = (
+            "HF_HUB_OFFLINE is set, so the hub is not asked, and there is no cached copy"
+            if offline
+            else "it is fetched from the Hugging Face hub on first use and cached, and neither worked here"
+        )
+        self.cause = cause
+        super().__init__(self.explain(lambda spec: f"ranker={spec!r}"))
+
+    def explain(self, pass_ranker: Callable[[str], str]) -> str:
+        """The message, with ``pass_ranker(spec)`` saying how to pass a ranker (``--model {spec}``)."""
+        return (
+            f"the default ranker {DEFAULT_RANKER!r} could not be loaded: {self.why} ({self.cause}). Offline, "
+            f"pass a ranker explicitly: {pass_ranker(BUILTIN_RANKER)} (shipped with this package, needs "
+            "blender-llm[local]; a small stand-in, no better than 'the longer answer wins' on human labels) or "
+            "the folder of a PairRM checkpoint"
+        )

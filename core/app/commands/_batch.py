@@ -13,52 +13,34 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
+
+# the options every command that ranks shares, here with the batch commands' own (re-exported)
+from blender_core.app.commands._command import NoProgress as NoProgress
+from blender_core.app.commands._command import at_least as _at_least
+from blender_core.app.commands._command import choice
+from blender_core.app.commands._ranker import Device as Device
+from blender_core.app.commands._ranker import Model as Model
+from blender_core.app.commands._ranker import Strategy as Strategy
+from blender_core.app.commands._threads import NumThreads as NumThreads
+from blender_core.app.commands._threads import set_torch_threads
 
 if TYPE_CHECKING:
     from blender_core.batch.plan import LineError
     from blender_core.batch.ray_cluster import RaySettings
     from blender_core.batch.sharded import ShardedReport
 
-N = TypeVar("N", int, float)
-
-
-def _at_least(low: N) -> Callable[[N | None], N | None]:
-    """An option callback: a number below ``low`` is a usage error naming the option and the value."""
-
-    def check(value: N | None) -> N | None:
-        if value is not None and value < low:
-            raise typer.BadParameter(f"must be at least {low}, got {value}")
-        return value
-
-    return check
-
-
 # ---------------------------------------------------------------------------- options of every batch command
 Files = Annotated[
     list[Path],
     typer.Argument(
-        help='Input files: JSON lines (.gz ok) or Parquet (.parquet); pairs, {instruction, candidates: [{model, output, pref}]}, MixInstruct, or {prompt, candidates: \\[str]}. With several, records without an id are keyed by (file, line) and each output line says its "file".'
+        help='Input files: JSON lines (.gz ok) or Parquet (.parquet); pairs, {instruction, candidates: [{model, output, pref}]}, MixInstruct, or {prompt, candidates: [str]}. With several, records without an id are keyed by (file, line) and each output line says its "file".'
     ),
 ]
 Out = Annotated[
     Path, typer.Option("--out", "-o", help="Output JSON lines; records already in it are skipped (resume).")
-]
-Model = Annotated[
-    str | None,
-    typer.Option(
-        "--model",
-        "-m",
-        help="Ranker: folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM, from the hub).",
-    ),
-]
-Strategy = Annotated[
-    str,
-    typer.Option(
-        help="full (n(n-1) comparisons, every score) | knockout | bubble (2(n-1), for the best) | sort"
-    ),
 ]
 BatchSize = Annotated[
     int,
@@ -81,19 +63,15 @@ Errors = Annotated[
         help="Also write each skipped line to this JSON-lines file, with its line number and reason.",
     ),
 ]
-Device = Annotated[str | None, typer.Option(help="cpu, cuda, cuda:1 … (default: CUDA when available).")]
-NumThreads = Annotated[
-    int,
-    typer.Option(
-        callback=_at_least(0),
-        help="CPU threads for torch (0: torch's default); 1 is fastest on a busy shared CPU. With --engine ray: per actor.",
-    ),
-]
-NoProgress = Annotated[bool, typer.Option("--no-progress", help="No progress bar.")]
+#: the --engine choices: blender_core.batch.jobs.ENGINES (a test checks)
+ENGINES = ("local", "ray")
 Engine = Annotated[
     str,
-    typer.Option(
-        help='local (this process) | ray (Ray Data and a pool of Ray actors; pip install "blender-llm\\[ray]").'
+    choice(
+        ENGINES,
+        "--engine",
+        help='local (this process) or ray (Ray Data and a pool of Ray actors; pip install "blender-llm[ray]"). '
+        "With ray, --num-threads 0 lets Ray size each actor's threads from --cpus-per-actor.",
     ),
 ]
 Address = Annotated[
@@ -221,18 +199,12 @@ def ray_settings(opts: BatchOptions) -> RaySettings | None:
 
 
 def prepare_job(opts: BatchOptions) -> RaySettings | None:
-    """What a batch command does before a ranker is loaded: check the strategy, the engine and its Ray
-    options, and the paths; set torch's threads in this process (a Ray actor sets its own). Returns the Ray
+    """What a batch command does before a ranker is loaded: check the engine and its Ray options, and the
+    paths; set torch's threads in this process (a Ray actor sets its own). Returns the Ray
     settings (None: the local engine)."""
-    from blender_core.ranking.strategies import STRATEGIES
-
-    if opts.strategy not in STRATEGIES:
-        raise typer.BadParameter(f"unknown strategy {opts.strategy!r}; choose one of {', '.join(STRATEGIES)}")
     settings = ray_settings(opts)
-    if opts.num_threads > 0 and settings is None:
-        import torch
-
-        torch.set_num_threads(opts.num_threads)
+    if settings is None:
+        set_torch_threads(opts.num_threads)
     check_paths(opts.files, opts.out, opts.errors)
     return settings
 

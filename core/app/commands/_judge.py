@@ -14,14 +14,15 @@ from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from blender_core.ranking import MT_BENCH_PAIR, CallableChat, ChatReply, JudgePrompt, JudgeRanker
-from blender_core.ranking.judge.chat import Message
-from blender_core.ranking.judge.prompts import VERDICT_ONLY_PAIR
+from blender_core.app.commands._command import choice
 
 if TYPE_CHECKING:
     from blender_core.fusion.chat import LocalChat
+    from blender_core.ranking import ChatReply, JudgePrompt, JudgeRanker
+    from blender_core.ranking.judge.chat import Message
 
-JUDGE_PROMPTS: dict[str, JudgePrompt] = {"verdict": VERDICT_ONLY_PAIR, "mt-bench": MT_BENCH_PAIR}
+#: the --judge-prompt choices (the prompts themselves are imported when a judge is loaded: see judge_prompt)
+JUDGE_PROMPT_NAMES = ("verdict", "mt-bench")
 # new tokens per reply: the verdict with a few words before it / MT-Bench's short explanation and verdict
 DEFAULT_MAX_NEW_TOKENS = {"verdict": 16, "mt-bench": 256}
 LOCAL_NAMES = ("smollm2", "builtin:smollm2")
@@ -36,7 +37,8 @@ JudgeSpec = Annotated[
 ]
 JudgePromptName = Annotated[
     str,
-    typer.Option(
+    choice(
+        JUDGE_PROMPT_NAMES,
         "--judge-prompt",
         help="verdict (MT-Bench's pairwise prompt asking for [[A]]/[[B]]/[[C]] only) or mt-bench (explanation first).",
     ),
@@ -73,10 +75,14 @@ def judge_from_option(
 ) -> tuple[JudgeRanker, dict[str, Any]]:
     """The judge named on the command line and its settings for the report. A judge that cannot be loaded
     exits with its error message and status 1, as a ranker does."""
-    if prompt not in JUDGE_PROMPTS:
-        raise typer.BadParameter(f"unknown judge prompt {prompt!r}; choose one of {', '.join(JUDGE_PROMPTS)}")
+    if prompt not in JUDGE_PROMPT_NAMES:
+        raise typer.BadParameter(
+            f"unknown judge prompt {prompt!r}; choose one of {', '.join(JUDGE_PROMPT_NAMES)}",
+            param_hint="'--judge-prompt'",
+        )
     from blender_core.app.local_chat import load_chat_model
     from blender_core.fusion.chat import LocalChat
+    from blender_core.ranking import CallableChat, JudgeRanker
 
     tokens = DEFAULT_MAX_NEW_TOKENS[prompt] if max_new_tokens is None else max_new_tokens
     try:
@@ -86,7 +92,7 @@ def judge_from_option(
             model, tokenizer, max_new_tokens=tokens, generate_kwargs={"max_time": timeout}, name=name
         )
         judge = JudgeRanker(
-            CallableChat(_replies(chat), name=name), prompt=JUDGE_PROMPTS[prompt],
+            CallableChat(_replies(chat), name=name), prompt=judge_prompt(prompt),
             max_concurrency=concurrency, max_stuck_calls=max(8, concurrency), timeout=timeout,
         )  # fmt: skip
     except (OSError, ValueError, ImportError) as exc:
@@ -99,8 +105,17 @@ def judge_from_option(
     return judge, settings
 
 
+def judge_prompt(name: str) -> JudgePrompt:
+    """The judge prompt a --judge-prompt name stands for."""
+    from blender_core.ranking import MT_BENCH_PAIR
+    from blender_core.ranking.judge.prompts import VERDICT_ONLY_PAIR
+
+    return {"verdict": VERDICT_ONLY_PAIR, "mt-bench": MT_BENCH_PAIR}[name]
+
+
 def _replies(chat: LocalChat) -> Callable[[list[Message]], ChatReply]:
     """The local chat's ``complete`` as a judge call returning a ``ChatReply``."""
+    from blender_core.ranking import ChatReply
 
     def complete(messages: list[Message]) -> ChatReply:
         text, usage = chat.complete(messages)

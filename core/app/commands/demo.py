@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import textwrap
 import threading
 import time
@@ -12,6 +11,10 @@ from typing import TYPE_CHECKING, Annotated, Any
 from uuid import UUID
 
 import typer
+
+from blender_core.app.commands._command import command_class
+from blender_core.app.commands._ranker import BUILTIN_RANKER
+from blender_core.app.commands._threads import NumThreads, set_torch_threads
 
 if TYPE_CHECKING:
     from blender_core.app.demo import DemoAnswer
@@ -94,22 +97,9 @@ def progress_handler(emit: Callable[[str], None], n_backends: int) -> Any:
     return _Progress()
 
 
-def _auto_threads() -> int | None:
-    """1 when the machine is already busy (load average >= usable cores), else None (torch's default).
-
-    On a busy CPU, torch's threads wait on each other: measured on a shared 2-core machine (load about
-    6), SmolLM2 generated 3 to 6 times faster with 1 thread than with 2.
-    """
-    try:
-        load = os.getloadavg()[0]
-        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
-    except OSError:
-        return None
-    return 1 if load >= cores else None
-
-
 def register(app: typer.Typer) -> None:
-    @app.command("demo")
+    # renamed in 0.2 to the other commands' name; the old one is accepted, hidden, until the next release
+    @app.command("demo", cls=command_class(renamed={"--ranker": "--model"}))
     def demo(
         prompt: Annotated[
             list[str] | None,
@@ -126,10 +116,12 @@ def register(app: typer.Typer) -> None:
         ranker: Annotated[
             str,
             typer.Option(
-                "--ranker",
-                help="Ranker folder, hub id or built-in name; the demo is offline, so it passes the built-in one.",
+                "--model",
+                "-m",
+                help="Ranker: folder, hub id, reward:<model> or built-in name; the demo is offline, so its default "
+                "is the built-in one.",
             ),
-        ] = "builtin:pairrm-minilm-l6",
+        ] = BUILTIN_RANKER,
         chat_model: Annotated[
             Path | None,
             typer.Option(
@@ -142,13 +134,7 @@ def register(app: typer.Typer) -> None:
             typer.Option(help="Backends generating at once; 1 is fastest on a small CPU (one shared model)."),
         ] = 1,
         seed: Annotated[int, typer.Option(help="Seed of the sampled backend.")] = 0,
-        num_threads: Annotated[
-            int,
-            typer.Option(
-                help="CPU threads for torch; 0: auto (1 when the CPU is already busy, where more threads are "
-                "several times slower; else torch's default)."
-            ),
-        ] = 0,
+        num_threads: NumThreads = 0,
     ) -> None:
         """Ask several local chat backends, rank their answers and fuse the best, all offline.
 
@@ -177,9 +163,7 @@ def register(app: typer.Typer) -> None:
         from blender_core.app.demo import ask, build_ensemble
         from blender_core.app.local_chat import load_chat_model
 
-        threads = num_threads or _auto_threads()
-        if threads:
-            torch.set_num_threads(threads)
+        set_torch_threads(num_threads)
         torch.manual_seed(seed)
         prompts = list(prompt or DEFAULT_PROMPTS)
 

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
+from blender_core.app.commands._command import NoProgress, choice, command_class
 from blender_core.app.commands._judge import (
     JudgeConcurrency,
     JudgeMaxNewTokens,
@@ -20,6 +21,8 @@ from blender_core.app.commands._judge import (
     JudgeTimeout,
     judge_from_option,
 )
+from blender_core.app.commands._ranker import BUILTIN_RANKER, Device
+from blender_core.app.commands._threads import NumThreads, set_torch_threads
 
 logger = logging.getLogger(__name__)
 
@@ -43,22 +46,26 @@ def make_rank_fn(spec: str | None, *, device: str | None, records: Any = None) -
 
 
 def register(app: typer.Typer) -> None:
-    @app.command("eval-fusion")
+    # renamed in 0.2 to the other commands' names; the old ones are accepted, hidden, until the next release
+    @app.command("eval-fusion", cls=command_class(renamed={"--ranker": "--model", "--threads": "--num-threads"}))
     def eval_fusion(
         data: Annotated[
             Path,
             typer.Option(
                 "--data",
-                help="An AlpacaEval pool file (e.g. ../shared/data/alpacaeval/ae2_poolB12.dev.jsonl.gz); its `reference` outputs are the targets.",
+                exists=True,
+                dir_okay=False,
+                help="An AlpacaEval pool file (.jsonl[.gz]: {instruction, reference, candidates: [{model, output, pref}]}); its `reference` outputs are the targets.",
             ),
         ],
         out: Annotated[Path, typer.Option("--out", "-o", help="Output folder for report.json / report.md.")],
-        ranker: Annotated[
+        model: Annotated[
             str | None,
             typer.Option(
-                "--ranker",
-                help="Ranker name, folder, hub id or reward:<model> (default: llm-blender/PairRM), or: pref (the "
-                "data's judge labels), longest.",
+                "--model",
+                "-m",
+                help=f"Ranker: folder, hub id, reward:<model> or built-in name ({BUILTIN_RANKER}, offline), or "
+                "pref (the data's judge labels) or longest (baselines). Default: llm-blender/PairRM, from the hub.",
             ),
         ] = None,
         fuser: Annotated[
@@ -81,15 +88,13 @@ def register(app: typer.Typer) -> None:
             float | None, typer.Option(help="Passed to generate (e.g. 1.2 curbs the loops of small models).")
         ] = None,
         batch_size: Annotated[int, typer.Option(help="Instructions per fuser call.")] = 4,
-        seed: Annotated[int, typer.Option()] = 0,
-        device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
+        seed: Annotated[int, typer.Option(help="Seed of the instruction sample.")] = 0,
+        device: Device = None,
         bertscore_model: Annotated[
             Path | None, typer.Option(help="Encoder folder for BERTScore (default: the local MiniLM-L6).")
         ] = None,
-        threads: Annotated[
-            int | None, typer.Option(help="CPU threads for torch (1 is much faster on a busy, shared CPU).")
-        ] = None,
-        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+        num_threads: NumThreads = 0,
+        no_progress: NoProgress = False,
         judge: JudgeSpec = None,
         judge_candidates: Annotated[
             int | None,
@@ -101,9 +106,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         judge_strategy: Annotated[
             str,
-            typer.Option(
+            choice(
+                ("full", "sort"),
                 "--judge-strategy",
-                help="full (every pair, ties share their places) or sort (about 2 n log2 n calls).",
+                help="How the judge orders the GPT-Rank pool: full (every pair, ties share their places) or sort "
+                "(about 2 n log2 n calls).",
             ),
         ] = "full",
         judge_prompt: JudgePromptName = "verdict",
@@ -113,10 +120,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Score fused answers, the ranker's top-1 and the best single model against reference outputs; with
         --judge, also rank them among the candidates with an LLM judge (GPT-Rank, 1 = best)."""
-        if threads is not None:
-            import torch
-
-            torch.set_num_threads(threads)
+        set_torch_threads(num_threads)
         from blender_core.data.alpacaeval import load_alpacaeval
         from blender_core.evaluation.fusion import evaluate_fusion, format_markdown, write_report
         from blender_core.evaluation.text_metrics import BertScore
@@ -133,7 +137,7 @@ def register(app: typer.Typer) -> None:
                 concurrency=judge_concurrency,
             )
         records = load_alpacaeval(data)
-        rank_fn, note = make_rank_fn(ranker, device=device, records=records)
+        rank_fn, note = make_rank_fn(model, device=device, records=records)
         fuser_kwargs: dict[str, Any] = {"device": device, "batch_size": batch_size}
         if fuser == "smollm2" or not _is_seq2seq(fuser):
             fuser_kwargs["candidate_maxlength"] = candidate_maxlength
@@ -154,7 +158,7 @@ def register(app: typer.Typer) -> None:
             progress=not no_progress,
             settings={
                 "data": str(data),
-                "ranker": ranker,
+                "ranker": model,
                 "ranker_note": note,
                 "command": "blender-llm " + shlex.join(sys.argv[1:]),
                 "torch_threads": _torch_threads(),

@@ -11,6 +11,7 @@ from typing import Annotated
 
 import typer
 
+from blender_core.app.commands._command import NoProgress
 from blender_core.app.commands._judge import (
     JudgeConcurrency,
     JudgeMaxNewTokens,
@@ -19,6 +20,8 @@ from blender_core.app.commands._judge import (
     JudgeTimeout,
     judge_from_option,
 )
+from blender_core.app.commands._ranker import DEFAULT_STRATEGY, Device, Model, Strategy
+from blender_core.app.commands._threads import NumThreads, set_torch_threads
 
 
 def _set_name(path: Path) -> str:
@@ -31,25 +34,29 @@ def _set_name(path: Path) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("eval-ranker")
     def eval_ranker(
-        data: Annotated[list[Path], typer.Option("--data", help="Pair files and/or candidate-set files (.jsonl[.gz]). Repeat the option or list several after one --data.")],
+        data: Annotated[list[Path], typer.Option("--data", exists=True, dir_okay=False, help="Pair files and/or candidate-set files (.jsonl[.gz]). Repeat the option for several.")],
         out: Annotated[Path, typer.Option("--out", "-o", help="Folder for report.json, report.md and accuracy.png.")],
-        model: Annotated[str | None, typer.Option("--model", "-m", help="Ranker folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM).")] = None,
-        score_key: Annotated[str | None, typer.Option(help="MixInstruct candidate sets: the score that ranks them.")] = None,
-        strategy: Annotated[str, typer.Option(help="Selection strategy: knockout | bubble | sort | full.")] = "knockout",
+        model: Model = None,
+        score_key: Annotated[str | None, typer.Option(help="MixInstruct candidate sets: the candidate score that ranks them ('-name' if lower is better).")] = None,
+        strategy: Strategy = DEFAULT_STRATEGY,
         batch_size: Annotated[int, typer.Option(help="Comparisons per forward pass (a loading option of the ranker).")] = 32,
-        device: Annotated[str | None, typer.Option(help="cpu / cuda (default: cuda when available).")] = None,
-        num_threads: Annotated[int, typer.Option(help="CPU threads for torch (0: torch's default).")] = 0,
-        no_plot: Annotated[bool, typer.Option("--no-plot", help="Skip the PNG.")] = False,
-        no_progress: Annotated[bool, typer.Option("--no-progress")] = False,
+        device: Device = None,
+        num_threads: NumThreads = 0,
+        plot: Annotated[bool, typer.Option("--plot/--no-plot", help="Draw accuracy.png beside the report.")] = True,
+        no_progress: NoProgress = False,
         judge: JudgeSpec = None,
         judge_prompt: JudgePromptName = "verdict",
         judge_max_new_tokens: JudgeMaxNewTokens = None,
         judge_timeout: JudgeTimeout = 120.0,
         judge_concurrency: JudgeConcurrency = 1,
     ) -> None:
-        """Evaluate a ranker (--model) or an LLM judge (--judge): pair files give accuracy vs "longer answer
-        wins"; candidate sets with scores give the selection win rate vs best single model, random, longest
-        and oracle. A judge's report adds its token usage and its issues (verdicts it could not read)."""
+        """Evaluate a ranker (--model) or an LLM judge (--judge) on labelled data.
+
+        Pair files give accuracy vs "longer answer wins"; candidate sets with scores give the selection win
+        rate of the best candidate under --strategy vs best single model, random, longest and oracle. A
+        judge's report adds its token usage and its issues (verdicts it could not read); each of its
+        comparisons is a generation, so on candidate sets --strategy knockout (n-1 per set) costs far less
+        than full (n(n-1))."""
         from blender_core.app.commands._ranker import ranker_from_option
         from blender_core.data.records import CandidateSet, Pair, read_records
         from blender_core.evaluation.costs import MeteredRanker
@@ -59,10 +66,7 @@ def register(app: typer.Typer) -> None:
 
         if judge is not None and model is not None:
             raise typer.BadParameter("--judge and --model are exclusive: evaluate a judge or a ranker")
-        if num_threads > 0:
-            import torch
-
-            torch.set_num_threads(num_threads)
+        set_torch_threads(num_threads)
         start = time.perf_counter()
         files = {}
         for path in data:
@@ -96,5 +100,5 @@ def register(app: typer.Typer) -> None:
             seconds=time.perf_counter() - start,
             judge=None if meter is None else {**(judge_settings or {}), **meter.costs().to_dict()},
         )
-        folder = write_report(report, out, plot=not no_plot)
+        folder = write_report(report, out, plot=plot)
         typer.echo((folder / "report.md").read_text())

@@ -29,12 +29,17 @@ from blender_core.app.commands._batch import (
     Strategy,
     run_command,
 )
+from blender_core.app.commands._command import choice
 
+#: the --pairs choices: blender_core.batch.pairs.PAIR_CHOICES (a test checks)
+PAIR_CHOICES = ("best-vs-worst", "best-vs-each", "all-pairs")
 Pairs = Annotated[
     str,
-    typer.Option(
+    choice(
+        PAIR_CHOICES,
         "--pairs",
-        help="best-vs-worst (one pair per record) | best-vs-each (n-1) | all-pairs (every i better than j).",
+        help="Which pairs a ranking gives: best-vs-worst (one per record), best-vs-each (n-1), all-pairs (every "
+        "i ranked above j).",
     ),
 ]
 Margin = Annotated[
@@ -74,18 +79,14 @@ def register(app: typer.Typer) -> None:
         Each line: {"id" (or "line"), "line_hash", "prompt", "chosen", "rejected", "score_chosen",
         "score_rejected", "margin", "chosen_index", "rejected_index", "chosen_model"?, "rejected_model"?}: the
         columns TRL's DPO trainer reads (prompt, chosen, rejected), with the ranker's scores. --pairs chooses
-        which pairs a ranking gives, --margin drops the close ones (a record may give none). Bad lines, resume,
-        exactly-once writing and the lock on --out are those of `rank`, in this process or on Ray actors
-        (--engine ray). Exit status: as `rank`.
+        which pairs a ranking gives, --margin drops the close ones (a record may give none). With either engine
+        (this process, or Ray actors with --engine ray), bad lines, resume (run the same command again),
+        exactly-once writing and the lock on --out work as in `rank`. Exit status: as `rank`.
         """
         options = BatchOptions.of(locals())
-        from blender_core.batch.pairs import PAIR_CHOICES, PairPolicy
+        from blender_core.batch.pairs import PairPolicy
         from blender_core.batch.pairs import label_pairs as run_label_pairs
 
-        if pairs not in PAIR_CHOICES:
-            raise typer.BadParameter(
-                f"unknown choice {pairs!r}; choose one of {', '.join(PAIR_CHOICES)}", param_hint="'--pairs'"
-            )
         try:
             policy = PairPolicy(pairs, margin)  # type: ignore[arg-type]  # checked against PAIR_CHOICES above
         except ValueError as exc:

@@ -6,6 +6,9 @@ import time
 
 import typer
 
+from blender_core.app.commands._ranker import DEFAULT_STRATEGY, Device, Model, Strategy
+from blender_core.app.commands._threads import NumThreads, set_torch_threads
+
 EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
     (
         "What is the capital of France?",
@@ -40,14 +43,17 @@ EXAMPLES: tuple[tuple[str, tuple[str, ...]], ...] = (
 def register(app: typer.Typer) -> None:
     @app.command("rank-examples")
     def rank_examples(
-        model: str = typer.Option(None, "--model", "-m", help="Ranker folder, hub id, reward:<model> or built-in name (default: llm-blender/PairRM)."),
-        strategy: str = typer.Option("full", help="full | bubble | knockout | sort"),
+        model: Model = None,
+        strategy: Strategy = DEFAULT_STRATEGY,
+        device: Device = None,
+        num_threads: NumThreads = 0,
     ) -> None:
         """Rank a few built-in candidate sets with a ranker and print the rankings."""
         from blender_core.app.commands._ranker import device_of, ranker_from_option
 
+        set_torch_threads(num_threads)
         start = time.perf_counter()
-        ranker, shown = ranker_from_option(model)
+        ranker, shown = ranker_from_option(model, device=device)
         typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})")
         prompts = [p for p, _ in EXAMPLES]
         candidates = [list(c) for _, c in EXAMPLES]

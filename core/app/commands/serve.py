@@ -7,6 +7,11 @@ from typing import Annotated
 
 import typer
 
+from blender_core.app.commands._command import choice
+
+#: uvicorn's log levels (uvicorn.config.LOG_LEVELS)
+LOG_LEVELS = ("critical", "error", "warning", "info", "debug", "trace")
+
 
 def register(app: typer.Typer) -> None:
     @app.command("serve")
@@ -19,7 +24,9 @@ def register(app: typer.Typer) -> None:
             str, typer.Option(help="Address to listen on; beyond loopback only with [server] api_key_envs.")
         ] = "127.0.0.1",
         port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-        log_level: Annotated[str, typer.Option(help="uvicorn's log level.")] = "info",
+        log_level: Annotated[
+            str, choice(LOG_LEVELS, "--log-level", help="How much the server logs (uvicorn's log level).")
+        ] = "info",
     ) -> None:
         """Serve several models, ranked and fused, as one OpenAI-compatible model.
 

@@ -61,7 +61,7 @@ def resolve_folder(name_or_path: str | Path, hub: HubOptions) -> Path:
         raise OSError(
             f"could not find {str(name_or_path)!r} as a local folder nor fetch it from the Hugging Face hub "
             f"({type(exc).__name__}: {exc}). Pass a local checkpoint folder, or check the hub id, your network "
-            "and `token=` for gated repos"
+            "and, for a gated repo, your token (`token=` or $HF_TOKEN)"
         ) from exc
     return folder
 

@@ -65,8 +65,8 @@ def _hub_call(what: str, name: str, call: Any, hub: HubOptions, **kwargs: Any) -
     except OSError as exc:
         raise OSError(
             f"could not load the {what} of {name!r} from a local folder nor the Hugging Face hub "
-            f"({type(exc).__name__}: {exc}). Pass an existing folder, or check the hub id, your network and "
-            "`token=` for gated repos"
+            f"({type(exc).__name__}: {exc}). Pass an existing folder, or check the hub id, your network and, "
+            "for a gated repo, your token (`token=` or $HF_TOKEN)"
         ) from exc
 
 

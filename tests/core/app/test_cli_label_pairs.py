@@ -97,13 +97,12 @@ def test_a_poison_line_is_one_bad_line(tiny_native_ckpt: Path, tmp_path: Path, l
     [
         (
             ["--pairs", "best-vs-median"],
-            "Invalid value for '--pairs': unknown choice 'best-vs-median'; choose one of best-vs-worst, "
-            "best-vs-each, all-pairs",
+            "Invalid value for '--pairs': 'best-vs-median' is not one of best-vs-worst, best-vs-each, all-pairs",
         ),
         (["--margin", "-1"], "Invalid value for '--margin': margin must be a finite number >= 0, got -1.0"),
         (
             ["--engine", "spark"],
-            "Invalid value for '--engine': unknown engine 'spark'; choose one of local, ray",
+            "Invalid value for '--engine': 'spark' is not one of local, ray",
         ),
         (["--actors", "2"], "Invalid value for '--actors': --actors is an option of --engine ray"),
     ],
