@@ -190,9 +190,10 @@ def accept_peers(outcome: EnsembleOutcome) -> list[int]:
 
 
 def holds_on_matrix(matrix: Any, best: int, peers: Sequence[int], margin: float) -> bool:
-    """Whether ``best`` beats every peer by at least ``margin`` in both orders: M[best, j] >= margin (best
-    in the first slot) and M[j, best] <= -margin (best in the second)."""
-    return all(matrix[best, j] >= margin and matrix[j, best] <= -margin for j in peers)
+    """Whether ``best`` beats every peer by at least ``margin`` on the both-order margin
+    M[best, j] - M[j, best]: the pair asked in both orders (best in the first slot, then in the second), so
+    that a ranker's position bias cancels, as in its own scores."""
+    return all(matrix[best, j] - matrix[j, best] >= margin for j in peers)
 
 
 def holds_on_pair(ranking: Any, margin: float) -> bool:

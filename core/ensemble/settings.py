@@ -158,7 +158,8 @@ class EnsembleSettings(BaseModel):
         default=None,
         description="Cascade acceptance (backends in tiers): a ranker with absolute scores (a reward "
         "model) accepts a tier when its top candidate scores at least this; a pairwise ranker when the top "
-        "candidate beats each other candidate of its tier by at least this margin, in both orders. "
+        "candidate beats each other candidate of its tier by at least this both-order margin "
+        "(M[top, j] - M[j, top]: each pair asked in both orders, so position bias cancels). "
         "None: a tier is accepted when it answered at all (the next tier is a fallback).",
     )
     layers: Count = Field(
