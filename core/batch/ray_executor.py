@@ -27,6 +27,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
 import warnings
@@ -114,7 +115,8 @@ class RayExecutor:
             self.settings.cpus_per_actor,
         )
         shards = ray.data.from_items([{"task": t.to_json()} for t in todo], override_num_blocks=len(todo))
-        shards.context.enable_progress_bars = False
+        shards.context.enable_progress_bars = False  # the job's own bar counts records
+        _no_note_of_disabled_bars()
         shards.context.print_on_execution_start = False
         remote: dict[str, Any] = {"max_restarts": -1, "max_task_retries": self.settings.max_task_retries}
         remote.update(self.settings.remote_args)
@@ -145,6 +147,15 @@ class RayExecutor:
                 f"the Ray job failed: {_root_cause(exc)}. The shards ranked so far are kept in {folder}; run the "
                 "same command again to resume"
             ) from exc
+
+
+def _no_note_of_disabled_bars() -> None:
+    """Ray Data warns, once per process, that its progress bars are off; they are off on purpose (the job's own bar
+    counts the records), so the note is marked as given."""
+    with contextlib.suppress(Exception):
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")
 
 
 def _root_cause(exc: BaseException) -> str:
