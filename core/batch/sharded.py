@@ -13,18 +13,13 @@ are :mod:`blender_core.batch.parts`.
 Exactly once, whichever executor ranks: every record to rank is in exactly one shard; a shard's rows reach
 the output only through its part, which is complete or absent and pinned to the shard's records by a digest;
 parts are merged one at a time, journaled, and deleted once merged; a merged record is never planned again
-(resume by key); and one run at a time holds the output's lock. A run stopped or killed at any point and
-started again with the same arguments therefore ends with every record's rows in the output exactly once,
-having lost at most the shards in progress.
+(resume by key; a record that gave no row is remembered in ``OUT.empty.jsonl`` and skipped alike); and one run at
+a time holds the output's lock. A run stopped or killed at any point and started again with the same arguments
+therefore ends with every record's rows in the output exactly once, having lost at most the shards in progress.
 
-The output is the same, byte for byte, whatever the shard size and the executor (up to float noise of
-batching in the scores of a real ranker), and the same as ``rank`` wrote before it ran on this engine, so an
-output an earlier version left half-written resumes here.
-
-Example:
-    >>> from blender_core.batch.shards import LocalExecutor
-    >>> report = run_sharded(["a.jsonl", "b.jsonl"], "ranked.jsonl",
-    ...                      LocalExecutor("builtin:pairrm-minilm-l6"))  # doctest: +SKIP
+**Settings.** The output records the settings that produce its rows (:mod:`blender_core.batch.settings`); a run
+with other settings is refused before anything is loaded or read, unless it starts over (``overwrite``: the
+output, its remembered records, its settings, its errors file and its parts are deleted first).
 """
 
 from __future__ import annotations
@@ -42,10 +37,18 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from blender_core.batch.local_ray import reap_orphans
-from blender_core.batch.output import Key, Written, check_errors_path, check_output_path, check_writable
+from blender_core.batch.output import (
+    Key,
+    Written,
+    check_errors_path,
+    check_output_path,
+    check_writable,
+    empty_path,
+)
 from blender_core.batch.parts import Part, PartStore, read_part
 from blender_core.batch.plan import Entry, LineError, Scan, error_line, read_output, warn_changed
 from blender_core.batch.resume import check_unchanged
+from blender_core.batch.settings import check_settings, settings_path, write_settings
 from blender_core.batch.shards import Executor, JobSpec, RankRows, ShardDone, ShardTask, check_chunk_size
 from blender_core.batch.sources import Input, as_inputs
 from blender_core.data.lines import DataReadError
@@ -126,6 +129,10 @@ class RunOptions:
         on_error: called with each skipped line (bad lines as they are read, records whose ranking failed as
             their shard is merged).
         on_shard: called as each shard's part is written.
+        overwrite: start over: delete the output, the records it remembers, its settings, the errors file and
+            its parts first (needed to write an output with other settings than those it records).
+        on_start: called once the output is locked and checked (paths, settings, input unchanged), before anything
+            is read or ranked: e.g. to load and announce the ranker, which a refused run then never loads.
     """
 
     shard_size: int = DEFAULT_SHARD_SIZE
@@ -133,6 +140,8 @@ class RunOptions:
     show_progress: bool = True
     on_error: Callable[[LineError], None] | None = None
     on_shard: Callable[[ShardDone], None] | None = None
+    overwrite: bool = False
+    on_start: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         check_chunk_size(self.shard_size, "shard_size")
@@ -242,13 +251,32 @@ def run_sharded(
     store = PartStore(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.locked():
-        store.recover()
-        reap_orphans(store.folder)  # what is left of the local Ray of a run that was killed
+        if run.overwrite:
+            reap_orphans(store.folder)  # nothing of a killed run may write a part meanwhile
+            _start_over(out, store, run.errors_path)
+        else:
+            store.recover()
+            reap_orphans(store.folder)  # what is left of the local Ray of a run that was killed
+        record = job.record()
+        changed = check_settings(out, record)  # before anything is read: a refused run changes nothing
         written = read_output(out, several=len(inputs) > 1)
         check_unchanged(inputs, out, written)
         if written:
             logger.info("%s already has %d records; they are skipped", out, len(written))
-        return _Run(inputs, out, store, job, run, written, start).execute(executor)
+        return _Run(inputs, out, store, job, run, written, start, record if changed else None).execute(executor)
+
+
+def _start_over(out: Path, store: PartStore, errors_path: str | Path | None) -> None:
+    """Delete what a run on ``out`` wrote: the output, the records it remembers, its settings, the errors file and
+    its parts (the lock and the note of who holds it stay)."""
+    gone = [p for p in (out, empty_path(out), settings_path(out)) if p.exists()]
+    for path in gone:
+        path.unlink()
+    if errors_path is not None:
+        Path(errors_path).unlink(missing_ok=True)
+    store.remove(keep_owner=True)
+    if gone:
+        logger.info("starting over: deleted %s", ", ".join(map(str, gone)))
 
 
 class _Run:
@@ -263,8 +291,10 @@ class _Run:
         run: RunOptions,
         written: Mapping[Key, Written],
         start: float,
+        record: Mapping[str, Any] | None = None,
     ) -> None:
         self.inputs = inputs
+        self.record = record  # the settings to record before the first row (None: recorded already)
         self.out = out
         self.store = store
         self.job = job
@@ -289,6 +319,10 @@ class _Run:
         self.bar: Any = None
 
     def execute(self, executor: Executor) -> ShardedReport:
+        if self.run.on_start is not None:
+            self.run.on_start()
+        if self.record is not None:  # before the first row
+            write_settings(self.out, self.record)
         with contextlib.ExitStack() as stack:
             if self.run.errors_path:  # rewritten by each run: a run reports every bad line of the input again
                 # a lone surrogate (in a file name that is not UTF-8) is written as its JSON escape, not a failure

@@ -343,3 +343,35 @@ def test_an_output_the_old_rank_left_resumes(tiny_native_ckpt: Path, tmp_path: P
     assert out.read_bytes().startswith(before)  # the old records untouched, the cut one ranked again
     keys = [(r.get("id"), r["line"]) for r in read_lines(out)]
     assert keys == [(r.get("id"), r["line"]) for r in read_lines(OLD / "ranked.jsonl")]  # every record once
+
+
+# ---------------------------------------------------------------------------- settings (issue 21)
+
+
+def test_a_rerun_with_another_strategy_is_refused(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    """``rank --strategy full`` into an output written with knockout appended without a word."""
+    inp = write_lines(tmp_path / "in.jsonl", SETS)
+    out = tmp_path / "out.jsonl"
+    base = ["rank", str(inp), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    first = CliRunner().invoke(app, [*base, "--strategy", "knockout"])
+    assert first.exit_code == 0, first.output
+    write_lines(out, read_lines(out)[:3])  # as an interrupted run leaves it
+    before = out.read_bytes()
+    again = CliRunner().invoke(app, [*base, "--strategy", "full"])
+    assert again.exit_code == 1, again.output
+    _no_traceback(again)
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: {out} was written with other settings: --strategy knockout (this run: full). Nothing was loaded, "
+        f"ranked or written. Run with the settings it was written with (they are in {out}.settings.json), add "
+        f"--overwrite to start over (it deletes {out}, its errors file and its parts), or write to another --out"
+    )
+    assert "ranker:" not in again.stdout
+    assert out.read_bytes() == before
+    same = CliRunner().invoke(app, [*base, "--strategy", "knockout"])  # the settings it records resume it
+    assert same.exit_code == 0, same.output
+    assert "ranked 3 records;" in same.stdout
+    assert "skipped 3 already in" in same.stdout
+    over = CliRunner().invoke(app, [*base, "--strategy", "full", "--overwrite"])
+    assert over.exit_code == 0, over.output
+    assert "ranked 6 records;" in over.stdout
+    assert json.loads((tmp_path / "out.jsonl.settings.json").read_text())["strategy"] == "full"
