@@ -57,6 +57,8 @@ from blender_core.batch.output import empty_path
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part.jsonl"
+#: a shard's part in progress (:mod:`blender_core.batch.partial`): deleted with the parts
+PARTIAL_SUFFIX = ".partial.jsonl"
 JOURNAL = "merging.json"
 LOCK = "lock"
 OWNER = "owner.json"
@@ -285,13 +287,20 @@ class PartStore:
         return {p.name.split(".", 1)[0] for p in self.folder.glob(f"*{PART_SUFFIX}")}
 
     def _parts_of(self, shard: str) -> list[Path]:
-        """Every part file of ``shard``, of any plan (an earlier version named a part by its shard alone)."""
-        return [*self.folder.glob(f"{shard}.*{PART_SUFFIX}"), self.folder / f"{shard}{PART_SUFFIX}"]
+        """Every part file of ``shard`` (complete or in progress), of any plan (an earlier version named a part by its
+        shard alone)."""
+        return [
+            *self.folder.glob(f"{shard}.*{PART_SUFFIX}"),
+            *self.folder.glob(f"{shard}.*{PARTIAL_SUFFIX}"),
+            self.folder / f"{shard}{PART_SUFFIX}",
+        ]
 
-    def discard(self, shard: str) -> None:
-        """Delete every part of ``shard`` (stale ones: of another plan, or unreadable)."""
+    def discard(self, shard: str, keep: str | None = None) -> None:
+        """Delete every part of ``shard`` (stale ones: of another plan, or unreadable) but the partial part of the
+        plan ``keep``, which the shard resumes from."""
         for p in self._parts_of(shard):
-            p.unlink(missing_ok=True)
+            if keep is None or not (p.name.startswith(f"{shard}.{keep}.") and p.name.endswith(PARTIAL_SUFFIX)):
+                p.unlink(missing_ok=True)
 
     def remove(self, *, keep_owner: bool = False) -> None:
         """Delete what this module put in the folder but the lock, which :meth:`locked` deletes with the folder
@@ -301,7 +310,7 @@ class PartStore:
             return
         names = (JOURNAL, RAY_NOTE) if keep_owner else (JOURNAL, OWNER, RAY_NOTE)
         for p in self.folder.iterdir():
-            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in names:
+            if p.name.endswith((PART_SUFFIX, PARTIAL_SUFFIX)) or p.name.startswith(_TMP_PREFIX) or p.name in names:
                 p.unlink(missing_ok=True)
 
 

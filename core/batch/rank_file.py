@@ -144,6 +144,7 @@ def rank_files(
             ranked or written).
         SettingsMismatchError: when the output records other settings (ranker, revision, strategy…) than this
             run's (nothing is loaded, ranked or written); a ``ValueError``.
+        JobInterrupted: on Ctrl-C (a ``KeyboardInterrupt`` saying how many records are saved).
         OutputBusyError: when another run is writing the same output (the message names it).
         ShardJobError: when the Ray job fails; the parts written so far are kept for the next run.
         PartialInputError: when an input cannot be read to its end, after ranking and writing every

@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from blender_core.base.validation import check_choice
+from blender_core.batch.partial import Block, PartialPart, ramp
 from blender_core.batch.parts import encode_row, write_part
 from blender_core.batch.plan import (
     Item,
@@ -125,8 +126,11 @@ def rank_shard(
     node: str = "",
     on_chunk: Callable[[int], None] | None = None,
 ) -> ShardDone:
-    """Rank a shard's records in chunks of ``job.chunk_size`` (each chunk's comparisons batched together), then
-    write its part; ``on_chunk`` is called with the number of records each chunk handled (ranked or failed).
+    """Rank a shard's records in chunks (1, 2, 4… records, then ``job.chunk_size``; each chunk's comparisons batched
+    together), each chunk written to the shard's partial part as it is ranked (:mod:`blender_core.batch.partial`),
+    then write its part. A shard that an earlier attempt left part way resumes after its last chunk written.
+    ``on_chunk`` is called with the number of records each chunk handled (ranked or failed) once they are on disk,
+    and first with those an earlier attempt handled.
 
     A line that does not parse here (as the driver parsed it) and a record whose ranking fails or whose output
     cannot be written (:func:`~blender_core.batch.parts.encode_row`) are errors of the part, reported by the driver
@@ -145,33 +149,32 @@ def rank_shard(
             )
         else:
             items.append(item)
-    rows: list[bytes] = []
-    empty: list[bytes] = []
-    records = pairs = 0
-    for start in range(0, len(items), job.chunk_size):
-        chunk = items[start : start + job.chunk_size]
+    progress = PartialPart(folder, task.name, task.digest)
+    todo = [item for item in items if item.line not in progress.lines]
+    if on_chunk is not None and len(todo) < len(items):
+        on_chunk(len(items) - len(todo))
+    chunks = list(ramp(todo, job.chunk_size))
+    for k, chunk in enumerate(chunks):
         block = _rank_block(ranker, chunk, job, task.file or "", raws)
-        rows.extend(block.rows)
-        empty.extend(block.empty)
-        errors.extend(block.errors)
-        records += block.records
-        pairs += block.pairs
-        if on_chunk is not None:
+        last = k == len(chunks) - 1
+        progress.add(block, save=not last)  # the last chunk goes straight into the part
+        if on_chunk is not None and not last:
             on_chunk(len(chunk))
-    write_part(folder, task.name, task.digest, rows, records=records, pairs=pairs, errors=errors, empty=empty)
-    return ShardDone(task.name, records, len(rows), node)
-
-
-@dataclass(frozen=True)
-class Block:
-    """What one chunk of a shard gave: the records written (``pairs`` of them pair records), the errors, the rows and
-    the key lines of the records that gave no row (encoded JSON, without newlines)."""
-
-    records: int
-    pairs: int
-    errors: tuple[dict[str, Any], ...]
-    rows: tuple[bytes, ...]
-    empty: tuple[bytes, ...]
+    rows = progress.rows()
+    write_part(
+        folder,
+        task.name,
+        task.digest,
+        rows,
+        records=progress.records,
+        pairs=progress.pairs,
+        errors=[*errors, *progress.errors()],
+        empty=progress.empty(),
+    )
+    progress.remove()
+    if on_chunk is not None and chunks:
+        on_chunk(len(chunks[-1]))
+    return ShardDone(task.name, progress.records, len(rows), node)
 
 
 def _rank_block(ranker: Ranker, chunk: Sequence[Item], job: JobSpec, file: str, raws: Mapping[int, str]) -> Block:
@@ -196,7 +199,7 @@ def _rank_block(ranker: Ranker, chunk: Sequence[Item], job: JobSpec, file: str, 
         rows.extend(encoded)
         records += 1
         pairs += item.is_pair
-    return Block(records, pairs, tuple(errors), tuple(rows), tuple(empty))
+    return Block(tuple(item.line for item in chunk), records, pairs, tuple(errors), tuple(rows), tuple(empty))
 
 
 #: what an executor calls as records of a shard are handled before its part is written: (shard, records)

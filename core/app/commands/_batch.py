@@ -354,7 +354,7 @@ def run_command(
     from blender_core.batch.parts import OutputBusyError, PartStore
     from blender_core.batch.resume import InputChangedError
     from blender_core.batch.settings import SettingsMismatchError
-    from blender_core.batch.sharded import PartialInputError, ShardJobError
+    from blender_core.batch.sharded import JobInterrupted, PartialInputError, ShardJobError
 
     settings = prepare_job(opts)
     try:
@@ -378,6 +378,9 @@ def run_command(
             on_start=lambda: announce_ranker(opts, settings),  # once --out is checked: a refused run loads nothing
             **job_args,
         )
+    except JobInterrupted as exc:  # Ctrl-C: say what is saved, and how to go on
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from exc
     except SettingsMismatchError as exc:
         typer.echo(f"error: {settings_refused(exc)}", err=True)
         raise typer.Exit(1) from exc

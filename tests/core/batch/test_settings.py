@@ -140,6 +140,7 @@ def test_overwrite_starts_over(tmp_path: Path) -> None:
     store = PartStore(out)
     store.folder.mkdir()
     (store.folder / "0000-00000009.stale.part.jsonl").write_text("left by a stopped run")
+    (store.folder / "0000-00000009.stale.partial.jsonl").write_text("and its chunks")
     want = tmp_path / "want.jsonl"
     label_pairs(inp, want, LengthRanker(), policy=PairPolicy("best-vs-each"), show_progress=False)
     errors.write_text("the errors of a run of other settings\n")
