@@ -5,6 +5,15 @@ no dashboard, and in a temporary folder of its own (``/tmp/blender-llm-ray-XXXXX
 ``/tmp/ray``), so that it never attaches to, or shares a session with, another Ray of this machine. The folder
 goes when the process ends (after Ray's own shutdown).
 
+That Ray is quiet: its actors' output stays in its log files (``log_to_driver=False``: no ``(MapWorker pid=…)``
+lines with ANSI colours, no weight-loading bars), and so do Ray's own notes: its ``INFO`` lines (the ``ray`` and
+``ray.data`` loggers at ``WARNING``), the notice that token authentication is on (Ray's default for a new local
+cluster), the tracebacks of retried tasks (printed behind a coloured ``(raylet)``) and Ray Data's stack trace of an
+exception it passes on, and the log lines of its C++ core (``core_worker.cc … E``: ``RAY_BACKEND_LOG_LEVEL=fatal``
+unless set, and what the core prints while it starts goes to ``driver-start.err`` in its folder, shown only if
+starting fails). What fails a job still reaches the user: a shard that fails for good is an exception the driver
+reports with its cause (``error: the Ray job failed: ValueError: …``), and Ray's warnings stay on.
+
 When the driver is killed (``kill -9``, the OOM killer), Ray's processes it started outlive it: its dashboard and
 runtime-env agents for 8-60 s, its actors while they finish the shard in hand (and write its part). So the run
 notes its local Ray in the output's part folder (``OUT.parts/ray.json``: machine, driver process and its start
@@ -30,8 +39,10 @@ import os
 import shutil
 import signal
 import socket
+import sys
 import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -50,18 +61,66 @@ def _root() -> str:
 
 
 def start_local_ray(ray: Any) -> None:
-    """Start a new Ray on this machine for this process: no dashboard, a Ray folder of its own (module docstring)."""
+    """Start a new Ray on this machine for this process: no dashboard, a Ray folder of its own, quiet (module
+    docstring)."""
     global _started
     folder = Path(tempfile.mkdtemp(prefix=_PREFIX, dir=_root()))
     atexit.register(_stop, ray, folder)
-    ray.init(address="local", include_dashboard=False, _temp_dir=str(folder))
+    # Ray's notice that it turned token authentication on, as it does for every new local cluster
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    with _quiet_core(folder / "driver-start.err"):
+        ray.init(
+            address="local",
+            include_dashboard=False,
+            _temp_dir=str(folder),
+            log_to_driver=False,
+            logging_level=logging.WARNING,
+        )
+    for handler in logging.getLogger("ray.data").handlers:
+        if handler.name == "console":
+            handler.setLevel(logging.WARNING)  # its INFO lines: datasets started and finished
+            handler.addFilter(_not_reraised)
+    # Ray prints the errors its tasks report (a retried task's traceback, behind a coloured "(raylet)") even without
+    # log_to_driver; a shard that fails for good is an exception of the job, which says what failed
+    with contextlib.suppress(AttributeError):
+        ray._private.worker._worker_logs_enabled = False
     _started = folder
+
+
+def _not_reraised(record: logging.LogRecord) -> bool:
+    """Not a note of Ray Data on an exception it passes on (with a full stack trace): the job reports the exception."""
+    return record.name != "ray.data.exceptions"
+
+
+@contextlib.contextmanager
+def _quiet_core(log: Path) -> Iterator[None]:
+    """Keep the log lines of Ray's C++ core off this process's stderr: at ``fatal`` level (unless the user set
+    ``RAY_BACKEND_LOG_LEVEL``) for the Ray started in the block, and, while it starts, stderr (the file descriptor)
+    sent to ``log``, whose text is shown if starting fails."""
+    level = os.environ.get("RAY_BACKEND_LOG_LEVEL")
+    os.environ.setdefault("RAY_BACKEND_LOG_LEVEL", "fatal")
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with log.open("wb") as sink:
+            os.dup2(sink.fileno(), 2)
+        yield
+    except BaseException:
+        os.dup2(saved, 2)
+        with contextlib.suppress(OSError):
+            sys.stderr.write(log.read_text(errors="replace"))
+        raise
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        if level is None:
+            os.environ.pop("RAY_BACKEND_LOG_LEVEL", None)
 
 
 def _stop(ray: Any, folder: Path) -> None:
     """At exit: stop the local Ray (Ray's own exit hook, registered when it was imported, would run after this one and
     find it stopped), then delete its folder."""
-    with contextlib.suppress(Exception):
+    with contextlib.suppress(Exception, KeyboardInterrupt):  # a Ctrl-C while the process ends stops nothing more
         ray.shutdown()
     shutil.rmtree(folder, ignore_errors=True)
 

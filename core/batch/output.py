@@ -4,7 +4,9 @@ Before a run, :func:`check_output_path` says in one sentence why a path cannot t
 the input itself, a ``.gz``, a folder that cannot be created, no permission to write), so that a command
 can refuse it before loading a ranker. On resume, :func:`read_written` reads the records already there:
 their key (``id``, else input line number), the input line they came from and that line's fingerprint
-(``line_hash``; ``None`` in outputs written before fingerprints existed).
+(``line_hash``; ``None`` in outputs written before fingerprints existed). Records that gave no output line
+(``label-pairs``: no pair) are remembered beside the output, in ``OUT.empty.jsonl`` (:func:`empty_path`: their key
+fields, one JSON line each, read the same way), so that a rerun does not rank them again.
 
 Example:
     >>> check_output_path("ranked.jsonl.gz", "sets.jsonl")
@@ -43,6 +45,12 @@ class Written:
     line: int | None
     line_hash: str | None
     file: str | None = None
+
+
+def empty_path(out_path: str | Path) -> Path:
+    """Where the records of ``out_path`` that gave no output line are remembered: ``OUT.empty.jsonl`` beside it."""
+    p = Path(out_path)
+    return p.with_name(p.name + ".empty.jsonl")
 
 
 def check_writable(path: str | Path, what: str, example: str = "ranked.jsonl") -> Path:

@@ -24,8 +24,10 @@ more than ``margin`` (default 0: ties give no pair), so a record may give no pai
 The reading, bad-line reports, resume and exactly-once writing are the one batch engine's, as for ``rank``
 (:mod:`blender_core.batch.sharded`), in this process (``engine="local"``) or on Ray actors (``"ray"``); the
 two write the same lines. A record's key fields (``id`` / ``file`` / ``line``, ``line_hash``) are on each of
-its pairs, so a rerun skips records that already have pairs in the output (a record that gave none is ranked
-again).
+its pairs, and a record that gave none is remembered by its key fields in ``OUT.empty.jsonl``, so a rerun ranks
+no record again. The output records its settings (the pair policy and margin among them) in
+``OUT.settings.json``: a run with another policy or margin is refused unless it starts over (``overwrite=True``),
+so pairs of two policies never mix (:mod:`blender_core.batch.settings`).
 
 Example:
     >>> choose_pairs([0.9, 0.1, 0.5], [1, 3, 2], PairPolicy("best-vs-each"))
@@ -44,6 +46,7 @@ from blender_core.base.validation import check_choice
 from blender_core.batch.jobs import Engine, run_job
 from blender_core.batch.plan import Item, LineError, record_head
 from blender_core.batch.ray_cluster import RaySettings
+from blender_core.batch.settings import row_options
 from blender_core.batch.sharded import DEFAULT_SHARD_SIZE, RunOptions, ShardedReport
 from blender_core.batch.shards import JobSpec, ShardDone
 from blender_core.ranking.registry import RankerSpec, spec_name
@@ -94,6 +97,9 @@ class PairRows:
     def name(self) -> str:
         return f"pairs:{self.policy.choice}:{self.policy.margin!r}"
 
+    def settings(self) -> dict[str, Any]:
+        return {"job": "label-pairs", "pairs": self.policy.choice, "margin": float(self.policy.margin)}
+
     def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
         out = []
         for c, r in choose_pairs(scores, ranks, self.policy):
@@ -131,6 +137,8 @@ def label_pairs(
     show_progress: bool = True,
     on_error: Callable[[LineError], None] | None = None,
     on_shard: Callable[[ShardDone], None] | None = None,
+    overwrite: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> ShardedReport:
     """Rank every record of the input(s) and write its preference pairs to ``out_path`` (resumable, exactly once).
 
@@ -151,6 +159,9 @@ def label_pairs(
         show_progress: a tqdm bar over the records to rank.
         on_error: called with each skipped line.
         on_shard: called as each shard is ranked.
+        overwrite: start over (delete the output, the records it remembers, its settings, ``errors_path`` and its
+            parts first).
+        on_start: called once the output is locked and checked, before anything is read or ranked.
 
     Returns:
         A :class:`~blender_core.batch.sharded.ShardedReport` (``rows``: pairs written).
@@ -162,8 +173,15 @@ def label_pairs(
         source,
         out_path,
         ranker,
-        JobSpec(PairRows(policy or PairPolicy()), strategy, chunk_size, score_key, spec_name(ranker)),
-        RunOptions(shard_size, errors_path, show_progress, on_error, on_shard),
+        JobSpec(
+            PairRows(policy or PairPolicy()),
+            strategy,
+            chunk_size,
+            score_key,
+            spec_name(ranker),
+            row_options(ranker_options),
+        ),
+        RunOptions(shard_size, errors_path, show_progress, on_error, on_shard, overwrite, on_start),
         engine=engine,
         ranker_options=ranker_options,
         ray_settings=ray_settings,

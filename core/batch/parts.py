@@ -12,10 +12,15 @@ a folder next to the output, ``OUT.parts/``, then merges the parts into ``OUT`` 
   digest is not the one the current plan expects is stale, and is deleted and ranked again; a part that an
   actor of a killed run writes meanwhile (it outlives its driver for seconds) has a name of its own, unless
   it was made for the same records with the same settings, and then it is the same part.
-- **A merge is journaled.** Before a part's rows are appended to ``OUT``, ``OUT``'s length is written to
-  ``OUT.parts/merging.json``; the part is deleted once the rows are on disk, then the journal. A run that
-  starts and finds a journal undoes the half-done merge (``OUT`` is cut back to that length) when the part
-  is still there, so the merge is redone from it whole; when the part is gone, the merge had finished.
+- **A part remembers the records that gave no row.** A record can give no output line (``label-pairs``: no pair
+  passed the policy and margin); its key fields are kept in the part apart from the rows, and merged into
+  ``OUT.empty.jsonl`` beside the output (:func:`~blender_core.batch.output.empty_path`), so that a rerun skips it
+  as it skips the records in ``OUT``.
+- **A merge is journaled.** Before a part's lines are appended to ``OUT`` (and ``OUT.empty.jsonl``), the
+  length of both is written to ``OUT.parts/merging.json``; the part is deleted once the lines are on disk, then
+  the journal. A run that starts and finds a journal undoes the half-done merge (both files are cut back to
+  those lengths) when the part is still there, so the merge is redone from it whole; when the part is gone,
+  the merge had finished.
 - **One job at a time.** Every run, in this process or on Ray, holds an exclusive lock on
   ``OUT.parts/lock`` (the ``filelock`` package: ``flock`` on POSIX, the system's file lock on Windows;
   released when its process ends, even by ``kill -9``) and says who it is in ``OUT.parts/owner.json``; a
@@ -47,10 +52,13 @@ from typing import Any
 from filelock import FileLock, Timeout
 
 from blender_core.batch.local_ray import NOTE as RAY_NOTE
+from blender_core.batch.output import empty_path
 
 logger = logging.getLogger(__name__)
 
 PART_SUFFIX = ".part.jsonl"
+#: a shard's part in progress (:mod:`blender_core.batch.partial`): deleted with the parts
+PARTIAL_SUFFIX = ".partial.jsonl"
 JOURNAL = "merging.json"
 LOCK = "lock"
 OWNER = "owner.json"
@@ -78,6 +86,7 @@ class Part:
         pairs: how many of those were pair records.
         errors: records whose ranking failed, as errors-file objects (``line``, ``error``, ``text``, ``file``?).
         rows: the output rows, as JSON lines (bytes, each ending with a newline).
+        empty: the key fields of the records that gave no row, as JSON lines (what ``OUT.empty.jsonl`` keeps).
     """
 
     shard: str
@@ -86,6 +95,7 @@ class Part:
     pairs: int
     errors: tuple[dict[str, Any], ...]
     rows: tuple[bytes, ...]
+    empty: tuple[bytes, ...] = ()
 
 
 def _fsync_write(path: Path, data: bytes) -> None:
@@ -119,11 +129,13 @@ def write_part(
     records: int,
     pairs: int = 0,
     errors: Sequence[dict[str, Any]] = (),
+    empty: Sequence[bytes] = (),
 ) -> Path:
     """Write a shard's part atomically (a temporary file, then ``os.replace``) and return its path.
 
-    ``rows`` are the output lines, encoded (:func:`encode_row`); the header is written in ASCII (JSON escapes), so
-    no text of an error (a file name that is not UTF-8) can stop the part from being written.
+    ``rows`` are the output lines, encoded (:func:`encode_row`), and ``empty`` the key fields of the records that
+    gave no row, encoded alike (they follow the rows); the header is written in ASCII (JSON escapes), so no text of
+    an error (a file name that is not UTF-8) can stop the part from being written.
     """
     folder = Path(folder)
     header = {
@@ -132,10 +144,11 @@ def write_part(
         "records": records,
         "pairs": pairs,
         "rows": len(rows),
+        "empty": len(empty),
         "errors": list(errors),
     }
     final = folder / part_name(shard, digest)
-    _replace(final, b"\n".join([json.dumps(header).encode("ascii"), *rows]) + b"\n")
+    replace_file(final, b"\n".join([json.dumps(header).encode("ascii"), *rows, *empty]) + b"\n")
     return final
 
 
@@ -150,17 +163,21 @@ def read_part(path: str | Path) -> Part | None:
         return None
     try:
         header = json.loads(lines[0])
-        part = Part(
+        rows, empty = int(header["rows"]), int(header.get("empty", 0))  # an earlier version kept no empty records
+        body = [line + b"\n" for line in lines[1:-1]]
+        if len(body) != rows + empty:
+            return None
+        return Part(
             str(header["shard"]),
             str(header["digest"]),
             int(header["records"]),
             int(header["pairs"]),
             tuple(header["errors"]),
-            tuple(line + b"\n" for line in lines[1:-1]),
+            tuple(body[:rows]),
+            tuple(body[rows:]),
         )
     except (ValueError, KeyError, TypeError):
         return None
-    return part if len(part.rows) == int(header.get("rows", -1)) else None
 
 
 class PartStore:
@@ -168,6 +185,7 @@ class PartStore:
 
     def __init__(self, out: str | Path) -> None:
         self.out = Path(out)
+        self.empty = empty_path(self.out)
         self.folder = parts_folder(self.out)
 
     def path(self, shard: str, digest: str) -> Path:
@@ -183,9 +201,11 @@ class PartStore:
         self.folder.mkdir(parents=True, exist_ok=True)
         lock = self._acquire()
         try:
-            _replace(self.folder / OWNER, json.dumps(_owner()).encode())
+            replace_file(self.folder / OWNER, json.dumps(_owner()).encode())
             yield
         finally:
+            with contextlib.suppress(OSError):  # who held it, said while it is still held (never the next holder's)
+                (self.folder / OWNER).unlink(missing_ok=True)
             lock.release()
             # after the release: Windows deletes no file that is open; a folder holding more is kept
             with contextlib.suppress(OSError):
@@ -225,6 +245,7 @@ class PartStore:
             state = json.loads(journal.read_text())
             shard, offset = str(state["shard"]), int(state["offset"])
             named = [self.folder / str(state["part"])] if "part" in state else self._parts_of(shard)
+            empty_offset = int(state.get("empty_offset", -1))  # an earlier version merged no empty records
         except FileNotFoundError:
             return
         except (ValueError, KeyError, TypeError):
@@ -232,29 +253,30 @@ class PartStore:
             logger.warning("%s: ignoring an unreadable merge journal", journal)
             journal.unlink()
             return
-        if any(p.exists() for p in named) and self.out.exists() and self.out.stat().st_size > offset:
-            logger.warning(
-                "%s: a merge of shard %s was cut short; cutting the output back to %d bytes to redo it",
-                self.out,
-                shard,
-                offset,
-            )
-            with self.out.open("r+b") as f:
-                f.truncate(offset)
-                f.flush()
-                os.fsync(f.fileno())
+        if any(p.exists() for p in named):
+            for path, length in ((self.out, offset), (self.empty, empty_offset)):
+                if length >= 0 and path.exists() and path.stat().st_size > length:
+                    logger.warning(
+                        "%s: a merge of shard %s was cut short; cutting it back to %d bytes to redo it",
+                        path,
+                        shard,
+                        length,
+                    )
+                    _truncate(path, length)
         journal.unlink()
 
     def merge(self, part: Part) -> None:
-        """Append a part's rows to the output (journaled), then delete the part."""
+        """Append a part's rows to the output and its empty records to ``OUT.empty.jsonl`` (journaled), then delete
+        the part."""
         journal = self.folder / JOURNAL
         offset = self.out.stat().st_size if self.out.exists() else 0
+        empty_offset = self.empty.stat().st_size if self.empty.exists() else 0
         path = self.path(part.shard, part.digest)
-        _replace(journal, json.dumps({"shard": part.shard, "part": path.name, "offset": offset}).encode())
-        with self.out.open("ab") as f:
-            f.write(b"".join(part.rows))
-            f.flush()
-            os.fsync(f.fileno())
+        state = {"shard": part.shard, "part": path.name, "offset": offset, "empty_offset": empty_offset}
+        replace_file(journal, json.dumps(state).encode())
+        _append(self.out, b"".join(part.rows))
+        if part.empty:
+            _append(self.empty, b"".join(part.empty))
         path.unlink(missing_ok=True)
         journal.unlink()
 
@@ -265,25 +287,49 @@ class PartStore:
         return {p.name.split(".", 1)[0] for p in self.folder.glob(f"*{PART_SUFFIX}")}
 
     def _parts_of(self, shard: str) -> list[Path]:
-        """Every part file of ``shard``, of any plan (an earlier version named a part by its shard alone)."""
-        return [*self.folder.glob(f"{shard}.*{PART_SUFFIX}"), self.folder / f"{shard}{PART_SUFFIX}"]
+        """Every part file of ``shard`` (complete or in progress), of any plan (an earlier version named a part by its
+        shard alone)."""
+        return [
+            *self.folder.glob(f"{shard}.*{PART_SUFFIX}"),
+            *self.folder.glob(f"{shard}.*{PARTIAL_SUFFIX}"),
+            self.folder / f"{shard}{PART_SUFFIX}",
+        ]
 
-    def discard(self, shard: str) -> None:
-        """Delete every part of ``shard`` (stale ones: of another plan, or unreadable)."""
+    def discard(self, shard: str, keep: str | None = None) -> None:
+        """Delete every part of ``shard`` (stale ones: of another plan, or unreadable) but the partial part of the
+        plan ``keep``, which the shard resumes from."""
         for p in self._parts_of(shard):
-            p.unlink(missing_ok=True)
+            if keep is None or not (p.name.startswith(f"{shard}.{keep}.") and p.name.endswith(PARTIAL_SUFFIX)):
+                p.unlink(missing_ok=True)
 
-    def remove(self) -> None:
+    def remove(self, *, keep_owner: bool = False) -> None:
         """Delete what this module put in the folder but the lock, which :meth:`locked` deletes with the folder
-        once released (anything else is left, and the folder with it)."""
+        once released (anything else is left, and the folder with it); ``keep_owner`` keeps the note of who holds
+        the lock, for a run that goes on (starting over)."""
         if not self.folder.is_dir():
             return
+        names = (JOURNAL, RAY_NOTE) if keep_owner else (JOURNAL, OWNER, RAY_NOTE)
         for p in self.folder.iterdir():
-            if p.name.endswith(PART_SUFFIX) or p.name.startswith(_TMP_PREFIX) or p.name in (JOURNAL, OWNER, RAY_NOTE):
+            if p.name.endswith((PART_SUFFIX, PARTIAL_SUFFIX)) or p.name.startswith(_TMP_PREFIX) or p.name in names:
                 p.unlink(missing_ok=True)
 
 
-def _replace(path: Path, data: bytes) -> None:
+def _append(path: Path, data: bytes) -> None:
+    """Append ``data`` to ``path`` (created if missing) and flush it to disk."""
+    with path.open("ab") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _truncate(path: Path, length: int) -> None:
+    with path.open("r+b") as f:
+        f.truncate(length)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def replace_file(path: Path, data: bytes) -> None:
     """Write ``path`` whole or not at all: a temporary file beside it, flushed to disk, renamed over it (atomic),
     and the rename itself flushed (POSIX: the folder's entry; Windows cannot open a folder, and needs not)."""
     tmp = path.with_name(f"{_TMP_PREFIX}{path.name}-{uuid.uuid4().hex}")

@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from blender_core.batch.output import Key, Written, read_written
+from blender_core.batch.output import Key, Written, empty_path, read_written
 from blender_core.batch.resume import line_fingerprint
 from blender_core.batch.sources import Input
 from blender_core.data.lines import DataFormatError, DataReadError, LongLine, parse_json_line
@@ -151,14 +151,15 @@ def rank_chunk(ranker: Ranker, items: Sequence[Item], strategy: str) -> list[Ran
 
 
 def read_output(out: str | Path, *, several: bool) -> dict[Key, Written]:
-    """The records already in ``out`` by key, as :func:`~blender_core.batch.output.read_written` reads them
-    (a partial last line is repaired); a record of a job over several inputs is keyed by file and line.
+    """The records already in ``out`` by key, and those it remembers as giving no row (``OUT.empty.jsonl``), as
+    :func:`~blender_core.batch.output.read_written` reads them (a partial last line is repaired); a record of a
+    job over several inputs is keyed by file and line.
 
     Raises:
         ValueError: when ``out`` holds records of a job over several inputs (with a ``file`` field) and this
             job reads one: their line numbers are not this input's.
     """
-    written = read_written(out)
+    written = {**read_written(empty_path(out)), **read_written(out)}
     if not several and any(w.file is not None for w in written.values()):
         raise ValueError(
             f"the output {str(out)!r} holds records of a job over several inputs (they have a 'file' field); "

@@ -11,7 +11,9 @@ A record is keyed by its ``id`` (``idx`` for MixInstruct) when it has one, else 
 (``"line": 12`` instead of ``"id"``), and stores ``line_hash``, a fingerprint of its input line. On a
 second run over the same output, records whose key is already there are skipped, so an interrupted run
 resumes where it stopped; a last output line cut short by a crash is dropped and that record ranked
-again. Resuming checks that the input is still the one the output was ranked from
+again. The output records the settings that produced it in ``OUT.settings.json`` (the ranker, its revision and
+scoring options, the strategy; :mod:`blender_core.batch.settings`): a run with other settings is refused
+(:class:`~blender_core.batch.settings.SettingsMismatchError`) unless it starts over (``overwrite=True``). Resuming checks that the input is still the one the output was ranked from
 (:mod:`blender_core.batch.resume`): a record keyed by line number whose line changed stops the run
 before anything is ranked (:class:`~blender_core.batch.resume.InputChangedError`). A record with an id is
 matched by id wherever its line now stands; when its text changed, its earlier ranking is kept, a
@@ -53,6 +55,7 @@ from blender_core.batch.output import read_done
 from blender_core.batch.plan import LineError
 from blender_core.batch.ray_cluster import RaySettings
 from blender_core.batch.resume import InputChangedError
+from blender_core.batch.settings import SettingsMismatchError, row_options
 from blender_core.batch.sharded import (
     DEFAULT_SHARD_SIZE,
     BatchRankReport,
@@ -69,6 +72,7 @@ __all__ = [
     "InputChangedError",
     "LineError",
     "PartialInputError",
+    "SettingsMismatchError",
     "check_chunk_size",
     "rank_file",
     "rank_files",
@@ -92,6 +96,8 @@ def rank_files(
     show_progress: bool = True,
     on_error: Callable[[LineError], None] | None = None,
     on_shard: Callable[[ShardDone], None] | None = None,
+    overwrite: bool = False,
+    on_start: Callable[[], None] | None = None,
 ) -> ShardedReport:
     """Rank every candidate set of the input(s) into ``out_path``: resumable, exactly once, in input order.
 
@@ -122,6 +128,9 @@ def rank_files(
         show_progress: a tqdm bar over the input records.
         on_error: called with each skipped line (e.g. to print it).
         on_shard: called as each shard's part is written.
+        overwrite: start over: delete ``out_path``, the records it remembers, its settings file, ``errors_path``
+            and its parts first (an output written with other settings takes no rows otherwise).
+        on_start: called once the output is locked and checked, before anything is read or ranked.
 
     Returns:
         A :class:`~blender_core.batch.sharded.ShardedReport`.
@@ -133,6 +142,9 @@ def rank_files(
             file) that cannot be written: a folder, an input itself, a gzipped output, no permission.
         InputChangedError: when the output holds records of another version of the input (nothing is
             ranked or written).
+        SettingsMismatchError: when the output records other settings (ranker, revision, strategy…) than this
+            run's (nothing is loaded, ranked or written); a ``ValueError``.
+        JobInterrupted: on Ctrl-C (a ``KeyboardInterrupt`` saying how many records are saved).
         OutputBusyError: when another run is writing the same output (the message names it).
         ShardJobError: when the Ray job fails; the parts written so far are kept for the next run.
         PartialInputError: when an input cannot be read to its end, after ranking and writing every
@@ -142,8 +154,8 @@ def rank_files(
         source,
         out_path,
         ranker,
-        JobSpec(RankRows(), strategy, chunk_size, score_key, spec_name(ranker)),
-        RunOptions(shard_size, errors_path, show_progress, on_error, on_shard),
+        JobSpec(RankRows(), strategy, chunk_size, score_key, spec_name(ranker), row_options(ranker_options)),
+        RunOptions(shard_size, errors_path, show_progress, on_error, on_shard, overwrite, on_start),
         engine=engine,
         ranker_options=ranker_options,
         ray_settings=ray_settings,

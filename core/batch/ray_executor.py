@@ -20,6 +20,11 @@ On a cluster, the output's folder must be on storage that every node sees (the a
 there), and every node needs this package and the ranker (a hub id is fetched by each node, a folder must
 be on shared storage too).
 
+Progress: an actor reports each chunk as soon as it is written into the shard's partial part, through a Ray queue
+(``ray.util.queue.Queue``, an actor of no CPU) that a thread of the driver reads while the driver waits for shards, so
+the bar moves with the records written, also when the whole input is one shard. A report that cannot be sent is
+dropped: progress never fails a shard.
+
 Example:
     >>> from blender_core.batch.ray_cluster import RaySettings
     >>> executor = ray_executor("llm-blender/PairRM", {"batch_size": 64}, RaySettings(actors=4))  # doctest: +SKIP
@@ -27,8 +32,11 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import re
+import threading
 import warnings
 from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
@@ -48,7 +56,13 @@ class _ShardActor:
     """A Ray Data actor: loads the ranker once, then ranks one shard per call and writes its part."""
 
     def __init__(
-        self, ranker: RankerSpec, options: Mapping[str, Any], job: JobSpec, folder: str, num_threads: int
+        self,
+        ranker: RankerSpec,
+        options: Mapping[str, Any],
+        job: JobSpec,
+        folder: str,
+        num_threads: int,
+        progress: Any = None,
     ) -> None:
         if num_threads > 0:
             import torch
@@ -59,13 +73,18 @@ class _ShardActor:
         self.ranker = load_ranker(ranker, **options)
         self.job = job
         self.folder = folder
+        self.progress = progress  # the driver's queue of (shard, records written), or None
+
+    def _report(self, shard: str, records: int) -> None:
+        with contextlib.suppress(Exception):  # progress is best effort: it never fails a shard
+            self.progress.put_nowait((shard, records))
 
     def __call__(self, batch: Mapping[str, Any]) -> dict[str, list[Any]]:
         out: dict[str, list[Any]] = {"name": [], "records": [], "rows": [], "node": []}
         for text in batch["task"]:
-            done = rank_shard(
-                self.ranker, ShardTask.from_json(str(text)), self.job, self.folder, node=self.node
-            )
+            task = ShardTask.from_json(str(text))
+            report = None if self.progress is None else functools.partial(self._report, task.name)
+            done = rank_shard(self.ranker, task, self.job, self.folder, node=self.node, on_chunk=report)
             out["name"].append(done.name)
             out["records"].append(done.records)
             out["rows"].append(done.rows)
@@ -96,7 +115,8 @@ class RayExecutor:
     def run(
         self, tasks: Iterable[ShardTask], folder: Path, job: JobSpec, progress: Progress | None = None
     ) -> Iterator[ShardDone]:
-        """Rank every task on the actors (the whole plan at once: Ray schedules it); no progress within a shard."""
+        """Rank every task on the actors (the whole plan at once: Ray schedules it), reporting ``progress`` as the
+        actors write chunks."""
         todo = list(tasks)
         if not todo:
             return
@@ -114,8 +134,14 @@ class RayExecutor:
             self.settings.cpus_per_actor,
         )
         shards = ray.data.from_items([{"task": t.to_json()} for t in todo], override_num_blocks=len(todo))
-        shards.context.enable_progress_bars = False
+        shards.context.enable_progress_bars = False  # the job's own bar counts records
+        _no_note_of_disabled_bars()
         shards.context.print_on_execution_start = False
+        reports = None
+        if progress is not None:
+            from ray.util.queue import Queue
+
+            reports = Queue(actor_options={"num_cpus": 0})
         remote: dict[str, Any] = {"max_restarts": -1, "max_task_retries": self.settings.max_task_retries}
         remote.update(self.settings.remote_args)
         with warnings.catch_warnings():
@@ -132,19 +158,71 @@ class RayExecutor:
                     "job": job,
                     "folder": str(folder.resolve()),
                     "num_threads": self.settings.num_threads,
+                    "progress": reports,
                 },
                 num_cpus=self.settings.cpus_per_actor,
                 num_gpus=gpus,
                 **remote,
             )
-        try:
-            for row in ranked.iter_rows():
-                yield ShardDone(str(row["name"]), int(row["records"]), int(row["rows"]), str(row["node"]))
-        except Exception as exc:
-            raise ShardJobError(
-                f"the Ray job failed: {_root_cause(exc)}. The shards ranked so far are kept in {folder}; run the "
-                "same command again to resume"
-            ) from exc
+        with _Reports(reports, progress) as passing:
+            try:
+                for row in ranked.iter_rows():
+                    passing.drain()  # every chunk of the shard is counted before the shard is
+                    yield ShardDone(str(row["name"]), int(row["records"]), int(row["rows"]), str(row["node"]))
+            except Exception as exc:
+                raise ShardJobError(
+                    f"the Ray job failed: {_root_cause(exc)}. The shards ranked so far are kept in {folder}; run "
+                    "the same command again to resume"
+                ) from exc
+
+
+class _Reports:
+    """While the job runs, a thread of the driver passes on the chunks the actors report (every ``every_s`` seconds,
+    and whenever :meth:`drain` is called), so the bar moves while the driver waits for a shard; at the end, the queue
+    actor is stopped."""
+
+    def __init__(self, reports: Any, progress: Progress | None, every_s: float = 0.25) -> None:
+        self.reports = reports
+        self.progress = progress
+        self.every_s = every_s
+        self.lock = threading.Lock()
+        self.stop = threading.Event()
+        self.thread = threading.Thread(target=self._run, name="blender-llm-ray-progress", daemon=True)
+
+    def __enter__(self) -> _Reports:
+        if self.reports is not None and self.progress is not None:
+            self.thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop.set()
+        if self.thread.is_alive():
+            self.thread.join(timeout=5)
+        if self.reports is not None:
+            with contextlib.suppress(Exception):
+                self.reports.shutdown()
+
+    def _run(self) -> None:
+        while not self.stop.wait(self.every_s):
+            self.drain()
+
+    def drain(self) -> None:
+        """Pass on the reports waiting (one reader at a time: none is lost or given twice)."""
+        if self.reports is None or self.progress is None:
+            return
+        with self.lock, contextlib.suppress(Exception):
+            waiting = self.reports.qsize()
+            for shard, records in self.reports.get_nowait_batch(waiting) if waiting else ():
+                self.progress(str(shard), int(records))
+
+
+def _no_note_of_disabled_bars() -> None:
+    """Ray Data warns, once per process, that its progress bars are off; they are off on purpose (the job's own bar
+    counts the records), so the note is marked as given."""
+    with contextlib.suppress(Exception):
+        from ray.util.debug import log_once
+
+        log_once("ray_data_progress_manager_disabled")
 
 
 def _root_cause(exc: BaseException) -> str:

@@ -13,9 +13,18 @@ are :mod:`blender_core.batch.parts`.
 Exactly once, whichever executor ranks: every record to rank is in exactly one shard; a shard's rows reach
 the output only through its part, which is complete or absent and pinned to the shard's records by a digest;
 parts are merged one at a time, journaled, and deleted once merged; a merged record is never planned again
-(resume by key); and one run at a time holds the output's lock. A run stopped or killed at any point and
-started again with the same arguments therefore ends with every record's rows in the output exactly once,
-having lost at most the shards in progress.
+(resume by key; a record that gave no row is remembered in ``OUT.empty.jsonl`` and skipped alike); and one run at
+a time holds the output's lock. A run stopped or killed at any point and started again with the same arguments
+therefore ends with every record's rows in the output exactly once, having lost at most the chunk in progress of
+each shard in progress (a shard keeps its chunks as they are ranked: :mod:`blender_core.batch.partial`).
+
+**Settings.** The output records the settings that produce its rows (:mod:`blender_core.batch.settings`); a run
+with other settings is refused before anything is loaded or read, unless it starts over (``overwrite``: the
+output, its remembered records, its settings, its errors file and its parts are deleted first).
+
+**Progress and Ctrl-C.** The bar counts the records done: those already in the output, the bad lines, and the
+records to rank once their chunk is written into a part (as it is ranked, in this process and on Ray actors).
+Ctrl-C (``KeyboardInterrupt``) stops a run with :class:`JobInterrupted`, which says how many records are saved.
 
 The output is the same, byte for byte, whatever the shard size and the executor (up to float noise of
 batching in the scores of a real ranker), and the same as ``rank`` wrote before it ran on this engine, so an
@@ -33,6 +42,7 @@ import contextlib
 import hashlib
 import json
 import logging
+import threading
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -42,10 +52,19 @@ from typing import Any
 from tqdm.auto import tqdm
 
 from blender_core.batch.local_ray import reap_orphans
-from blender_core.batch.output import Key, Written, check_errors_path, check_output_path, check_writable
+from blender_core.batch.output import (
+    Key,
+    Written,
+    check_errors_path,
+    check_output_path,
+    check_writable,
+    empty_path,
+)
+from blender_core.batch.partial import partial_path, records_saved
 from blender_core.batch.parts import Part, PartStore, read_part
 from blender_core.batch.plan import Entry, LineError, Scan, error_line, read_output, warn_changed
 from blender_core.batch.resume import check_unchanged
+from blender_core.batch.settings import check_settings, settings_path, write_settings
 from blender_core.batch.shards import Executor, JobSpec, RankRows, ShardDone, ShardTask, check_chunk_size
 from blender_core.batch.sources import Input, as_inputs
 from blender_core.data.lines import DataReadError
@@ -108,6 +127,27 @@ class PartialInputError(DataReadError):
         )
 
 
+class JobInterrupted(KeyboardInterrupt):
+    """Ctrl-C (``KeyboardInterrupt``) stopped a run. What it had done is kept, and the same call resumes.
+
+    Attributes:
+        out: the output.
+        saved: records saved: in the output (or remembered there as giving no row), and in part files that the
+            next run merges first; None when the run was stopped before it read the output.
+        in_parts: how many of those are in part files.
+    """
+
+    def __init__(self, out: Path, saved: int | None, in_parts: int = 0) -> None:
+        super().__init__(out, saved, in_parts)
+        self.out, self.saved, self.in_parts = out, saved, in_parts
+
+    def __str__(self) -> str:
+        if self.saved is None:
+            return f"interrupted before the run started; {self.out} is as it was"
+        where = f" ({self.in_parts} of them in {self.out}.parts/, merged first by the next run)" if self.in_parts else ""
+        return f"{self.saved} records saved to {self.out}{where}; run the same command to resume"
+
+
 class ShardJobError(RuntimeError):
     """The executor failed (e.g. a Ray task failed more often than its retries allow); the parts written so
     far are kept, and the same command resumes."""
@@ -126,6 +166,10 @@ class RunOptions:
         on_error: called with each skipped line (bad lines as they are read, records whose ranking failed as
             their shard is merged).
         on_shard: called as each shard's part is written.
+        overwrite: start over: delete the output, the records it remembers, its settings, the errors file and
+            its parts first (needed to write an output with other settings than those it records).
+        on_start: called once the output is locked and checked (paths, settings, input unchanged), before anything
+            is read or ranked: e.g. to load and announce the ranker, which a refused run then never loads.
     """
 
     shard_size: int = DEFAULT_SHARD_SIZE
@@ -133,6 +177,8 @@ class RunOptions:
     show_progress: bool = True
     on_error: Callable[[LineError], None] | None = None
     on_shard: Callable[[ShardDone], None] | None = None
+    overwrite: bool = False
+    on_start: Callable[[], None] | None = None
 
     def __post_init__(self) -> None:
         check_chunk_size(self.shard_size, "shard_size")
@@ -242,13 +288,35 @@ def run_sharded(
     store = PartStore(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with store.locked():
-        store.recover()
-        reap_orphans(store.folder)  # what is left of the local Ray of a run that was killed
-        written = read_output(out, several=len(inputs) > 1)
-        check_unchanged(inputs, out, written)
+        try:
+            if run.overwrite:
+                reap_orphans(store.folder)  # nothing of a killed run may write a part meanwhile
+                _start_over(out, store, run.errors_path)
+            else:
+                store.recover()
+                reap_orphans(store.folder)  # what is left of the local Ray of a run that was killed
+            record = job.record()
+            changed = check_settings(out, record)  # before anything is read: a refused run changes nothing
+            written = read_output(out, several=len(inputs) > 1)
+            check_unchanged(inputs, out, written)
+        except KeyboardInterrupt:
+            raise JobInterrupted(out, None) from None
         if written:
             logger.info("%s already has %d records; they are skipped", out, len(written))
-        return _Run(inputs, out, store, job, run, written, start).execute(executor)
+        return _Run(inputs, out, store, job, run, written, start, record if changed else None).execute(executor)
+
+
+def _start_over(out: Path, store: PartStore, errors_path: str | Path | None) -> None:
+    """Delete what a run on ``out`` wrote: the output, the records it remembers, its settings, the errors file and
+    its parts (the lock and the note of who holds it stay)."""
+    gone = [p for p in (out, empty_path(out), settings_path(out)) if p.exists()]
+    for path in gone:
+        path.unlink()
+    if errors_path is not None:
+        Path(errors_path).unlink(missing_ok=True)
+    store.remove(keep_owner=True)
+    if gone:
+        logger.info("starting over: deleted %s", ", ".join(map(str, gone)))
 
 
 class _Run:
@@ -263,8 +331,11 @@ class _Run:
         run: RunOptions,
         written: Mapping[Key, Written],
         start: float,
+        record: Mapping[str, Any] | None = None,
     ) -> None:
         self.inputs = inputs
+        self.record = record  # the settings to record before the first row (None: recorded already)
+        self.already = len(written)
         self.out = out
         self.store = store
         self.job = job
@@ -283,12 +354,24 @@ class _Run:
         self.digests: dict[str, str] = {}  # the plan's digest of each such shard: which part file is its own
         self.ready: dict[str, Part] = {}  # parts waiting for the shards before them
         self.progressed: dict[str, int] = {}  # records of a shard in progress that the bar has counted
+        self.counting = threading.Lock()  # an executor may report progress from a thread of its own (Ray)
         self.next_up = 0
         self.present = store.shards_present()  # parts an interrupted run left
         self.err_sink: Any = None
         self.bar: Any = None
 
     def execute(self, executor: Executor) -> ShardedReport:
+        try:
+            return self._execute(executor)
+        except KeyboardInterrupt:
+            in_parts = self._in_parts()
+            raise JobInterrupted(self.out, self.already + self.counts["written"] + in_parts, in_parts) from None
+
+    def _execute(self, executor: Executor) -> ShardedReport:
+        if self.run.on_start is not None:
+            self.run.on_start()
+        if self.record is not None:  # before the first row
+            write_settings(self.out, self.record)
         with contextlib.ExitStack() as stack:
             if self.run.errors_path:  # rewritten by each run: a run reports every bad line of the input again
                 # a lone surrogate (in a file name that is not UTF-8) is written as its JSON escape, not a failure
@@ -298,7 +381,7 @@ class _Run:
             self.bar = stack.enter_context(
                 tqdm(
                     total=self._total(),
-                    desc=self.job.maker.name,
+                    desc=str(self.job.maker.settings().get("job", self.job.maker.name)),
                     unit="rec",
                     disable=not self.run.show_progress,
                 )
@@ -332,6 +415,15 @@ class _Run:
         if self.scan.cuts:
             raise PartialInputError(self.scan.cuts[0], self.out, report)
         return report
+
+    def _in_parts(self) -> int:
+        """Records of this run's plan saved in part files, not merged yet: parts waiting for the shards before them,
+        and of each shard handed to the executor, its part or its partial part."""
+        saved = sum(part.records for part in self.ready.values())
+        for shard, digest in self.digests.items():
+            part = read_part(self.store.path(shard, digest))
+            saved += part.records if part is not None else records_saved(partial_path(self.store.folder, shard, digest))
+        return saved
 
     def _total(self) -> int | None:
         """The records of the inputs, for the bar (None when an input cannot say without being read)."""
@@ -373,7 +465,7 @@ class _Run:
                 self._ready(part)
                 return
             logger.info("%s: discarding the stale part of shard %s", self.store.folder, task.name)
-            self.store.discard(task.name)
+            self.store.discard(task.name, keep=task.digest)
         self.size[task.name] = len(task.lines)
         self.digests[task.name] = task.digest
         self.pending.add(task.name)
@@ -382,8 +474,14 @@ class _Run:
     # ------------------------------------------------------------------------ parts, as they come
 
     def _progress(self, shard: str, records: int) -> None:
-        self.progressed[shard] = self.progressed.get(shard, 0) + records
-        self.bar.update(records)
+        with self.counting:
+            if shard not in self.size:
+                return  # reported late (the shard is merged already), or of a shard this run did not plan
+            # a retried shard reports again what its partial part holds: never more than the shard's records
+            records = min(records, self.size[shard] - self.progressed.get(shard, 0))
+            self.progressed[shard] = self.progressed.get(shard, 0) + records
+            if records:
+                self.bar.update(records)
 
     def _done(self, done: ShardDone) -> None:
         if done.name not in self.pending:
@@ -398,7 +496,10 @@ class _Run:
                 "that every node of the cluster sees (a shared file system)"
             )
         self.counts["ranked"] += 1
-        self.bar.update(self.size.pop(done.name) - self.progressed.pop(done.name, 0))
+        with self.counting:
+            left = self.size.pop(done.name) - self.progressed.pop(done.name, 0)  # what no chunk reported
+            if left:
+                self.bar.update(left)
         if self.run.on_shard is not None:
             self.run.on_shard(done)
         self._ready(part)

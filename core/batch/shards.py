@@ -24,14 +24,23 @@ from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Callable, Iterable, Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
 
 from blender_core.base.validation import check_choice
+from blender_core.batch.partial import Block, PartialPart, ramp
 from blender_core.batch.parts import encode_row, write_part
-from blender_core.batch.plan import Item, LineError, error_line, parse_line, rank_chunk, ranked_record
+from blender_core.batch.plan import (
+    Item,
+    LineError,
+    error_line,
+    parse_line,
+    rank_chunk,
+    ranked_record,
+    record_head,
+)
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.registry import RankerSpec, load_ranker
 from blender_core.ranking.strategies import STRATEGIES
@@ -45,6 +54,10 @@ class RowMaker(Protocol):
         """A short description of what it writes (part of every shard's digest)."""
         ...
 
+    def settings(self) -> dict[str, Any]:
+        """What the output records of it: the command that writes it (``job``), and the settings of its rows."""
+        ...
+
     def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
         """The output rows of one ranked record (each carries the record's key fields)."""
         ...
@@ -55,6 +68,9 @@ class RankRows:
     """The ``rank`` output: one line per record with its scores, ranks and best candidate."""
 
     name: str = "rank"
+
+    def settings(self) -> dict[str, Any]:
+        return {"job": "rank"}
 
     def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
         return [ranked_record(item, scores, ranks, best)]
@@ -110,8 +126,11 @@ def rank_shard(
     node: str = "",
     on_chunk: Callable[[int], None] | None = None,
 ) -> ShardDone:
-    """Rank a shard's records in chunks of ``job.chunk_size`` (each chunk's comparisons batched together), then
-    write its part; ``on_chunk`` is called with the number of records each chunk handled (ranked or failed).
+    """Rank a shard's records in chunks (1, 2, 4… records, then ``job.chunk_size``; each chunk's comparisons batched
+    together), each chunk written to the shard's partial part as it is ranked (:mod:`blender_core.batch.partial`),
+    then write its part. A shard that an earlier attempt left part way resumes after its last chunk written.
+    ``on_chunk`` is called with the number of records each chunk handled (ranked or failed) once they are on disk,
+    and first with those an earlier attempt handled.
 
     A line that does not parse here (as the driver parsed it) and a record whose ranking fails or whose output
     cannot be written (:func:`~blender_core.batch.parts.encode_row`) are errors of the part, reported by the driver
@@ -130,28 +149,57 @@ def rank_shard(
             )
         else:
             items.append(item)
-    rows: list[bytes] = []
-    records = pairs = 0
-    for start in range(0, len(items), job.chunk_size):
-        chunk = items[start : start + job.chunk_size]
-        for item, result in zip(chunk, rank_chunk(ranker, chunk, job.strategy), strict=True):
-            if isinstance(result, str):
-                error = LineError(item.line, result, task.file or "")
-                errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
-                continue
-            try:  # each row encoded now: a record that cannot be written is reported, the part still written
-                encoded = [encode_row(row) for row in job.maker.rows(item, *result)]
-            except ValueError as exc:
-                error = LineError(item.line, f"its output cannot be written as UTF-8 JSON ({exc})", task.file or "")
-                errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
-                continue
-            rows.extend(encoded)
-            records += 1
-            pairs += item.is_pair
-        if on_chunk is not None:
+    progress = PartialPart(folder, task.name, task.digest)
+    todo = [item for item in items if item.line not in progress.lines]
+    if on_chunk is not None and len(todo) < len(items):
+        on_chunk(len(items) - len(todo))
+    chunks = list(ramp(todo, job.chunk_size))
+    for k, chunk in enumerate(chunks):
+        block = _rank_block(ranker, chunk, job, task.file or "", raws)
+        last = k == len(chunks) - 1
+        progress.add(block, save=not last)  # the last chunk goes straight into the part
+        if on_chunk is not None and not last:
             on_chunk(len(chunk))
-    write_part(folder, task.name, task.digest, rows, records=records, pairs=pairs, errors=errors)
-    return ShardDone(task.name, records, len(rows), node)
+    rows = progress.rows()
+    write_part(
+        folder,
+        task.name,
+        task.digest,
+        rows,
+        records=progress.records,
+        pairs=progress.pairs,
+        errors=[*errors, *progress.errors()],
+        empty=progress.empty(),
+    )
+    progress.remove()
+    if on_chunk is not None and chunks:
+        on_chunk(len(chunks[-1]))
+    return ShardDone(task.name, progress.records, len(rows), node)
+
+
+def _rank_block(ranker: Ranker, chunk: Sequence[Item], job: JobSpec, file: str, raws: Mapping[int, str]) -> Block:
+    """Rank one chunk and encode what it gives: each record's rows (or its key fields, when it gives none), or
+    its error."""
+    rows: list[bytes] = []
+    empty: list[bytes] = []
+    errors: list[dict[str, Any]] = []
+    records = pairs = 0
+    for item, result in zip(chunk, rank_chunk(ranker, chunk, job.strategy), strict=True):
+        if isinstance(result, str):
+            errors.append(json.loads(error_line(LineError(item.line, result, file), raws[item.line].encode("utf-8"))))
+            continue
+        try:  # each row encoded now: a record that cannot be written is reported, the part still written
+            encoded = [encode_row(row) for row in job.maker.rows(item, *result)]
+            if not encoded:  # remembered, so that a rerun does not rank it again
+                empty.append(encode_row(record_head(item)))
+        except ValueError as exc:
+            error = LineError(item.line, f"its output cannot be written as UTF-8 JSON ({exc})", file)
+            errors.append(json.loads(error_line(error, raws[item.line].encode("utf-8"))))
+            continue
+        rows.extend(encoded)
+        records += 1
+        pairs += item.is_pair
+    return Block(tuple(item.line for item in chunk), records, pairs, tuple(errors), tuple(rows), tuple(empty))
 
 
 #: what an executor calls as records of a shard are handled before its part is written: (shard, records)
@@ -180,6 +228,8 @@ class JobSpec:
         chunk_size: records per ``rank`` call (the ranker batches, and sorts by length, a chunk's comparisons).
         score_key: MixInstruct only: which score of the candidates the data uses (parsing needs it).
         ranker_name: the ranker's spec name: a part made by another ranker is not reused.
+        ranker_options: the ranker's loading options that change its scores (``revision``, ``dtype``,
+            ``max_length``…; :func:`~blender_core.batch.settings.row_options`), as (name, value) pairs.
     """
 
     maker: RowMaker
@@ -187,6 +237,7 @@ class JobSpec:
     chunk_size: int = 32  # its comparisons fill batches, sorted by length; a failed chunk is redone 1 by 1
     score_key: str | None = None
     ranker_name: str = ""
+    ranker_options: tuple[tuple[str, Any], ...] = ()
 
     def __post_init__(self) -> None:
         check_choice(self.strategy, STRATEGIES, "strategy")
@@ -194,7 +245,18 @@ class JobSpec:
 
     def settings(self) -> str:
         """The settings a part depends on, as text (hashed into every shard's digest)."""
-        return json.dumps([self.maker.name, self.strategy, self.score_key, self.ranker_name])
+        given: list[Any] = [self.maker.name, self.strategy, self.score_key, self.ranker_name]
+        if self.ranker_options:  # only then: a part of an earlier version, made with the same settings, is reused
+            given.append([list(pair) for pair in self.ranker_options])
+        return json.dumps(given)
+
+    def record(self) -> dict[str, Any]:
+        """The settings the output records (:mod:`blender_core.batch.settings`): every one that changes its rows."""
+        options = dict(self.ranker_options)
+        record = self.maker.settings()
+        record.update(ranker=self.ranker_name, revision=options.pop("revision", None), ranker_options=options)
+        record.update(strategy=self.strategy, score_key=self.score_key)
+        return record
 
 
 def check_chunk_size(chunk_size: int, name: str = "chunk_size") -> None:

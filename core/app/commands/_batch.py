@@ -8,6 +8,7 @@ A helper module, not a command (the CLI registers no module whose name starts wi
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -30,6 +31,7 @@ from blender_core.app.commands._threads import set_torch_threads
 if TYPE_CHECKING:
     from blender_core.batch.plan import LineError
     from blender_core.batch.ray_cluster import RaySettings
+    from blender_core.batch.settings import SettingsMismatchError
     from blender_core.batch.sharded import ShardedReport
 
 # ---------------------------------------------------------------------------- options of every batch command
@@ -108,6 +110,13 @@ ShardSize = Annotated[
         help="Input lines per shard: the unit of work, of retry (--engine ray) and of resume; written to --out a shard at a time, so a stopped run loses at most the shards in progress.",
     ),
 ]
+Overwrite = Annotated[
+    bool,
+    typer.Option(
+        "--overwrite",
+        help="Start over: delete --out, what it remembers, its settings, --errors and its parts first. Without it, an --out written with other settings (--model, --strategy, --pairs, --margin…) is refused.",
+    ),
+]
 MaxRetries = Annotated[
     int,
     typer.Option(
@@ -142,6 +151,7 @@ class BatchOptions:
     cpus_per_actor: float
     shard_size: int
     max_retries: int
+    overwrite: bool
 
     @classmethod
     def of(cls, given: Mapping[str, Any]) -> BatchOptions:
@@ -210,29 +220,70 @@ def prepare_job(opts: BatchOptions) -> RaySettings | None:
 
 
 def ranker_options(opts: BatchOptions, settings: RaySettings | None) -> dict[str, Any]:
-    """Say which ranker runs (exit 1 when it cannot be one) and return the loading options the job passes to
-    ``load_ranker``. The local engine loads it now, announced with its loading time and device (the job then
-    finds it in ``load_ranker``'s cache); with Ray, the spec is checked here and each actor loads it."""
-    from blender_core.app.commands._ranker import device_of, ranker_from_option
+    """Check that the ranker can be one (exit 1 when it cannot) and return the loading options the job passes to
+    ``load_ranker``; nothing is loaded (see :func:`announce_ranker`)."""
     from blender_core.ranking.registry import check_ranker_spec, spec_name
+
+    try:
+        check_ranker_spec(opts.model)
+    except (TypeError, ValueError) as exc:
+        typer.echo(f"error: could not load the ranker {spec_name(opts.model)!r}: {exc}", err=True)
+        raise typer.Exit(1) from exc
+    if settings is None:
+        return {"device": opts.device, "batch_size": opts.batch_size}
+    options: dict[str, Any] = {"batch_size": opts.batch_size}
+    if opts.device is not None:
+        options["device"] = opts.device
+    return options
+
+
+def announce_ranker(opts: BatchOptions, settings: RaySettings | None) -> None:
+    """Say which ranker runs, once the job has checked its output (a refused run loads nothing). The local engine
+    loads it now, announced with its loading time and device (the job then finds it in ``load_ranker``'s cache;
+    exit 1 when it cannot be loaded); with Ray, each actor loads it."""
+    from blender_core.app.commands._ranker import device_of, ranker_from_option
+    from blender_core.ranking.registry import spec_name
 
     if settings is None:
         start = time.perf_counter()
         ranker, shown = ranker_from_option(opts.model, device=opts.device, batch_size=opts.batch_size)
         typer.echo(f"ranker: {shown} (loaded in {time.perf_counter() - start:.1f} s, {device_of(ranker)})")
-        return {"device": opts.device, "batch_size": opts.batch_size}
-    shown = spec_name(opts.model)
-    try:
-        check_ranker_spec(opts.model)
-    except (TypeError, ValueError) as exc:
-        typer.echo(f"error: could not load the ranker {shown!r}: {exc}", err=True)
-        raise typer.Exit(1) from exc
+        return
     actors = settings.actors if settings.actors is not None else "one per GPU (else 1)"
-    typer.echo(f"ranker: {shown} (loaded by each Ray actor; actors: {actors})")
-    options: dict[str, Any] = {"batch_size": opts.batch_size}
-    if opts.device is not None:
-        options["device"] = opts.device
-    return options
+    typer.echo(f"ranker: {spec_name(opts.model)} (loaded by each Ray actor; actors: {actors})")
+
+
+#: how the CLI names each recorded setting (:mod:`blender_core.batch.settings`)
+SETTING_FLAGS = {
+    "job": "the command",
+    "ranker": "--model",
+    "revision": "the ranker's revision",
+    "ranker_options": "the ranker's loading options",
+    "strategy": "--strategy",
+    "score_key": "--score-key",
+    "pairs": "--pairs",
+    "margin": "--margin",
+}
+
+
+def settings_refused(exc: SettingsMismatchError) -> str:
+    """The refusal of a run whose settings differ from those its --out records, in the command's terms."""
+
+    def shown(value: Any) -> str:
+        if value is None:
+            return "none"
+        if isinstance(value, float):
+            return f"{value:g}"
+        return value if isinstance(value, str) else json.dumps(value)
+
+    said = ", ".join(
+        f"{SETTING_FLAGS.get(name, name)} {shown(old)} (this run: {shown(new)})" for name, old, new in exc.differences
+    )
+    return (
+        f"{exc.out} was written with other settings: {said}. Nothing was loaded, ranked or written. Run with the "
+        f"settings it was written with (they are in {exc.path}), add --overwrite to start over (it deletes "
+        f"{exc.out}, its errors file and its parts), or write to another --out"
+    )
 
 
 def error_printer(files: Sequence[Path]) -> Callable[[LineError], None]:
@@ -274,7 +325,8 @@ def run_command(
     as one line and exit status 1 (2 for a usage error)."""
     from blender_core.batch.parts import OutputBusyError, PartStore
     from blender_core.batch.resume import InputChangedError
-    from blender_core.batch.sharded import PartialInputError, ShardJobError
+    from blender_core.batch.settings import SettingsMismatchError
+    from blender_core.batch.sharded import JobInterrupted, PartialInputError, ShardJobError
 
     settings = prepare_job(opts)
     try:
@@ -294,8 +346,16 @@ def run_command(
             errors_path=opts.errors,
             show_progress=not opts.no_progress,
             on_error=error_printer(opts.files),
+            overwrite=opts.overwrite,
+            on_start=lambda: announce_ranker(opts, settings),  # once --out is checked: a refused run loads nothing
             **job_args,
         )
+    except JobInterrupted as exc:  # Ctrl-C: say what is saved, and how to go on
+        typer.echo(f"interrupted: {exc}", err=True)
+        raise typer.Exit(130) from exc
+    except SettingsMismatchError as exc:
+        typer.echo(f"error: {settings_refused(exc)}", err=True)
+        raise typer.Exit(1) from exc
     except PartialInputError as exc:  # what could be read was ranked: say so, then fail
         summary(exc.report, opts.out, opts.errors, what=what, rows=rows)
         typer.echo(f"error: {exc}", err=True)

@@ -24,6 +24,7 @@ from blender_core.app.commands._batch import (
     NoProgress,
     NumThreads,
     Out,
+    Overwrite,
     ScoreKey,
     ShardSize,
     Strategy,
@@ -73,6 +74,7 @@ def register(app: typer.Typer) -> None:
         cpus_per_actor: CpusPerActor = 1.0,
         shard_size: ShardSize = 256,
         max_retries: MaxRetries = 3,
+        overwrite: Overwrite = False,
     ) -> None:
         """Rank each record's candidates with any ranker and write its preference pairs, one JSON line each.
 

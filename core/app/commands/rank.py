@@ -24,6 +24,7 @@ from blender_core.app.commands._batch import (
     NoProgress,
     NumThreads,
     Out,
+    Overwrite,
     ScoreKey,
     ShardSize,
     Strategy,
@@ -52,6 +53,7 @@ def register(app: typer.Typer) -> None:
         cpus_per_actor: CpusPerActor = 1.0,
         shard_size: ShardSize = 256,
         max_retries: MaxRetries = 3,
+        overwrite: Overwrite = False,
     ) -> None:
         """Rank the candidates of each record and write scores, ranks and the best candidate per record.
 

@@ -60,13 +60,12 @@ def test_pairs_bad_lines_summary_and_resume(tiny_native_ckpt: Path, tmp_path: Pa
     assert summary.startswith(f"labelled {records} records into {len(rows)} pairs;"), summary
     assert f"skipped {len(bad)} bad lines" in summary
     assert summary.endswith(f"-> {out}")
-    # the same command again: nothing new (a record that gave no pair is ranked again, and gives none again)
+    # the same command again: nothing new, and nothing ranked again (a record that gave no pair is remembered)
     before = out.read_bytes()
     again = _label(inp, out, tiny_native_ckpt)
     assert again.exit_code == 0, again.output
     assert _skipped(again) == bad
-    assert " into 0 pairs;" in again.stdout
-    assert f"already in {out}" in again.stdout
+    assert _summary(again).startswith(f"labelled 0 records into 0 pairs; skipped {records} already in {out};")
     assert out.read_bytes() == before
 
 
@@ -136,6 +135,48 @@ def test_an_out_another_run_is_writing_is_refused(tiny_native_ckpt: Path, tmp_pa
     assert not out.exists()
 
 
+# ---------------------------------------------------------------------------- settings (issue 21)
+
+
+def _refusal(out: Path, said: str) -> str:
+    return (
+        f"error: {out} was written with other settings: {said}. Nothing was loaded, ranked or written. Run with the "
+        f"settings it was written with (they are in {out}.settings.json), add --overwrite to start over (it deletes "
+        f"{out}, its errors file and its parts), or write to another --out"
+    )
+
+
+def _policies_do_not_mix(inp: Path, out: Path, ckpt: Path, *more: str) -> None:
+    """The issue's reproduction: ``--margin 0.5``, then ``--pairs best-vs-each --margin 0`` on the same --out (it
+    appended 106 pairs of the other policy to the 126 there)."""
+    base = ["label-pairs", str(inp), "--out", str(out), "--model", str(ckpt), "--no-progress", *more]
+    first = CliRunner().invoke(app, [*base, "--margin", "0.5"])
+    assert first.exit_code == 0, first.output
+    before = out.read_bytes()
+    again = CliRunner().invoke(app, [*base, "--pairs", "best-vs-each", "--margin", "0"])
+    assert again.exit_code == 1, again.output
+    assert again.stderr.strip().splitlines()[-1] == _refusal(
+        out, "--pairs best-vs-worst (this run: best-vs-each), --margin 0.5 (this run: 0)"
+    )
+    assert "ranker:" not in again.stdout  # refused before the ranker was loaded
+    assert out.read_bytes() == before
+    # --overwrite starts over: the new policy's pairs only
+    over = CliRunner().invoke(app, [*base, "--pairs", "best-vs-each", "--margin", "0", "--overwrite"])
+    assert over.exit_code == 0, over.output
+    fresh = out.with_name("fresh.jsonl")
+    want = CliRunner().invoke(app, [*base[:3], str(fresh), *base[4:], "--pairs", "best-vs-each", "--margin", "0"])
+    assert want.exit_code == 0, want.output
+    assert [{k: v for k, v in r.items() if k not in FLOATS} for r in read_lines(out)] == [
+        {k: v for k, v in r.items() if k not in FLOATS} for r in read_lines(fresh)
+    ]
+    assert len(read_lines(out)) > len(before.splitlines())
+
+
+def test_a_rerun_with_another_pair_policy_is_refused(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(20, seed=5))
+    _policies_do_not_mix(inp, tmp_path / "pairs.jsonl", tiny_native_ckpt)
+
+
 # ---------------------------------------------------------------------------- on Ray
 
 
@@ -164,3 +205,11 @@ def test_ray_engine_writes_the_same_pairs_as_the_local_one(
     for x, y in zip(a, b, strict=True):
         assert [x[f] for f in FLOATS] == pytest.approx([y[f] for f in FLOATS], abs=1e-5)
     assert _summary(on_ray).split(";")[0] == _summary(local).split(";")[0]  # labelled N records into M pairs
+
+
+def test_on_ray_a_rerun_with_another_pair_policy_is_refused(
+    ray_instance: Any, tiny_native_ckpt: Path, tmp_path: Path
+) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(20, seed=5))
+    ray = ["--engine", "ray", "--actors", "1", "--cpus-per-actor", "0.5", "--device", "cpu"]
+    _policies_do_not_mix(inp, tmp_path / "pairs.jsonl", tiny_native_ckpt, *ray)

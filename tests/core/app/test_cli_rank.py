@@ -344,3 +344,75 @@ def test_an_output_the_old_rank_left_resumes(tiny_native_ckpt: Path, tmp_path: P
     assert out.read_bytes().startswith(before)  # the old records untouched, the cut one ranked again
     keys = [(r.get("id"), r["line"]) for r in read_lines(out)]
     assert keys == [(r.get("id"), r["line"]) for r in read_lines(OLD / "ranked.jsonl")]  # every record once
+
+
+# ---------------------------------------------------------------------------- settings, Ctrl-C (issue 21)
+
+
+def test_a_rerun_with_another_strategy_is_refused(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    """``rank --strategy full`` into an output written with knockout appended without a word."""
+    inp = write_lines(tmp_path / "in.jsonl", SETS)
+    out = tmp_path / "out.jsonl"
+    base = ["rank", str(inp), "--out", str(out), "-m", str(tiny_native_ckpt), "--no-progress"]
+    first = CliRunner().invoke(app, [*base, "--strategy", "knockout"])
+    assert first.exit_code == 0, first.output
+    write_lines(out, read_lines(out)[:3])  # as an interrupted run leaves it
+    before = out.read_bytes()
+    again = CliRunner().invoke(app, [*base, "--strategy", "full"])
+    assert again.exit_code == 1, again.output
+    _no_traceback(again)
+    assert again.stderr.strip().splitlines()[-1] == (
+        f"error: {out} was written with other settings: --strategy knockout (this run: full). Nothing was loaded, "
+        f"ranked or written. Run with the settings it was written with (they are in {out}.settings.json), add "
+        f"--overwrite to start over (it deletes {out}, its errors file and its parts), or write to another --out"
+    )
+    assert "ranker:" not in again.stdout
+    assert out.read_bytes() == before
+    same = CliRunner().invoke(app, [*base, "--strategy", "knockout"])  # the settings it records resume it
+    assert same.exit_code == 0, same.output
+    assert "ranked 3 records;" in same.stdout
+    assert "skipped 3 already in" in same.stdout
+    over = CliRunner().invoke(app, [*base, "--strategy", "full", "--overwrite"])
+    assert over.exit_code == 0, over.output
+    assert "ranked 6 records;" in over.stdout
+    assert json.loads((tmp_path / "out.jsonl.settings.json").read_text())["strategy"] == "full"
+
+
+def test_ctrl_c_says_how_many_records_are_saved_and_the_rerun_resumes(tiny_native_ckpt: Path, tmp_path: Path) -> None:
+    """A real ``rank`` process sent SIGINT (Ctrl-C) mid-run: it exited 130 with no word of what was saved."""
+    from blender_core.batch.partial import records_saved
+
+    records = many_sets(300, seed=3)
+    inp = write_lines(tmp_path / "in.jsonl", records)
+    out = tmp_path / "out.jsonl"
+    parts = out.with_name("out.jsonl.parts")
+    cmd = [sys.executable, "-m", "blender_core.app.cli", "rank", str(inp), "--out", str(out)]
+    cmd += ["-m", str(tiny_native_ckpt), "--shard-size", "40", "--chunk-size", "4", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        deadline = time.monotonic() + 120
+        while proc.poll() is None and time.monotonic() < deadline:  # a shard merged, the next one part way
+            if out.exists() and out.stat().st_size > 0 and any(parts.glob("*.partial.jsonl")):
+                break
+            time.sleep(0.02)
+        assert proc.poll() is None, proc.communicate()
+        os.kill(proc.pid, signal.SIGINT)
+        _, stderr = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, stderr[-3000:]
+    assert "Traceback" not in stderr
+    merged = len(read_lines(out))
+    in_parts = sum(records_saved(p) for p in parts.glob("*.partial.jsonl"))
+    assert 0 < merged < 300
+    assert in_parts > 0
+    assert stderr.strip().splitlines()[-1] == (
+        f"interrupted: {merged + in_parts} records saved to {out} ({in_parts} of them in {out}.parts/, merged first "
+        "by the next run); run the same command to resume"
+    )
+    rerun = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert rerun.returncode == 0, rerun.stderr[-3000:]
+    assert f"ranked {300 - merged} records;" in rerun.stdout
+    assert f"skipped {merged} already in {out}" in rerun.stdout
+    assert keys(out) == [r.get("id", k) for k, r in enumerate(records, 1)]  # each once, in order

@@ -296,3 +296,27 @@ def test_on_ray_the_bytes_rank_wrote_and_its_old_partial_output(ray_instance: An
     )
     assert resumed.read_bytes() == (DATA / "ranked.jsonl").read_bytes()
     assert (again.skipped, again.written) == (15, 30)
+
+
+def test_the_bar_moves_as_actors_write_chunks_of_a_single_shard(
+    ray_instance: Any, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Issue 21: on Ray the bar sat at 0 % until the job ended when the input fit one shard. The actor reports each
+    chunk as it is written into the shard's partial part, and the driver passes the reports on while it waits."""
+    from tests.core.batch.test_sharded import _Bar
+
+    monkeypatch.setattr("blender_core.batch.sharded.tqdm", _Bar)
+    _Bar.made.clear()
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(12))
+    seen: list[list[int]] = []
+    rank_with_ray(
+        inp,
+        tmp_path / "out.jsonl",
+        LengthRanker(),
+        ray_settings=ONE_ACTOR,
+        chunk_size=4,  # one shard (256 lines), in chunks of 1, 2, 4, 4, 1
+        on_shard=lambda _: seen.append(list(_Bar.made[0].updates)),
+    )
+    (bar,) = _Bar.made
+    assert bar.updates == [1, 2, 4, 4, 1]  # each chunk counted as written, none at the end in one go
+    assert seen == [[1, 2, 4, 4, 1]]  # all counted by the time the shard's part was taken

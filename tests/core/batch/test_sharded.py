@@ -8,12 +8,13 @@ import json
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
+from blender_core.batch.partial import records_saved
 from blender_core.batch.parts import (
     JOURNAL,
     OutputBusyError,
@@ -25,7 +26,7 @@ from blender_core.batch.parts import (
 )
 from blender_core.batch.plan import LineError
 from blender_core.batch.rank_file import PartialInputError, rank_file, rank_files
-from blender_core.batch.sharded import RunOptions, ShardJobError, run_sharded
+from blender_core.batch.sharded import JobInterrupted, RunOptions, ShardJobError, run_sharded
 from blender_core.batch.shards import JobSpec, LocalExecutor, Progress, RankRows, ShardDone, ShardTask
 from tests.core.batch.ray_rankers import Interrupted
 from tests.core.batch.records import SETS, read_lines, write_lines
@@ -356,3 +357,95 @@ def test_job_and_engine_settings_are_checked(tmp_path: Path) -> None:
     with pytest.raises(TypeError, match=r"rank_file\(\) ranks one file; got list \(use rank_files\)"):
         rank_file(LengthRanker(), [inp], tmp_path / "o.jsonl")  # type: ignore[arg-type]
     assert not (tmp_path / "o.jsonl").exists()
+
+
+def _on_disk(out: Path) -> int:
+    """Records saved: in the output (one line each, for ``rank``), and in its parts, complete or in progress."""
+    saved = len(read_lines(out)) if out.exists() else 0
+    for path in parts_folder(out).glob("*.part.jsonl"):
+        part = read_part(path)
+        saved += part.records if part is not None else 0
+    return saved + sum(records_saved(p) for p in parts_folder(out).glob("*.partial.jsonl"))
+
+
+class _DiskBar(_Bar):
+    """A bar that notes, at each update, how many records are on disk."""
+
+    out: ClassVar[Path]
+
+    def __init__(self, **given: object) -> None:
+        super().__init__(**given)  # type: ignore[arg-type]
+        self.on_disk: list[int] = []
+
+    def update(self, n: int) -> None:
+        super().update(n)
+        self.on_disk.append(_on_disk(self.out))
+
+
+def test_the_bar_counts_records_written_from_the_first_record(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Issue 21: the bar counted records ranked before they were written (64 shown, 32 saved) and sat at 0 % through
+    the first chunk (90 s). Now a shard's first chunks are of 1, 2, 4… records, each written to disk as it is ranked,
+    and the bar counts only what is written."""
+    monkeypatch.setattr("blender_core.batch.sharded.tqdm", _DiskBar)
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(30))
+    _DiskBar.out = tmp_path / "out.jsonl"
+    _Bar.made.clear()
+    rank_files(inp, _DiskBar.out, LengthRanker(), chunk_size=8)  # one shard
+    (bar,) = _Bar.made
+    assert isinstance(bar, _DiskBar)
+    assert bar.updates == [1, 2, 4, 8, 8, 7]
+    counted = [sum(bar.updates[: k + 1]) for k in range(len(bar.updates))]
+    assert all(c <= d for c, d in zip(counted, bar.on_disk, strict=True)), (counted, bar.on_disk)
+
+
+class CtrlC(LengthRanker):
+    """Stands for Ctrl-C: its ``rank`` call number ``at`` raises ``KeyboardInterrupt``, as SIGINT does in Python."""
+
+    def __init__(self, at: int) -> None:
+        super().__init__()
+        self.at = at
+
+    def rank(self, *args: Any, **kwargs: Any) -> Any:
+        if len(self.calls) + 1 == self.at:
+            raise KeyboardInterrupt
+        return super().rank(*args, **kwargs)
+
+
+def test_ctrl_c_keeps_every_chunk_written_and_says_how_many(tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(30))
+    rank_files(inp, tmp_path / "want.jsonl", LengthRanker(), show_progress=False)
+    out = tmp_path / "out.jsonl"
+    # shards of 10 records, in chunks of 1, 2, 4, 3: the first shard merged, the first chunk of the second written
+    with pytest.raises(JobInterrupted) as stopped:
+        rank_files(inp, out, CtrlC(at=6), shard_size=10, chunk_size=4, show_progress=False)
+    assert isinstance(stopped.value, KeyboardInterrupt)
+    assert (stopped.value.saved, stopped.value.in_parts) == (11, 1) == (_on_disk(out), _on_disk(out) - 10)
+    assert str(stopped.value) == (
+        f"11 records saved to {out} (1 of them in {out}.parts/, merged first by the next run); run the same command "
+        "to resume"
+    )
+    ranker = LengthRanker()
+    report = rank_files(inp, out, ranker, shard_size=10, chunk_size=4, show_progress=False)
+    assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()  # every record once
+    assert len(_ranked(ranker)) == 30 - 11  # no saved record ranked again
+    assert (report.skipped, report.written) == (10, 20)
+    # stopped before the first chunk was written: nothing saved, and the message says so
+    with pytest.raises(JobInterrupted, match=r"^0 records saved to .*; run the same command to resume$"):
+        rank_files(inp, tmp_path / "none.jsonl", CtrlC(at=1), show_progress=False)
+
+
+def test_a_partial_part_cut_short_resumes_after_its_last_whole_chunk(tmp_path: Path) -> None:
+    inp = write_lines(tmp_path / "in.jsonl", many_sets(20))
+    rank_files(inp, tmp_path / "want.jsonl", LengthRanker(), show_progress=False)
+    out = tmp_path / "out.jsonl"
+    with pytest.raises(JobInterrupted):
+        rank_files(inp, out, CtrlC(at=4), chunk_size=4, show_progress=False)  # chunks of 1, 2, 4 written
+    (partial,) = parts_folder(out).glob("*.partial.jsonl")
+    assert records_saved(partial) == 7
+    whole = partial.read_bytes()
+    partial.write_bytes(whole + whole[: len(whole) // 3])  # a crash in the middle of appending a fourth chunk
+    assert records_saved(partial) == 7
+    ranker = LengthRanker()
+    rank_files(inp, out, ranker, chunk_size=4, show_progress=False)
+    assert out.read_bytes() == (tmp_path / "want.jsonl").read_bytes()
+    assert len(_ranked(ranker)) == 13
