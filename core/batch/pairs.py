@@ -100,8 +100,10 @@ class PairRows:
     def settings(self) -> dict[str, Any]:
         return {"job": "label-pairs", "pairs": self.policy.choice, "margin": float(self.policy.margin)}
 
-    def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
-        out = []
+    def rows(
+        self, item: Item, scores: list[float], ranks: list[int], best: int, scores_order: bool = True
+    ) -> list[dict[str, Any]]:
+        out = []  # a pair needs both its ranks and its scores to agree, whatever the strategy
         for c, r in choose_pairs(scores, ranks, self.policy):
             row = record_head(item)
             row.update(

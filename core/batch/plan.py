@@ -37,7 +37,7 @@ from blender_core.ranking.interface import Ranker
 logger = logging.getLogger(__name__)
 
 #: one ranked record: its scores, ranks and best candidate; or, as a str, why ranking it failed
-Ranked = tuple[list[float], list[int], int] | str
+Ranked = tuple[list[float], list[int], int, bool] | str
 
 
 @dataclass(frozen=True)
@@ -121,10 +121,15 @@ def record_head(item: Item) -> dict[str, Any]:
     return head
 
 
-def ranked_record(item: Item, scores: list[float], ranks: list[int], best: int) -> dict[str, Any]:
-    """The output line of ``rank``: where the record came from, its scores, ranks and best candidate."""
+def ranked_record(
+    item: Item, scores: list[float], ranks: list[int], best: int, scores_order: bool = True
+) -> dict[str, Any]:
+    """The output line of ``rank``: where the record came from, its scores, ranks and best candidate; a
+    tournament's line says ``"scores_order": false`` (its scores are match margins: read ``ranks``)."""
     out = record_head(item)
     out.update(prompt=item.prompt, scores=scores, ranks=ranks, best=best, best_text=item.texts[best])
+    if not scores_order:
+        out["scores_order"] = False
     if item.models is not None:
         out["best_model"] = item.models[best]
     if item.is_pair:
@@ -144,7 +149,10 @@ def rank_chunk(ranker: Ranker, items: Sequence[Item], strategy: str) -> list[Ran
             return [f"ranking failed: {exc}"]
         logger.warning("ranking a chunk of %d records failed (%s); ranking them one by one", len(items), exc)
         return [r for it in items for r in rank_chunk(ranker, [it], strategy)]
-    return [([float(s) for s in r.scores], [int(k) for k in r.ranks], int(r.best)) for r in rankings]
+    return [
+        ([float(s) for s in r.scores], [int(k) for k in r.ranks], int(r.best), bool(r.scores_order))
+        for r in rankings
+    ]
 
 
 # ---------------------------------------------------------------------------- the output already written

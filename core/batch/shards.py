@@ -58,8 +58,11 @@ class RowMaker(Protocol):
         """What the output records of it: the command that writes it (``job``), and the settings of its rows."""
         ...
 
-    def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
-        """The output rows of one ranked record (each carries the record's key fields)."""
+    def rows(
+        self, item: Item, scores: list[float], ranks: list[int], best: int, scores_order: bool = True
+    ) -> list[dict[str, Any]]:
+        """The output rows of one ranked record (each carries the record's key fields); ``scores_order``:
+        whether its scores order the candidates (a tournament's do not)."""
         ...
 
 
@@ -72,8 +75,10 @@ class RankRows:
     def settings(self) -> dict[str, Any]:
         return {"job": "rank"}
 
-    def rows(self, item: Item, scores: list[float], ranks: list[int], best: int) -> list[dict[str, Any]]:
-        return [ranked_record(item, scores, ranks, best)]
+    def rows(
+        self, item: Item, scores: list[float], ranks: list[int], best: int, scores_order: bool = True
+    ) -> list[dict[str, Any]]:
+        return [ranked_record(item, scores, ranks, best, scores_order)]
 
 
 @dataclass(frozen=True)

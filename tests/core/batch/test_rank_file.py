@@ -178,6 +178,9 @@ def test_knockout_strategy_finds_the_best(ranker: PairRanker, tmp_path: Path) ->
     assert all(len(r["scores"]) == len(r["ranks"]) for r in ko)
     two = [k for k, r in enumerate(full) if len(r["scores"]) == 2]
     assert [ko[k]["best"] for k in two] == [full[k]["best"] for k in two]  # one comparison pair: same winner
+    # a tournament's scores are match margins, not an order, and its lines say so; full's lines do not
+    assert all(r["scores_order"] is False for r in ko)
+    assert all("scores_order" not in r for r in full)
 
 
 def test_bad_arguments_are_clear_errors(ranker: PairRanker, tmp_path: Path) -> None:
