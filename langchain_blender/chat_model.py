@@ -34,7 +34,7 @@ from blender_core.ensemble import (
     split_backends,
     unwrap,
 )
-from blender_core.ensemble.fields import RankerField
+from blender_core.ensemble.fields import RankerField, TracerProviderField
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import spec_name
 
@@ -101,6 +101,8 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
     """Retries of a failing backend call (within its timeout)."""
     streaming: bool = False
     """Whether ``invoke`` goes through the streaming path (tokens reach callback handlers)."""
+    tracer_provider: TracerProviderField = None
+    """The OpenTelemetry ``TracerProvider`` the ensemble's spans go to (None: the global one)."""
 
     _engine: Ensemble = PrivateAttr()
     # set by with_structured_output (through bind_tools): an answer that does not fit fails its backend

@@ -44,7 +44,7 @@ from blender_core.ensemble import (
     split_backends,
     unwrap,
 )
-from blender_core.ensemble.fields import RankerField
+from blender_core.ensemble.fields import RankerField, TracerProviderField
 from blender_core.ensemble.prompts import references_prompt
 from blender_core.fusion.base import BaseFuser
 
@@ -179,6 +179,7 @@ class BlenderLLM(LLM, EnsembleSettings):
     fuser_settings: BackendSettings | None = Field(
         default=None, description="The fuser's prices, from fuser=Backend(llm, price_in=..., price_out=...)."
     )
+    tracer_provider: TracerProviderField = None
 
     _engine: Ensemble = PrivateAttr()
 

@@ -54,9 +54,14 @@ OWN_FIELDS: dict[str, tuple[type[BaseModel], type[BaseModel] | None, set[str]]] 
             "stop",
             "max_retries",
             "streaming",
+            "tracer_provider",
         },
     ),
-    "llamaindex": (LlamaIndexBlender, LLM, {"backends", "ranker", "fuser", "backend_settings", "fuser_settings"}),
+    "llamaindex": (
+        LlamaIndexBlender,
+        LLM,
+        {"backends", "ranker", "fuser", "backend_settings", "fuser_settings", "tracer_provider"},
+    ),
     "server": (EnsembleSection, None, {"ranker", "fuser"}),
 }
 
@@ -75,6 +80,7 @@ NON_DEFAULT: dict[str, Any] = {
     "accept_score": 0.25,
     "layers": 2,
     "max_cost": 0.01,
+    "trace_content": True,
 }
 # A bad value for every setting.
 BAD: dict[str, Any] = {
@@ -91,6 +97,7 @@ BAD: dict[str, Any] = {
     "accept_score": float("inf"),
     "layers": 0,
     "max_cost": -0.5,
+    "trace_content": "yes",
 }
 
 

@@ -3,9 +3,10 @@ keep those that answered (``min_successes``), rank the answers, fuse the top-K (
 on the first token and a fallback to the top answer), and account for every candidate, the timings and the
 summed usage. ``BlendPipeline`` is the batch form over ready candidate lists. ``EnsembleSettings`` declares
 every setting once; the adapters and the server inherit it. The framework adapters only
-translate their messages to and from this engine.
+translate their messages to and from this engine. With ``opentelemetry-api`` installed each request is
+traced (``spans``).
 
-May import: blender_core.base, blender_core.ranking, blender_core.fusion.
+May import: blender_core.base, blender_core.ranking, blender_core.fusion, blender_core.observability.
 """
 
 from __future__ import annotations

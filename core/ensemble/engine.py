@@ -43,9 +43,11 @@ from blender_core.ensemble.policy import (
 from blender_core.ensemble.records import BackendAnswer, BackendRequest, CandidateRecord, EnsembleError
 from blender_core.ensemble.requests import bind_request, priced
 from blender_core.ensemble.settings import BackendSettings, EnsembleConfig
+from blender_core.ensemble.spans import NO_SPANS, Spans, request_spans
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking.registry import RankerSpec
+from blender_core.observability.tracing import get_tracer
+from blender_core.ranking.registry import RankerSpec, spec_name
 
 #: backend name -> a call that returns its answer (sync), or a coroutine function (async)
 logger = logging.getLogger(__name__)
@@ -65,6 +67,8 @@ class Ensemble:
         ranker: a ranker, a folder / hub id / built-in name (loaded on first use), or None for the default.
         fuser: a fuser, or None to answer with the top-ranked backend.
         config: the settings (default :class:`EnsembleConfig`); or give them as keyword arguments.
+        tracer_provider: the OpenTelemetry ``TracerProvider`` its spans go to (None: the global one); see
+            :mod:`blender_core.ensemble.spans`.
     """
 
     def __init__(
@@ -75,6 +79,7 @@ class Ensemble:
         *,
         backends: Mapping[str, BackendSettings] | None = None,
         fuser_settings: BackendSettings | None = None,
+        tracer_provider: Any = None,
         **settings: Any,
     ) -> None:
         if config is not None and settings:
@@ -96,6 +101,8 @@ class Ensemble:
         )
         # shared by every call of this engine: each backend's stuck calls are counted across calls
         self.threads = BackendThreads(max_stuck=c.max_stuck_calls)
+        # None without opentelemetry-api: then no span is ever made
+        self.tracer = get_tracer(tracer_provider)
 
     @classmethod
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
@@ -107,6 +114,7 @@ class Ensemble:
             EnsembleConfig.of(owner),
             backends=getattr(owner, "backend_settings", None) or None,
             fuser_settings=getattr(owner, "fuser_settings", None),
+            tracer_provider=getattr(owner, "tracer_provider", None),
         )
         engine.check_backend_count(len(owner.backends))
         return engine
@@ -226,9 +234,10 @@ class Ensemble:
         pairs = [[top, blend.candidates[j]] for j in peers]
         return all(holds_on_pair(r, margin) for r in ranker.rank([prompt] * len(pairs), pairs, strategy="full"))
 
-    def gather(self, prompt: str, calls: Calls) -> EnsembleOutcome:
+    def gather(self, prompt: str, calls: Calls, *, spans: Spans = NO_SPANS) -> EnsembleOutcome:
         """Call the backends in the rounds the settings ask for (tiers, samples, layers, quorum) and rank
-        the answers: the outcome :meth:`finish` answers from, with the policy's report.
+        the answers: the outcome :meth:`finish` answers from, with the policy's report (``spans``: the
+        request's, from :meth:`run` / :meth:`stream`).
 
         Raises:
             EnsembleError: fewer answers than ``min_successes``.
@@ -240,17 +249,20 @@ class Ensemble:
             try:
                 step = rounds.send(value)
             except StopIteration as stop:
-                return self._decided(prompt, stop.value)
+                return spans.decided(self._decided(prompt, stop.value))
             if isinstance(step, CallRound):
-                got = call_backends(self._round_calls(step, calls), **self._round_kwargs(step))
-                value = self._priced(step, got, settings)
+                round_calls = spans.calls(step, self._round_calls(step, calls), aio=False)
+                got = call_backends(round_calls, **self._round_kwargs(step))
+                value = spans.called(step, self._priced(step, got, settings))
             elif isinstance(step, RankRound):
-                value = self.select(prompt, list(step.records), successes=step.successes)
+                with spans.ranking(step) as ranked:
+                    value = ranked(self.select(prompt, list(step.records), successes=step.successes))
             else:
                 assert isinstance(step, AcceptRound)
-                value = self._accepts(prompt, step.outcome)
+                with spans.accepting(step) as accepted:
+                    value = accepted(self._accepts(prompt, step.outcome))
 
-    async def agather(self, prompt: str, calls: AsyncCalls) -> EnsembleOutcome:
+    async def agather(self, prompt: str, calls: AsyncCalls, *, spans: Spans = NO_SPANS) -> EnsembleOutcome:
         """Async :meth:`gather`: coroutine calls are awaited (a quorum cancels the rest: their HTTP requests
         are closed), the ranker runs in a worker thread."""
         settings = self._settings(calls)
@@ -260,15 +272,18 @@ class Ensemble:
             try:
                 step = rounds.send(value)
             except StopIteration as stop:
-                return self._decided(prompt, stop.value)
+                return spans.decided(self._decided(prompt, stop.value))
             if isinstance(step, CallRound):
-                got = await acall_backends(self._round_calls(step, calls), **self._round_kwargs(step))
-                value = self._priced(step, got, settings)
+                round_calls = spans.calls(step, self._round_calls(step, calls), aio=True)
+                got = await acall_backends(round_calls, **self._round_kwargs(step))
+                value = spans.called(step, self._priced(step, got, settings))
             elif isinstance(step, RankRound):
-                value = await self.aselect(prompt, list(step.records), successes=step.successes)
+                with spans.ranking(step) as ranked:
+                    value = ranked(await self.aselect(prompt, list(step.records), successes=step.successes))
             else:
                 assert isinstance(step, AcceptRound)
-                value = await asyncio.to_thread(self._accepts, prompt, step.outcome)
+                with spans.accepting(step) as accepted:
+                    value = accepted(await asyncio.to_thread(self._accepts, prompt, step.outcome))
 
     def _decided(self, prompt: str, decision: Decision) -> EnsembleOutcome:
         outcome, records, report = decision
@@ -286,9 +301,11 @@ class Ensemble:
             return None
         return lambda: [Delta(outcome.best_answer.text, outcome.best_answer)]
 
+    def _fuser_name(self) -> str:
+        return self.fuser.name if self.fuser is not None else "fuser"
+
     def _fusion_error(self, exc: BaseException) -> FusionError:
-        name = self.fuser.name if self.fuser is not None else "fuser"
-        return FusionError(f"the fuser {name!r} failed: {type(exc).__name__}: {exc}")
+        return FusionError(f"the fuser {self._fuser_name()!r} failed: {type(exc).__name__}: {exc}")
 
     def _ended(
         self, outcome: EnsembleOutcome, text: str, report: StreamReport, sink: UsageSink
@@ -315,6 +332,7 @@ class Ensemble:
         *,
         fuse_kwargs: Mapping[str, Any] | None = None,
         cut_at_deadline: bool = True,
+        spans: Spans = NO_SPANS,
     ) -> Iterator[Event]:
         """Stream the final answer of a selected outcome: :class:`Delta` pieces, then the ended outcome.
 
@@ -327,36 +345,41 @@ class Ensemble:
         (e.g. a callback config).
         """
         if not self.fuses(outcome):
-            ended = outcome.answered_by_best()
+            ended = spans.answered(outcome.answered_by_best())
             yield Delta(ended.text, ended.best_answer)
             yield ended
             return
         sink: UsageSink = []
         report = StreamReport()
         kwargs = dict(fuse_kwargs or {})
-        pieces = guarded_stream(
-            lambda: (
-                Delta(p) for p in self.pipeline.stream_fuse(prompt, outcome.blend, usage_sink=sink, **kwargs)
-            ),
-            timeout=self.config.timeout,
-            fallback=self._fallback(outcome),
-            report=report,
-            deadline=self.config.fusion_deadline,
-        )
-        text = ""
-        try:
-            for piece in pieces:
-                text += piece.text
-                yield piece
-        except StreamDeadline as exc:
-            if not cut_at_deadline:
+        with spans.fusing(self._fuser_name()) as fusion:
+            pieces = guarded_stream(
+                fusion.source(
+                    lambda: (
+                        Delta(p)
+                        for p in self.pipeline.stream_fuse(prompt, outcome.blend, usage_sink=sink, **kwargs)
+                    )
+                ),
+                timeout=self.config.timeout,
+                fallback=self._fallback(outcome),
+                report=report,
+                deadline=self.config.fusion_deadline,
+            )
+            text = ""
+            try:
+                for piece in pieces:
+                    text += piece.text
+                    yield piece
+            except StreamDeadline as exc:
+                if not cut_at_deadline:
+                    raise
+                report.error = f"{type(exc).__name__}: {exc}; the answer is cut there"
+            except Exception as exc:
+                if report.first_item_s is None:  # failed before any output, with the fallback off
+                    raise self._fusion_error(exc) from exc
                 raise
-            report.error = f"{type(exc).__name__}: {exc}; the answer is cut there"
-        except Exception as exc:
-            if report.first_item_s is None:  # failed before any output, with the fallback off
-                raise self._fusion_error(exc) from exc
-            raise
-        yield self._ended(outcome, text, report, sink)
+            ended = fusion.ended(self._ended(outcome, text, report, sink))
+        yield spans.answered(ended)
 
     async def afinish(
         self,
@@ -365,10 +388,11 @@ class Ensemble:
         *,
         fuse_kwargs: Mapping[str, Any] | None = None,
         cut_at_deadline: bool = True,
+        spans: Spans = NO_SPANS,
     ) -> AsyncIterator[Event]:
         """Async :meth:`finish`, from the fuser's ``astream``."""
         if not self.fuses(outcome):
-            ended = outcome.answered_by_best()
+            ended = spans.answered(outcome.answered_by_best())
             yield Delta(ended.text, ended.best_answer)
             yield ended
             return
@@ -380,26 +404,28 @@ class Ensemble:
             async for p in self.pipeline.astream_fuse(prompt, outcome.blend, usage_sink=sink, **kwargs):
                 yield Delta(p)
 
-        text = ""
-        try:
-            async for piece in aguarded_stream(
-                fused,
-                timeout=self.config.timeout,
-                fallback=self._fallback(outcome),
-                report=report,
-                deadline=self.config.fusion_deadline,
-            ):
-                text += piece.text
-                yield piece
-        except StreamDeadline as exc:
-            if not cut_at_deadline:
+        with spans.fusing(self._fuser_name()) as fusion:
+            text = ""
+            try:
+                async for piece in aguarded_stream(
+                    fusion.asource(fused),
+                    timeout=self.config.timeout,
+                    fallback=self._fallback(outcome),
+                    report=report,
+                    deadline=self.config.fusion_deadline,
+                ):
+                    text += piece.text
+                    yield piece
+            except StreamDeadline as exc:
+                if not cut_at_deadline:
+                    raise
+                report.error = f"{type(exc).__name__}: {exc}; the answer is cut there"
+            except Exception as exc:
+                if report.first_item_s is None:
+                    raise self._fusion_error(exc) from exc
                 raise
-            report.error = f"{type(exc).__name__}: {exc}; the answer is cut there"
-        except Exception as exc:
-            if report.first_item_s is None:
-                raise self._fusion_error(exc) from exc
-            raise
-        yield self._ended(outcome, text, report, sink)
+            ended = fusion.ended(self._ended(outcome, text, report, sink))
+        yield spans.answered(ended)
 
     def _after_error(self, outcome: EnsembleOutcome, exc: Exception, start: float) -> EnsembleOutcome:
         """Not streamed, nothing was shown yet: a fuser that failed mid-answer falls back too."""
@@ -418,47 +444,64 @@ class Ensemble:
         self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> Iterator[Event]:
         """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`."""
-        yield from self.finish(prompt, self.gather(prompt, calls), fuse_kwargs=fuse_kwargs)
+        spans = self._spans(prompt)
+        with spans.request():
+            outcome = self.gather(prompt, calls, spans=spans)
+            yield from self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, spans=spans)
 
     async def astream(
         self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> AsyncIterator[Event]:
         """Async :meth:`stream`."""
-        outcome = await self.agather(prompt, calls)
-        async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs):
-            yield event
+        spans = self._spans(prompt)
+        with spans.request():
+            outcome = await self.agather(prompt, calls, spans=spans)
+            async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs, spans=spans):
+                yield event
 
     def run(
         self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> EnsembleOutcome:
         """Call, rank and fuse; the finished outcome (a fuser failing at any point falls back, unless the
         fallback is off)."""
-        outcome = self.gather(prompt, calls)
-        start = time.perf_counter()
-        try:
-            *_, last = self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False)
-        except Exception as exc:
-            return self._after_error(outcome, exc, start)
-        assert isinstance(last, EnsembleOutcome)
-        return last
+        spans = self._spans(prompt)
+        with spans.request():
+            outcome = self.gather(prompt, calls, spans=spans)
+            start = time.perf_counter()
+            try:
+                *_, last = self.finish(
+                    prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False, spans=spans
+                )
+            except Exception as exc:
+                return spans.answered(self._after_error(outcome, exc, start))
+            assert isinstance(last, EnsembleOutcome)
+            return last
 
     async def arun(
         self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
     ) -> EnsembleOutcome:
         """Async :meth:`run`."""
-        outcome = await self.agather(prompt, calls)
-        start = time.perf_counter()
-        try:
-            *_, last = [
-                event
-                async for event in self.afinish(
-                    prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False
-                )
-            ]
-        except Exception as exc:
-            return self._after_error(outcome, exc, start)
-        assert isinstance(last, EnsembleOutcome)
-        return last
+        spans = self._spans(prompt)
+        with spans.request():
+            outcome = await self.agather(prompt, calls, spans=spans)
+            start = time.perf_counter()
+            try:
+                *_, last = [
+                    event
+                    async for event in self.afinish(
+                        prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False, spans=spans
+                    )
+                ]
+            except Exception as exc:
+                return spans.answered(self._after_error(outcome, exc, start))
+            assert isinstance(last, EnsembleOutcome)
+            return last
+
+    def _spans(self, prompt: str) -> Spans:
+        """The spans of a request starting now (:data:`NO_SPANS` when nothing records)."""
+        c = self.config
+        ranker = spec_name(self.pipeline.ranker_spec)
+        return request_spans(self.tracer, prompt, content=c.trace_content, ranker=ranker, strategy=c.strategy)
 
 
 def _logged(records: list[CandidateRecord]) -> list[CandidateRecord]:

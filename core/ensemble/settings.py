@@ -173,6 +173,14 @@ class EnsembleSettings(BaseModel):
         "much, priced by the backends' price_in / price_out (None: no limit).",
     )
 
+    # --------------------------------------------------------- observability
+    # Off: prompts and answers are the user's data; a trace backend is often shared more widely.
+    trace_content: Flag = Field(
+        default=False,
+        description="Put the prompt and the answers (every candidate's, the fused one) in the OpenTelemetry "
+        "spans, as gen_ai.input.messages / gen_ai.output.messages (false: names, scores and counts only).",
+    )
+
     @model_validator(mode="after")
     def _consistent(self) -> Self:
         if self.quorum is not None and self.quorum < self.min_successes:

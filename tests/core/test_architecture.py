@@ -176,6 +176,7 @@ def test_every_package_states_its_rule() -> None:
         "blender_core.evaluation",
         "blender_core.fusion",
         "blender_core.local_models",
+        "blender_core.observability",
         "blender_core.ranking",
         "blender_core.ranking.judge",
         "blender_core.ranking.pairrm",
