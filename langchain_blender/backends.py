@@ -60,16 +60,17 @@ def _sync_call(
     max_retries: int,
     check: AnswerCheck | None,
 ) -> Callable[[BackendRequest], BackendAnswer]:
-    """One backend's blocking call for a request, run in a copy of the caller's context (from a worker
-    thread)."""
-    ctx = contextvars.copy_context()
+    """One backend's blocking call for a request, run in a copy of the context it is called in: the engine's
+    worker thread's, itself a copy of the caller's with the call's span current (so that the backend's own
+    spans nest under it)."""
 
     def call(request: BackendRequest) -> BackendAnswer:
         chat, kwargs, run_name, metadata = _for_request(backend, messages, call_kwargs, request)
         config = child_config(manager, BACKEND_TAGS, run_name, metadata)
         invoke = _with_retry(backend, max_retries).invoke
         # a copy per call: a backend's samples run at once, and one context cannot be entered twice
-        return _answer(name, ctx.copy().run(_in_config, config, invoke, chat, config, **kwargs), check)
+        ctx = contextvars.copy_context()
+        return _answer(name, ctx.run(_in_config, config, invoke, chat, config, **kwargs), check)
 
     return call
 

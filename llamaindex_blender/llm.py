@@ -114,13 +114,13 @@ async def _acomplete_answer(
 
 
 def _in_context(fn: Callable[..., T], *args: Any) -> Callable[[BackendRequest], T]:
-    """Run ``fn`` in a worker thread within a copy of the caller's context, as an asyncio task would, so
-    that the backends' spans and callback events nest under this LLM's (a copy per call: a backend's
-    samples run at once, and one context cannot be entered twice)."""
-    ctx = contextvars.copy_context()
+    """Run ``fn`` in a copy of the context it is called in: the engine's worker thread's, itself a copy of
+    the caller's with the call's OpenTelemetry span current, as an asyncio task would, so that the backends'
+    spans and callback events nest under this LLM's and their own under their call's (a copy per call: a
+    backend's samples run at once, and one context cannot be entered twice)."""
 
     def call(request: BackendRequest) -> T:
-        return ctx.copy().run(fn, *args, request)
+        return contextvars.copy_context().run(fn, *args, request)
 
     return call
 
