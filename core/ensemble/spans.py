@@ -27,6 +27,7 @@ request not sampled): every method does nothing.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import json
 import threading
@@ -303,11 +304,11 @@ class RequestSpans(Spans):
         except GeneratorExit:  # the caller stopped reading the stream: no error of the ensemble's
             self.span.set_attribute("blender.abandoned", True)
             raise
+        except asyncio.CancelledError:  # the caller went away
+            self.span.set_attribute("blender.abandoned", True)
+            raise
         except BaseException as exc:
-            if type(exc).__name__ == "CancelledError":  # asyncio's: the caller went away
-                self.span.set_attribute("blender.abandoned", True)
-            else:
-                self._raised(self.span, exc)
+            self._raised(self.span, exc)
             raise
         finally:
             self._end_calls(None)

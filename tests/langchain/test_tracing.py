@@ -51,10 +51,14 @@ def test_invoke_traces_the_ensemble_inside_the_apps_span(traced: Traced) -> None
         assert "secret question" not in str(span.attributes)
 
 
-def test_stream_traces_the_ensemble_inside_the_apps_span(traced: Traced) -> None:
+@pytest.mark.parametrize("method", ["stream", "astream"])
+async def test_stream_traces_the_ensemble_inside_the_apps_span(traced: Traced, method: str) -> None:
     llm = blender(traced, fuser=ScriptedChatModel(reply="Four, streamed.", model_name="fuser-1"))
     with traced.parent("app"):
-        chunks = list(llm.stream(QUESTION))
+        if method == "stream":
+            chunks = list(llm.stream(QUESTION))
+        else:
+            chunks = [c async for c in llm.astream(QUESTION)]
     assert "".join(c.text for c in chunks) == "Four, streamed."
     request = traced.one("chat blender-llm")
     assert is_child(request, traced.one("app"))

@@ -368,3 +368,15 @@ def test_a_tracer_that_does_not_record_makes_no_spans_at_all() -> None:
     tracer = get_tracer(NoOpTracerProvider())
     assert request_spans(tracer, PROMPT, content=False, ranker="r", strategy="full") is NO_SPANS
     assert request_spans(None, PROMPT, content=False, ranker="r", strategy="full") is NO_SPANS
+
+
+async def test_a_request_whose_caller_went_away_ends_its_spans_without_an_error(traced: Traced) -> None:
+    task = asyncio.ensure_future(engine(traced).arun(PROMPT, {"a": aanswering("4"), "slow": aanswering("x", delay=5)}))
+    await asyncio.sleep(0.2)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    request = traced.one("chat blender-llm")
+    assert (request.attributes or {})["blender.abandoned"] is True
+    assert request.status.status_code is StatusCode.UNSET
+    assert sorted(by_backend(traced.spans)) == ["a", "slow"]  # the calls' spans ended with it
