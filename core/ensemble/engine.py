@@ -43,9 +43,10 @@ from blender_core.ensemble.policy import (
 from blender_core.ensemble.records import BackendAnswer, BackendRequest, CandidateRecord, EnsembleError
 from blender_core.ensemble.requests import bind_request, priced
 from blender_core.ensemble.settings import BackendSettings, EnsembleConfig
+from blender_core.ensemble.sinks import OutcomeSink, Sinks
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
-from blender_core.ranking.registry import RankerSpec
+from blender_core.ranking.registry import RankerSpec, spec_name
 
 #: backend name -> a call that returns its answer (sync), or a coroutine function (async)
 logger = logging.getLogger(__name__)
@@ -56,6 +57,8 @@ Calls: TypeAlias = Mapping[str, Callable[[BackendRequest], BackendAnswer] | Call
 AsyncCalls: TypeAlias = Mapping[str, Callable[..., Awaitable[BackendAnswer]] | Blocking]
 #: what a stream yields: pieces of the answer, then the finished outcome
 Event: TypeAlias = Delta | EnsembleOutcome
+#: the chat a prompt was rendered from, as role/content dicts (handed to the sinks)
+Messages: TypeAlias = Sequence[Mapping[str, Any]] | None
 
 
 class Ensemble:
@@ -65,6 +68,8 @@ class Ensemble:
         ranker: a ranker, a folder / hub id / built-in name (loaded on first use), or None for the default.
         fuser: a fuser, or None to answer with the top-ranked backend.
         config: the settings (default :class:`EnsembleConfig`); or give them as keyword arguments.
+        sinks: called with every answered request (:mod:`blender_core.ensemble.sinks`); one that raises is
+            logged and counted, never fails the request.
     """
 
     def __init__(
@@ -75,6 +80,7 @@ class Ensemble:
         *,
         backends: Mapping[str, BackendSettings] | None = None,
         fuser_settings: BackendSettings | None = None,
+        sinks: Sequence[OutcomeSink] | None = (),
         **settings: Any,
     ) -> None:
         if config is not None and settings:
@@ -96,6 +102,9 @@ class Ensemble:
         )
         # shared by every call of this engine: each backend's stuck calls are counted across calls
         self.threads = BackendThreads(max_stuck=c.max_stuck_calls)
+        # every answered request is handed to these (a recorder, ...)
+        self.sinks = Sinks(sinks)
+        self._ranker_name = spec_name(ranker)
 
     @classmethod
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
@@ -107,6 +116,7 @@ class Ensemble:
             EnsembleConfig.of(owner),
             backends=getattr(owner, "backend_settings", None) or None,
             fuser_settings=getattr(owner, "fuser_settings", None),
+            sinks=getattr(owner, "sinks", None),
         )
         engine.check_backend_count(len(owner.backends))
         return engine
@@ -414,36 +424,68 @@ class Ensemble:
         )
 
     # ------------------------------------------------------------------ whole calls
+    def _answered(self, prompt: str, outcome: EnsembleOutcome, messages: Messages) -> None:
+        """Hand the answered request to the sinks (never raises)."""
+        if len(self.sinks):
+            self.sinks.answered(prompt, outcome, messages, self._ranker_name)
+
     def stream(
-        self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: Calls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> Iterator[Event]:
-        """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`."""
-        yield from self.finish(prompt, self.gather(prompt, calls), fuse_kwargs=fuse_kwargs)
+        """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`.
+        ``messages``: the chat ``prompt`` was rendered from, for the sinks."""
+        for event in self.finish(prompt, self.gather(prompt, calls), fuse_kwargs=fuse_kwargs):
+            if isinstance(event, EnsembleOutcome):
+                self._answered(prompt, event, messages)
+            yield event
 
     async def astream(
-        self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: AsyncCalls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> AsyncIterator[Event]:
         """Async :meth:`stream`."""
         outcome = await self.agather(prompt, calls)
         async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs):
+            if isinstance(event, EnsembleOutcome):
+                self._answered(prompt, event, messages)
             yield event
 
     def run(
-        self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: Calls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> EnsembleOutcome:
         """Call, rank and fuse; the finished outcome (a fuser failing at any point falls back, unless the
-        fallback is off)."""
+        fallback is off). ``messages``: the chat ``prompt`` was rendered from, for the sinks."""
         outcome = self.gather(prompt, calls)
         start = time.perf_counter()
         try:
             *_, last = self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False)
         except Exception as exc:
-            return self._after_error(outcome, exc, start)
+            last = self._after_error(outcome, exc, start)
         assert isinstance(last, EnsembleOutcome)
+        self._answered(prompt, last, messages)
         return last
 
     async def arun(
-        self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: AsyncCalls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> EnsembleOutcome:
         """Async :meth:`run`."""
         outcome = await self.agather(prompt, calls)
@@ -456,10 +498,10 @@ class Ensemble:
                 )
             ]
         except Exception as exc:
-            return self._after_error(outcome, exc, start)
+            last = self._after_error(outcome, exc, start)
         assert isinstance(last, EnsembleOutcome)
+        self._answered(prompt, last, messages)
         return last
-
 
 def _logged(records: list[CandidateRecord]) -> list[CandidateRecord]:
     for r in records:
