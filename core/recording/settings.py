@@ -10,7 +10,7 @@ Example:
     ...
     pydantic_core._pydantic_core.ValidationError: 1 validation error for RecordSettings
     drop_matching
-      Value error, drop_matching[0]: '(unclosed' is not a regular expression (missing ), ...
+      Value error, drop_matching item 0 ('(unclosed') is not a regular expression (missing ), ...
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ class RecordSettings(BaseModel):
                 re.compile(pattern)
             except re.error as exc:
                 raise ValueError(
-                    f"drop_matching[{k}]: {pattern!r} is not a regular expression ({exc}); escape it "
+                    f"drop_matching item {k} ({pattern!r}) is not a regular expression ({exc}); escape it "
                     "(re.escape) to match the text literally"
                 ) from None
         return value
