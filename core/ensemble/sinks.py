@@ -158,4 +158,7 @@ class SinkFields(BaseModel):
     @field_validator("sinks", mode="before")
     @classmethod
     def _check(cls, value: Any) -> list[Any]:
-        return list(check_sinks(value))
+        try:
+            return list(check_sinks(value))
+        except TypeError as exc:  # pydantic reports a ValueError as the field's error
+            raise ValueError(str(exc)) from None
