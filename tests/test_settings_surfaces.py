@@ -24,6 +24,7 @@ from blender_core.app.serve.config import (
     parse_config,
 )
 from blender_core.ensemble import Backend, BackendSettings, EnsembleConfig, EnsembleSettings
+from blender_core.ensemble.sinks import SinkFields
 from langchain_blender import BlenderLLM as LangChainBlender
 from llamaindex_blender import BlenderLLM as LlamaIndexBlender
 from tests.helpers.core_fakes import LengthRanker
@@ -54,9 +55,14 @@ OWN_FIELDS: dict[str, tuple[type[BaseModel], type[BaseModel] | None, set[str]]] 
             "stop",
             "max_retries",
             "streaming",
+            "sinks",
         },
     ),
-    "llamaindex": (LlamaIndexBlender, LLM, {"backends", "ranker", "fuser", "backend_settings", "fuser_settings"}),
+    "llamaindex": (
+        LlamaIndexBlender,
+        LLM,
+        {"backends", "ranker", "fuser", "backend_settings", "fuser_settings", "sinks"},
+    ),
     "server": (EnsembleSection, None, {"ranker", "fuser"}),
 }
 
@@ -92,6 +98,13 @@ BAD: dict[str, Any] = {
     "layers": 0,
     "max_cost": -0.5,
 }
+
+
+def test_both_adapters_take_sinks_from_one_declaration() -> None:
+    declared = SinkFields.model_fields["sinks"]
+    for model in (LangChainBlender, LlamaIndexBlender):
+        field = model.model_fields["sinks"]
+        assert (field.description, field.exclude) == (declared.description, True)
 
 
 def test_the_tables_cover_every_setting() -> None:
