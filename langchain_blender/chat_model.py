@@ -35,19 +35,20 @@ from blender_core.ensemble import (
     unwrap,
 )
 from blender_core.ensemble.fields import RankerField, TracerProviderField
+from blender_core.ensemble.sinks import SinkFields
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.registry import spec_name
 
 from .backends import abackend_calls, backend_calls
 from .callbacks import BACKEND_TAGS, FUSER_TAGS, child_config, children, enter, leave
 from .fusers import ChatModelFuser, model_name
-from .messages import event_chunk, outcome_message, prompt_text
+from .messages import chat_turns, event_chunk, outcome_message, prompt_text
 from .structured import AnswerCheck, structured_output_check
 
 AnyCallbackManager = CallbackManagerForLLMRun | AsyncCallbackManagerForLLMRun | None
 
 
-class BlenderLLM(BaseChatModel, EnsembleSettings):
+class BlenderLLM(BaseChatModel, EnsembleSettings, SinkFields):
     """A chat model that ensembles several chat models, LLM-Blender style.
 
     Each call goes to every backend concurrently; backends that fail or time out are dropped (and recorded);
@@ -57,7 +58,8 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
 
     The ensemble's settings (``top_k``, ``strategy``, ``timeout``, ``min_successes``, ...) are
     :class:`~blender_core.ensemble.EnsembleSettings`' fields, the same as the LlamaIndex ``BlenderLLM``'s
-    and the server's ``[ensemble]`` section's.
+    and the server's ``[ensemble]`` section's. ``sinks`` (e.g. a ``blender_core.recording.TrafficRecorder``)
+    receive every answered request: the chat, every candidate ranked, the choice.
 
     Tool calling works through :meth:`bind_tools` (the tools go to every backend; tool-call answers are
     ranked on a canonical text of the calls and returned with their ``tool_calls``); tool-call answers are
@@ -312,6 +314,10 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
             "check": self._answer_check,
         }
 
+    def _turns(self, messages: list[BaseMessage]) -> list[dict[str, str]] | None:
+        """The chat for the engine's sinks (None when there are none: nothing to convert)."""
+        return chat_turns(messages) if self._engine.sinks else None
+
     def _fuse_kwargs(self, manager: BaseCallbackManager | None) -> dict[str, Any]:
         """A chat-model fuser's call is a child run too."""
         if isinstance(self._engine.fuser, ChatModelFuser):
@@ -328,7 +334,9 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
     ) -> ChatResult:
         manager = children(self, run_manager, self.backend_callbacks)
         calls = backend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
-        outcome = self._engine.run(prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager))
+        outcome = self._engine.run(
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager), messages=self._turns(messages)
+        )
         return ChatResult(generations=[ChatGeneration(message=outcome_message(outcome, self.model_name))])
 
     @override
@@ -342,7 +350,7 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
         manager = children(self, run_manager, self.backend_callbacks)
         calls = abackend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         outcome = await self._engine.arun(
-            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager), messages=self._turns(messages)
         )
         return ChatResult(generations=[ChatGeneration(message=outcome_message(outcome, self.model_name))])
 
@@ -357,7 +365,7 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
         manager = children(self, run_manager, self.backend_callbacks)
         calls = backend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         for event in self._engine.stream(
-            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager), messages=self._turns(messages)
         ):
             chunk = event_chunk(event, self.model_name)
             if run_manager is not None:
@@ -375,7 +383,7 @@ class BlenderLLM(BaseChatModel, EnsembleSettings):
         manager = children(self, run_manager, self.backend_callbacks)
         calls = abackend_calls(self.backends, messages, manager, **self._call_options(stop, kwargs))
         async for event in self._engine.astream(
-            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager)
+            prompt_text(messages), calls, fuse_kwargs=self._fuse_kwargs(manager), messages=self._turns(messages)
         ):
             chunk = event_chunk(event, self.model_name)
             if run_manager is not None:

@@ -52,6 +52,17 @@ def prompt_text(prompt: PromptLike) -> str:
     return render_prompt(turns)
 
 
+def chat_turns(prompt: PromptLike) -> list[dict[str, str]]:
+    """The chat as ``{"role", "content"}`` dicts (roles as OpenAI names them), for the engine's sinks."""
+    if isinstance(prompt, str):
+        return [{"role": "user", "content": prompt}]
+    messages = prompt.to_messages() if isinstance(prompt, PromptValue) else convert_to_messages(prompt)
+    return [
+        {"role": _ROLES.get(m.type, m.type), "content": ranking_text(m) if m.type == "ai" else m.text}
+        for m in messages
+    ]
+
+
 def _metadata(outcome: EnsembleOutcome, model_name: str) -> tuple[UsageMetadata, dict[str, Any]]:
     usage = outcome.usage
     return (

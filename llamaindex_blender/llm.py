@@ -46,6 +46,7 @@ from blender_core.ensemble import (
 )
 from blender_core.ensemble.fields import RankerField, TracerProviderField
 from blender_core.ensemble.prompts import references_prompt
+from blender_core.ensemble.sinks import SinkFields
 from blender_core.fusion.base import BaseFuser
 
 from .fusers import LlamaIndexFuser, blocks_the_loop, llm_name, usage_of
@@ -130,6 +131,12 @@ def _chat_prompt(messages: Sequence[ChatMessage]) -> str:
     return render_prompt([(role(m), m.content or "") for m in messages])
 
 
+def _chat_turns(messages: Sequence[ChatMessage]) -> list[dict[str, str]]:
+    """The chat as ``{"role", "content"}`` dicts, for the engine's sinks."""
+    role = lambda m: m.role.value if isinstance(m.role, MessageRole) else str(m.role)  # noqa: E731
+    return [{"role": role(m), "content": m.content or ""} for m in messages]
+
+
 def _positive_min(values: Sequence[int], default: int) -> int:
     """The smallest known value; LLMs report unknown limits as -1 or 0."""
     known = [v for v in values if v and v > 0]
@@ -137,7 +144,7 @@ def _positive_min(values: Sequence[int], default: int) -> int:
 
 
 # ---------------------------------------------------------------------- the LLM
-class BlenderLLM(LLM, EnsembleSettings):
+class BlenderLLM(LLM, EnsembleSettings, SinkFields):
     """Ask several LlamaIndex LLMs concurrently, rank their answers with a pairwise ranker and fuse the top-K.
 
     Backends that fail or exceed ``timeout`` are dropped (and reported); fewer than ``min_successes``
@@ -225,6 +232,14 @@ class BlenderLLM(LLM, EnsembleSettings):
     def _build(self) -> BlenderLLM:
         self._engine = Ensemble.from_settings(self, self.fuser)
         return self
+
+    def _turns(self, messages: Sequence[ChatMessage]) -> list[dict[str, str]] | None:
+        """The chat for the engine's sinks (None when there are none: nothing to convert)."""
+        return _chat_turns(messages) if self._engine.sinks else None
+
+    def _prompt_turns(self, prompt: str) -> list[dict[str, str]] | None:
+        """A completion's prompt as a one-turn chat, for the engine's sinks."""
+        return [{"role": "user", "content": prompt}] if self._engine.sinks else None
 
     @property
     def engine(self) -> Ensemble:
@@ -323,14 +338,14 @@ class BlenderLLM(LLM, EnsembleSettings):
     def chat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Ask every backend (concurrently, in threads), rank, fuse; kwargs go to each backend's ``chat``."""
         calls = self._calls(lambda llm: _in_context(_chat_answer, llm, messages, kwargs))
-        outcome = self._engine.run(_chat_prompt(messages), calls)
+        outcome = self._engine.run(_chat_prompt(messages), calls, messages=self._turns(messages))
         return ChatResponse(message=self._message(outcome), raw=self._raw(outcome))
 
     @llm_chat_callback()
     async def achat(self, messages: Sequence[ChatMessage], **kwargs: Any) -> ChatResponse:
         """Async :meth:`chat`: the backends' ``achat`` are awaited concurrently; ranking runs in a thread."""
         calls = self._acalls("achat", messages, kwargs)
-        outcome = await self._engine.arun(_chat_prompt(messages), calls)
+        outcome = await self._engine.arun(_chat_prompt(messages), calls, messages=self._turns(messages))
         return ChatResponse(message=self._message(outcome), raw=self._raw(outcome))
 
     @llm_chat_callback()
@@ -343,7 +358,7 @@ class BlenderLLM(LLM, EnsembleSettings):
         def gen() -> ChatResponseGen:
             calls = self._calls(lambda llm: _in_context(_chat_answer, llm, messages, kwargs))
             text = ""
-            for delta, final in self._pieces(self._engine.stream(_chat_prompt(messages), calls)):
+            for delta, final in self._pieces(self._engine.stream(_chat_prompt(messages), calls, messages=self._turns(messages))):
                 text += delta
                 yield self._chat_response(text, delta, final)
 
@@ -356,7 +371,7 @@ class BlenderLLM(LLM, EnsembleSettings):
         async def gen() -> ChatResponseAsyncGen:
             calls = self._acalls("achat", messages, kwargs)
             text = ""
-            async for delta, final in self._apieces(self._engine.astream(_chat_prompt(messages), calls)):
+            async for delta, final in self._apieces(self._engine.astream(_chat_prompt(messages), calls, messages=self._turns(messages))):
                 text += delta
                 yield self._chat_response(text, delta, final)
 
@@ -367,14 +382,14 @@ class BlenderLLM(LLM, EnsembleSettings):
     def complete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Ask every backend's ``complete`` (concurrently, in threads), rank against ``prompt``, fuse."""
         calls = self._calls(lambda llm: _in_context(_complete_answer, llm, prompt, formatted, kwargs))
-        outcome = self._engine.run(prompt, calls)
+        outcome = self._engine.run(prompt, calls, messages=self._prompt_turns(prompt))
         return CompletionResponse(text=outcome.text, raw=self._raw(outcome))
 
     @llm_completion_callback()
     async def acomplete(self, prompt: str, formatted: bool = False, **kwargs: Any) -> CompletionResponse:
         """Async :meth:`complete`: the backends' ``acomplete`` are awaited concurrently."""
         calls = self._acalls("acomplete", prompt, formatted, kwargs)
-        outcome = await self._engine.arun(prompt, calls)
+        outcome = await self._engine.arun(prompt, calls, messages=self._prompt_turns(prompt))
         return CompletionResponse(text=outcome.text, raw=self._raw(outcome))
 
     @llm_completion_callback()
@@ -384,7 +399,7 @@ class BlenderLLM(LLM, EnsembleSettings):
         def gen() -> CompletionResponseGen:
             calls = self._calls(lambda llm: _in_context(_complete_answer, llm, prompt, formatted, kwargs))
             text = ""
-            for delta, final in self._pieces(self._engine.stream(prompt, calls)):
+            for delta, final in self._pieces(self._engine.stream(prompt, calls, messages=self._prompt_turns(prompt))):
                 text += delta
                 yield CompletionResponse(
                     text=text, delta=delta, raw=self._raw(final) if final is not None else None
@@ -401,7 +416,7 @@ class BlenderLLM(LLM, EnsembleSettings):
         async def gen() -> CompletionResponseAsyncGen:
             calls = self._acalls("acomplete", prompt, formatted, kwargs)
             text = ""
-            async for delta, final in self._apieces(self._engine.astream(prompt, calls)):
+            async for delta, final in self._apieces(self._engine.astream(prompt, calls, messages=self._prompt_turns(prompt))):
                 text += delta
                 yield CompletionResponse(
                     text=text, delta=delta, raw=self._raw(final) if final is not None else None

@@ -24,6 +24,7 @@ from blender_core.app.serve.config import (
     parse_config,
 )
 from blender_core.ensemble import Backend, BackendSettings, EnsembleConfig, EnsembleSettings
+from blender_core.ensemble.sinks import SinkFields
 from langchain_blender import BlenderLLM as LangChainBlender
 from llamaindex_blender import BlenderLLM as LlamaIndexBlender
 from tests.helpers.core_fakes import LengthRanker
@@ -55,12 +56,13 @@ OWN_FIELDS: dict[str, tuple[type[BaseModel], type[BaseModel] | None, set[str]]] 
             "max_retries",
             "streaming",
             "tracer_provider",
+            "sinks",
         },
     ),
     "llamaindex": (
         LlamaIndexBlender,
         LLM,
-        {"backends", "ranker", "fuser", "backend_settings", "fuser_settings", "tracer_provider"},
+        {"backends", "ranker", "fuser", "backend_settings", "fuser_settings", "tracer_provider", "sinks"},
     ),
     "server": (EnsembleSection, None, {"ranker", "fuser"}),
 }
@@ -99,6 +101,13 @@ BAD: dict[str, Any] = {
     "max_cost": -0.5,
     "trace_content": "yes",
 }
+
+
+def test_both_adapters_take_sinks_from_one_declaration() -> None:
+    declared = SinkFields.model_fields["sinks"]
+    for model in (LangChainBlender, LlamaIndexBlender):
+        field = model.model_fields["sinks"]
+        assert (field.description, field.exclude) == (declared.description, True)
 
 
 def test_the_tables_cover_every_setting() -> None:

@@ -43,6 +43,7 @@ from blender_core.ensemble.policy import (
 from blender_core.ensemble.records import BackendAnswer, BackendRequest, CandidateRecord, EnsembleError
 from blender_core.ensemble.requests import bind_request, priced
 from blender_core.ensemble.settings import BackendSettings, EnsembleConfig
+from blender_core.ensemble.sinks import OutcomeSink, Sinks
 from blender_core.ensemble.spans import NO_SPANS, Spans, request_spans
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
@@ -58,6 +59,8 @@ Calls: TypeAlias = Mapping[str, Callable[[BackendRequest], BackendAnswer] | Call
 AsyncCalls: TypeAlias = Mapping[str, Callable[..., Awaitable[BackendAnswer]] | Blocking]
 #: what a stream yields: pieces of the answer, then the finished outcome
 Event: TypeAlias = Delta | EnsembleOutcome
+#: the chat a prompt was rendered from, as role/content dicts (handed to the sinks)
+Messages: TypeAlias = Sequence[Mapping[str, Any]] | None
 
 
 class Ensemble:
@@ -69,6 +72,8 @@ class Ensemble:
         config: the settings (default :class:`EnsembleConfig`); or give them as keyword arguments.
         tracer_provider: the OpenTelemetry ``TracerProvider`` its spans go to (None: the global one); see
             :mod:`blender_core.ensemble.spans`.
+        sinks: called with every answered request (:mod:`blender_core.ensemble.sinks`); one that raises is
+            logged and counted, never fails the request.
     """
 
     def __init__(
@@ -80,6 +85,7 @@ class Ensemble:
         backends: Mapping[str, BackendSettings] | None = None,
         fuser_settings: BackendSettings | None = None,
         tracer_provider: Any = None,
+        sinks: Sequence[OutcomeSink] | None = (),
         **settings: Any,
     ) -> None:
         if config is not None and settings:
@@ -103,6 +109,9 @@ class Ensemble:
         self.threads = BackendThreads(max_stuck=c.max_stuck_calls)
         # None without opentelemetry-api: then no span is ever made
         self.tracer = get_tracer(tracer_provider)
+        # every answered request is handed to these (a recorder, ...)
+        self.sinks = Sinks(sinks)
+        self._ranker_name = spec_name(ranker)
 
     @classmethod
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
@@ -115,6 +124,7 @@ class Ensemble:
             backends=getattr(owner, "backend_settings", None) or None,
             fuser_settings=getattr(owner, "fuser_settings", None),
             tracer_provider=getattr(owner, "tracer_provider", None),
+            sinks=getattr(owner, "sinks", None),
         )
         engine.check_backend_count(len(owner.backends))
         return engine
@@ -440,30 +450,56 @@ class Ensemble:
         )
 
     # ------------------------------------------------------------------ whole calls
+    def _answered(self, prompt: str, outcome: EnsembleOutcome, messages: Messages) -> None:
+        """Hand the answered request to the sinks (never raises)."""
+        if len(self.sinks):
+            self.sinks.answered(prompt, outcome, messages, self._ranker_name)
+
     def stream(
-        self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: Calls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> Iterator[Event]:
-        """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`."""
+        """Call, rank, then stream the answer (see :meth:`finish`); ends with the :class:`EnsembleOutcome`.
+        ``messages``: the chat ``prompt`` was rendered from, for the sinks."""
         spans = self._spans(prompt)
         with spans.request():
             outcome = self.gather(prompt, calls, spans=spans)
-            yield from self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, spans=spans)
+            for event in self.finish(prompt, outcome, fuse_kwargs=fuse_kwargs, spans=spans):
+                if isinstance(event, EnsembleOutcome):
+                    self._answered(prompt, event, messages)
+                yield event
 
     async def astream(
-        self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: AsyncCalls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> AsyncIterator[Event]:
         """Async :meth:`stream`."""
         spans = self._spans(prompt)
         with spans.request():
             outcome = await self.agather(prompt, calls, spans=spans)
             async for event in self.afinish(prompt, outcome, fuse_kwargs=fuse_kwargs, spans=spans):
+                if isinstance(event, EnsembleOutcome):
+                    self._answered(prompt, event, messages)
                 yield event
 
     def run(
-        self, prompt: str, calls: Calls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: Calls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> EnsembleOutcome:
         """Call, rank and fuse; the finished outcome (a fuser failing at any point falls back, unless the
-        fallback is off)."""
+        fallback is off). ``messages``: the chat ``prompt`` was rendered from, for the sinks."""
         spans = self._spans(prompt)
         with spans.request():
             outcome = self.gather(prompt, calls, spans=spans)
@@ -473,12 +509,18 @@ class Ensemble:
                     prompt, outcome, fuse_kwargs=fuse_kwargs, cut_at_deadline=False, spans=spans
                 )
             except Exception as exc:
-                return spans.answered(self._after_error(outcome, exc, start))
+                last = spans.answered(self._after_error(outcome, exc, start))
             assert isinstance(last, EnsembleOutcome)
-            return last
+        self._answered(prompt, last, messages)
+        return last
 
     async def arun(
-        self, prompt: str, calls: AsyncCalls, *, fuse_kwargs: Mapping[str, Any] | None = None
+        self,
+        prompt: str,
+        calls: AsyncCalls,
+        *,
+        fuse_kwargs: Mapping[str, Any] | None = None,
+        messages: Messages = None,
     ) -> EnsembleOutcome:
         """Async :meth:`run`."""
         spans = self._spans(prompt)
@@ -493,9 +535,10 @@ class Ensemble:
                     )
                 ]
             except Exception as exc:
-                return spans.answered(self._after_error(outcome, exc, start))
+                last = spans.answered(self._after_error(outcome, exc, start))
             assert isinstance(last, EnsembleOutcome)
-            return last
+        self._answered(prompt, last, messages)
+        return last
 
     def _spans(self, prompt: str) -> Spans:
         """The spans of a request starting now (:data:`NO_SPANS` when nothing records)."""

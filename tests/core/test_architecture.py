@@ -181,6 +181,7 @@ def test_every_package_states_its_rule() -> None:
         "blender_core.ranking.judge",
         "blender_core.ranking.pairrm",
         "blender_core.ranking.reward",
+        "blender_core.recording",
         "blender_core.testing",
         "blender_core.training",
         "langchain_blender",

@@ -15,6 +15,7 @@ only translates the OpenAI protocol to it.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ from blender_core.app.serve.config import (
     backend_key,
     server_keys,
 )
+from blender_core.app.serve.recording import traffic_recorder
 from blender_core.app.serve.redaction import Redactor, redacting_http_client
 from blender_core.ensemble import Backend as EnsembleBackend
 
@@ -59,13 +61,14 @@ def check_serve_packages() -> None:
 @dataclass
 class ServedEnsemble:
     """What the server serves: the ``BlenderLLM``, its model name, the server's keys, a redactor for every
-    secret, and the HTTP clients to close at shutdown."""
+    secret, the HTTP clients to close at shutdown, and the traffic recorder (``[record]``; None when off)."""
 
     llm: Any  # langchain_blender.BlenderLLM
     model_name: str
     server_keys: list[str]
     redactor: Redactor
     clients: list[Any] = field(default_factory=list)
+    recorder: Any = None  # blender_core.recording.TrafficRecorder | None
 
     def warm_up(self) -> None:
         """Load the ranker now (a request would otherwise pay for it)."""
@@ -74,6 +77,8 @@ class ServedEnsemble:
     async def aclose(self) -> None:
         for client in self.clients:
             await client.aclose()
+        if self.recorder is not None:  # what is queued is written, off the event loop
+            await asyncio.to_thread(self.recorder.close)
 
 
 def _local_call(chat: Any, name: str) -> Any:
@@ -182,11 +187,13 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
         fuser = EnsembleBackend(fuser, price_in=spec.price_in, price_out=spec.price_out)  # its calls priced
     # each backend with its tier, samples and prices
     settings = {b.name: EnsembleBackend(backends[b.name], **b.backend_settings()) for b in config.backends}
+    recorder = traffic_recorder(config, redactor)
     llm = BlenderLLM(
         backends=settings,
         ranker=e.ranker,
         fuser=fuser,
         model_name=config.server.model_name,
+        sinks=[recorder] if recorder is not None else [],
         **e.ensemble_settings(),
     )
-    return ServedEnsemble(llm, config.server.model_name, keys, redactor, clients)
+    return ServedEnsemble(llm, config.server.model_name, keys, redactor, clients, recorder)

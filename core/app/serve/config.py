@@ -38,6 +38,7 @@ from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationErr
 from blender_core.app.local_chat import LocalBackend
 from blender_core.ensemble.settings import BackendSettings, EnsembleSettings
 from blender_core.ranking.registry import check_ranker_spec
+from blender_core.recording.settings import RecordSettings
 
 _ENV_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 #: The shortest key accepted. Every key, the server's and the upstreams', is masked wherever it would appear
@@ -189,11 +190,14 @@ Backend = Annotated[OpenAIBackend | HuggingFaceBackend, Field(discriminator="kin
 
 
 class ServeConfig(_Section):
-    """The whole file: ``[server]``, ``[ensemble]``, ``[limits]`` and one ``[[backends]]`` table per backend."""
+    """The whole file: ``[server]``, ``[ensemble]``, ``[limits]``, ``[record]`` and one ``[[backends]]`` table per
+    backend."""
 
     server: ServerSettings = ServerSettings()
     ensemble: EnsembleSection = EnsembleSection()
     limits: LimitSettings = LimitSettings()
+    # Recording the traffic (blender_core.recording.RecordSettings, the one declaration): off unless path is set.
+    record: RecordSettings = RecordSettings()
     backends: list[Backend] = Field(min_length=1)
 
     @model_validator(mode="after")
