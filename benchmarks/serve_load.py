@@ -1,21 +1,31 @@
-"""Load on ``blender-llm serve``: N chat completions at concurrency C against upstreams of fixed latency.
+"""Load on ``blender-llm serve`` beside the bare fan-out floor: N chat completions at concurrency C against
+upstreams of fixed latency, the two servers loaded in alternating rounds.
 
-    python benchmarks/serve_load.py [--requests 400] [--concurrency 16] [--seconds 120]
+    python benchmarks/serve_load.py [--requests 200] [--concurrency 16,4] [--rounds 3] [--seconds 120]
                                     [--latencies 0.1,0.15,0.2] [--stream-share 0.5] [--ranker tiny]
-                                    [--max-in-flight 2C] [--timeout 10]
+                                    [--max-in-flight 2C] [--timeout 10] [--no-floor]
+                                    [--compare-root OTHER_CHECKOUT ...]
 
 Everything stays on loopback: the upstreams are the tests' fake OpenAI-compatible servers
-(``tests/helpers/openai_upstreams.py``), each answering after its fixed latency; the server is the real
-command (``python -m blender_core.app.cli serve``) in a subprocess of its own, so that its memory is its
-own. The ranker is a tiny random PairRM checkpoint built offline (``--ranker tiny``: the server's own
-cost, not the ranker's) or any spec ``load_ranker`` accepts (e.g. ``builtin:pairrm-minilm-l6``).
+(``tests/helpers/openai_upstreams.py``), each answering after its fixed latency. The sides, each a real
+server in a subprocess of its own (its CPU and memory its own), all started once and loaded one at a time:
 
-Bounded in count (``--requests``) and time (``--seconds``; requests not started by then are reported as
-not run). Prints p50 / p95 latency, throughput, errors (must be 0; a 429 of an overloaded server is counted
-apart, as refused), the overhead over the slowest upstream as a ratio (a request waits for every backend,
-so the slowest upstream is the floor), the server's CPU time per request (what sizes ``max_in_flight`` per
-core: see the README), and its RSS after warm-up, half-way and at the end (a leak grows between the last
-two). Exits 1 on any error.
+- ``floor``: a bare FastAPI + httpx server that fans each request out to the same upstreams and returns the
+  longest answer (``benchmarks/_fanout_floor.py``): the least any fan-out server costs;
+- ``serve``: ``python -m blender_core.app.cli serve`` of this checkout;
+- ``serve@DIR``, per ``--compare-root DIR``: the same command from another checkout of the repository (e.g.
+  ``git archive main | tar -x -C /tmp/before``), for a before / after in the same run.
+
+The ranker is a tiny random PairRM checkpoint built offline (``--ranker tiny``: the server's own cost, not
+the ranker's) or any spec ``load_ranker`` accepts (e.g. ``builtin:pairrm-minilm-l6``).
+
+Each round loads every side in turn (the order alternating from round to round), after one warm-up per
+side; each side keeps its best of the rounds (the machine's noise only ever slows a run down). Bounded in
+count (``--requests``) and time (``--seconds`` per run; requests not started by then are reported as not
+run). Prints, per concurrency and side, p50 / p95 latency, throughput, the server's CPU time per request
+(what sizes ``max_in_flight`` per core: see the README) and the ratios to the floor; errors (must be 0; a
+429 of an overloaded server is counted apart, as refused), and each server's RSS after warm-up and at the
+end (a leak grows between the two). Exits 1 on any error.
 """
 
 from __future__ import annotations
@@ -30,6 +40,7 @@ import subprocess
 import sys
 import tempfile
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -74,7 +85,15 @@ def write_config(
     )
 
 
-def start_server(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
+def start_process(
+    cmd: list[str], log: Path, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.Popen[bytes]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", **(env or {})}
+    with log.open("wb") as out:
+        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
+
+
+def serve_command(config: Path, port: int) -> list[str]:
     cmd = [
         sys.executable,
         "-m",
@@ -85,10 +104,18 @@ def start_server(config: Path, port: int, log: Path) -> subprocess.Popen[bytes]:
         "--port",
         str(port),
     ]
-    cmd += ["--log-level", "warning"]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    with log.open("wb") as out:
-        return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=ROOT, env=env)
+    return [*cmd, "--log-level", "warning"]
+
+
+def checkout_env(root: Path, work: Path) -> dict[str, str]:
+    """The environment that imports ``blender_core`` from another checkout (its ``core`` folder; this venv
+    installs this checkout's, so a link named ``blender_core`` comes first on the path)."""
+    shim = work / f"shim-{abs(hash(str(root)))}"
+    shim.mkdir(exist_ok=True)
+    link = shim / "blender_core"
+    if not link.exists():
+        link.symlink_to(root.resolve() / "core", target_is_directory=True)
+    return {"PYTHONPATH": os.pathsep.join([str(shim), str(root.resolve())])}
 
 
 def wait_ready(proc: subprocess.Popen[bytes], base: str, seconds: float) -> None:
@@ -147,7 +174,6 @@ async def load(
     latencies: list[float] = []
     errors: list[str] = []
     refused = 0
-    rss: dict[str, float] = {}
     next_index = 0
     deadline = time.monotonic() + seconds
     limits = httpx.Limits(max_connections=concurrency, max_keepalive_connections=concurrency)
@@ -167,8 +193,6 @@ async def load(
                 latencies.append(latency)
                 if error is not None:
                     errors.append(error)
-                if len(latencies) == n // 2:
-                    rss["half"] = rss_mb(pid)
 
         server = psutil.Process(pid)
         cpu_start = sum(server.cpu_times()[:2])
@@ -176,25 +200,167 @@ async def load(
         await asyncio.gather(*(worker() for _ in range(concurrency)))
         wall = time.perf_counter() - start
         cpu = sum(server.cpu_times()[:2]) - cpu_start
-    return {"latencies": latencies, "errors": errors, "refused": refused, "wall": wall, "rss": rss, "cpu": cpu}
+    return {"latencies": latencies, "errors": errors, "refused": refused, "wall": wall, "cpu": cpu}
+
+
+@dataclass
+class Side:
+    """One server under load: its process, and the best of its rounds per measure."""
+
+    name: str
+    proc: subprocess.Popen[bytes]
+    base: str
+    log: Path
+    rss_start: float = float("nan")
+    best: dict[int, dict[str, float]] = field(default_factory=dict)
+    errors: list[str] = field(default_factory=list)
+    refused: int = 0
+    not_run: int = 0
+
+    def keep(self, concurrency: int, run: dict[str, Any], requests: int) -> None:
+        lat = np.array(run["latencies"]) * 1000
+        done = len(lat)
+        self.errors += run["errors"]
+        self.refused += run["refused"]
+        self.not_run += requests - done - run["refused"]
+        if not done:
+            return
+        got = {
+            "p50": float(np.percentile(lat, 50)),
+            "p95": float(np.percentile(lat, 95)),
+            "rps": done / run["wall"],
+            "cpu": 1000 * run["cpu"] / max(1, done + run["refused"]),
+        }
+        best = self.best.setdefault(concurrency, got)
+        for key, value in got.items():
+            best[key] = max(best[key], value) if key == "rps" else min(best[key], value)
+
+
+def stop(proc: subprocess.Popen[bytes]) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(10)
+
+
+def start_sides(args: argparse.Namespace, work: Path, fakes: list[FakeUpstream]) -> list[Side]:
+    max_in_flight = args.max_in_flight or 2 * max(args.concurrency)
+    config = work / "ensemble.toml"
+    write_config(config, ranker_spec(args.ranker, work), fakes, max_in_flight, args.timeout)
+    specs: list[tuple[str, list[str], Path, dict[str, str] | None]] = []
+    if args.floor:
+        port = free_port()
+        floor = [sys.executable, str(ROOT / "benchmarks" / "_fanout_floor.py"), "--port", str(port)]
+        floor += ["--upstreams", ",".join(f.base_url for f in fakes), "--connections", str(2 * max_in_flight)]
+        specs.append(("floor", floor, ROOT, None))
+    port = free_port()
+    specs.append(("serve", serve_command(config, port), ROOT, None))
+    for root in args.compare_root:
+        port = free_port()
+        specs.append((f"serve@{root}", serve_command(config, port), root, checkout_env(root, work)))
+    sides = []
+    for k, (name, cmd, cwd, env) in enumerate(specs):
+        log = work / f"side{k}.log"
+        port = int(cmd[cmd.index("--port") + 1])
+        sides.append(Side(name, start_process(cmd, log, cwd, env), f"http://127.0.0.1:{port}", log))
+    return sides
+
+
+def _ratio(side: dict[str, float], floor: dict[str, float] | None, key: str) -> str:
+    return f"x{side[key] / floor[key]:.2f}" if floor else "-"
+
+
+def report(args: argparse.Namespace, sides: list[Side], fakes: list[FakeUpstream]) -> None:
+    print(
+        f"serve_load: {args.requests} requests per run, {args.rounds} rounds alternating "
+        f"{', '.join(s.name for s in sides)} (each side's best kept); {args.stream_share:.0%} streamed, "
+        f"{len(fakes)} upstreams of {args.latencies} s, ranker {args.ranker}"
+    )
+    floor = sides[0] if sides[0].name == "floor" else None
+    rows = []
+    for c in args.concurrency:
+        for side in sides:
+            b = side.best.get(c)
+            if b is None:
+                rows.append([c, side.name, "-", "-", "-", "-", "-", "-", "-"])
+                continue
+            f = floor.best.get(c) if floor is not None else None
+            rows.append(
+                [
+                    c,
+                    side.name,
+                    f"{b['p50']:.0f}",
+                    f"{b['p95']:.0f}",
+                    f"{b['rps']:.1f}",
+                    f"{b['cpu']:.1f}",
+                    _ratio(b, f, "p50"),
+                    _ratio(b, f, "p95"),
+                    _ratio(b, f, "cpu"),
+                ]
+            )
+    headers = [
+        "conc.",
+        "server",
+        "p50 ms",
+        "p95 ms",
+        "req/s",
+        "CPU ms/req",
+        "p50/floor",
+        "p95/floor",
+        "CPU/floor",
+    ]
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows, strict=True)]
+    for line in [headers, *rows]:
+        print(
+            "  "
+            + "  ".join(
+                str(x).rjust(w) if k > 1 else str(x).ljust(w)
+                for k, (x, w) in enumerate(zip(line, widths, strict=True))
+            )
+        )
+    for side in sides:
+        errors = f"{len(side.errors)}" + (f" (first: {side.errors[0]})" if side.errors else "")
+        extra = f", refused (429) {side.refused}" if side.refused else ""
+        extra += f", not run (past --seconds) {side.not_run}" if side.not_run else ""
+        print(
+            f"  {side.name}: errors {errors}{extra}; RSS {side.rss_start:.1f} MB after warm-up, "
+            f"{rss_mb(side.proc.pid):.1f} MB at the end"
+        )
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--requests", type=int, default=400)
-    parser.add_argument("--concurrency", type=int, default=16)
-    parser.add_argument("--seconds", type=float, default=120.0, help="time limit of the measured run")
+    parser.add_argument("--requests", type=int, default=200, help="requests per run")
+    parser.add_argument("--concurrency", default="16,4", help="comma-separated concurrencies, one row each")
+    parser.add_argument("--rounds", type=int, default=3, help="runs per side and concurrency, alternating")
+    parser.add_argument("--seconds", type=float, default=120.0, help="time limit of each measured run")
     parser.add_argument("--latencies", default="0.1,0.15,0.2", help="each upstream's fixed latency, seconds")
     parser.add_argument("--stream-share", type=float, default=0.5, help="share of streamed requests")
     parser.add_argument("--ranker", default="tiny", help="'tiny' (random, offline) or a ranker spec")
     parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--max-in-flight", type=int, default=None, help="the server's (default: 2 x concurrency)")
+    parser.add_argument(
+        "--max-in-flight", type=int, default=None, help="the server's (default: 2 x concurrency)"
+    )
     parser.add_argument("--timeout", type=float, default=10.0, help="the backends' timeout, seconds")
+    parser.add_argument("--no-floor", dest="floor", action="store_false", help="leave the bare fan-out out")
+    parser.add_argument(
+        "--compare-root",
+        type=Path,
+        action="append",
+        default=[],
+        help="another checkout whose server is loaded too (repeatable), e.g. the code before a change",
+    )
     args = parser.parse_args()
-    if args.requests < 2 or args.concurrency < 1 or not 0 <= args.stream_share <= 1:
-        parser.error("need --requests >= 2, --concurrency >= 1 and 0 <= --stream-share <= 1")
+    args.concurrency = [int(x) for x in args.concurrency.split(",")]
+    if args.requests < 2 or min(args.concurrency) < 1 or args.rounds < 1 or not 0 <= args.stream_share <= 1:
+        parser.error("need --requests >= 2, --concurrency >= 1, --rounds >= 1 and 0 <= --stream-share <= 1")
+    for root in args.compare_root:
+        if not (root / "core" / "app" / "serve").is_dir():
+            parser.error(f"--compare-root {root}: no core/app/serve there; give the root of a checkout")
     latencies_s = [float(x) for x in args.latencies.split(",")]
 
     fakes = [
@@ -206,74 +372,49 @@ def main() -> int:
         work = Path(tmp)
         for fake in fakes:
             fake.start()
-        config, log, port = work / "ensemble.toml", work / "server.log", free_port()
-        base = f"http://127.0.0.1:{port}"
-        max_in_flight = args.max_in_flight or 2 * args.concurrency
-        write_config(config, ranker_spec(args.ranker, work), fakes, max_in_flight, args.timeout)
-        proc = start_server(config, port, log)
+        sides: list[Side] = []
         try:
-            wait_ready(proc, base, 120)
-            warm = asyncio.run(
-                load(
-                    base,
-                    args.warmup,
-                    min(args.concurrency, args.warmup),
-                    60,
-                    args.stream_share,
-                    answers,
-                    proc.pid,
+            sides = start_sides(args, work, fakes)
+            for side in sides:
+                wait_ready(side.proc, side.base, 120)
+                warm = asyncio.run(
+                    load(
+                        side.base,
+                        args.warmup,
+                        min(max(args.concurrency), args.warmup),
+                        60,
+                        args.stream_share,
+                        answers,
+                        side.proc.pid,
+                    )
                 )
-            )
-            if warm["errors"]:
-                print("warm-up errors:", warm["errors"][:3])
-            rss_start = rss_mb(proc.pid)
-            run = asyncio.run(
-                load(
-                    base, args.requests, args.concurrency, args.seconds, args.stream_share, answers, proc.pid
-                )
-            )
-            rss_end = rss_mb(proc.pid)
+                if warm["errors"]:
+                    print(f"{side.name}: warm-up errors:", warm["errors"][:3])
+                side.rss_start = rss_mb(side.proc.pid)
+            for c in args.concurrency:
+                for r in range(args.rounds):
+                    for side in sides if r % 2 == 0 else sides[::-1]:
+                        run = asyncio.run(
+                            load(
+                                side.base,
+                                args.requests,
+                                c,
+                                args.seconds,
+                                args.stream_share,
+                                answers,
+                                side.proc.pid,
+                            )
+                        )
+                        side.keep(c, run, args.requests)
+            report(args, sides, fakes)
         finally:
-            proc.send_signal(signal.SIGTERM)
-            try:
-                proc.wait(30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
+            for side in sides:
+                stop(side.proc)
+                if side.proc.returncode not in (0, -signal.SIGTERM):
+                    print(f"{side.name} exited with {side.proc.returncode}:\n{side.log.read_text()[-3000:]}")
             for fake in fakes:
                 fake.stop()
-        if proc.returncode not in (0, -signal.SIGTERM):
-            print(log.read_text()[-3000:])
-
-    lat = np.array(run["latencies"]) * 1000
-    done = len(lat)
-    slowest_ms = max(latencies_s) * 1000
-    p50, p95, p99 = (float(np.percentile(lat, q)) for q in (50, 95, 99))
-    print(
-        f"serve_load: {done} of {args.requests} requests at concurrency {args.concurrency} "
-        f"({args.stream_share:.0%} streamed), {len(fakes)} upstreams of {args.latencies} s, ranker {args.ranker}"
-    )
-    print(f"  latency: p50 {p50:.0f} ms, p95 {p95:.0f} ms, p99 {p99:.0f} ms, max {lat.max():.0f} ms")
-    print(f"  throughput: {done / run['wall']:.1f} requests/s ({run['wall']:.1f} s)")
-    print(f"  errors: {len(run['errors'])}" + (f" (first: {run['errors'][0]})" if run["errors"] else ""))
-    if run["refused"]:
-        print(f"  refused (429, overloaded): {run['refused']}")
-    if done + run["refused"] < args.requests:
-        print(f"  not run (past --seconds): {args.requests - done - run['refused']}")
-    print(
-        f"  overhead over the slowest upstream ({slowest_ms:.0f} ms): p50 x{p50 / slowest_ms:.2f}, "
-        f"p95 x{p95 / slowest_ms:.2f}"
-    )
-    per_request = run["cpu"] / max(1, done + run["refused"])
-    print(
-        f"  server CPU: {1000 * per_request:.1f} ms per request, so at most {1 / per_request:.0f} requests/s "
-        "per core"
-    )
-    half = run["rss"].get("half", float("nan"))
-    print(
-        f"  server RSS: {rss_start:.1f} MB after warm-up, {half:.1f} MB half-way, {rss_end:.1f} MB at the end "
-        f"(second half: {rss_end - half:+.1f} MB)"
-    )
-    return 1 if run["errors"] else 0
+    return 1 if any(side.errors for side in sides) else 0
 
 
 if __name__ == "__main__":

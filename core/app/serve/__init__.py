@@ -10,6 +10,8 @@
 - :mod:`~blender_core.app.serve.admission`: which chat completions run, wait for a slot, or are refused.
 - :mod:`~blender_core.app.serve.app`: ``create_app``: the app, its state, the router and the guard.
 - :mod:`~blender_core.app.serve.backends`: the served ensemble, built from the config.
+- :mod:`~blender_core.app.serve.upstream`: an OpenAI-compatible endpoint as a chat model, on one shared
+  ``httpx`` client per endpoint (the ``kind = "openai"`` backends).
 - :mod:`~blender_core.app.serve.redaction`: keys kept out of logs, errors and responses.
 - :mod:`~blender_core.app.serve.run`: where it may listen, and uvicorn with a graceful shutdown.
 

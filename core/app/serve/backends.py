@@ -1,11 +1,12 @@
 """The served ensemble: the configured backends as LangChain chat models, behind one ``BlenderLLM``.
 
-``kind = "openai"`` backends are ``langchain_openai.ChatOpenAI`` over the endpoint (its key passed
-explicitly, never read from ``OPENAI_API_KEY``; no retries: the ensemble drops a failing backend; an HTTP
-client that scrubs keys from error bodies). ``kind = "huggingface"`` backends are local chat models
-(:func:`blender_core.app.local_chat.chat_backends`, as the demo's), one loaded model shared by every backend
-naming it. The fuser is the named backend's model: a ``ChatOpenAI`` (fused through ``BlenderLLM``'s
-chat-model fuser, streamed) or, for a local model, the local fuser over it
+``kind = "openai"`` backends are :class:`~blender_core.app.serve.upstream.UpstreamChat` over one shared
+``httpx.AsyncClient`` per endpoint (its key in the client's headers, never read from ``OPENAI_API_KEY``; no
+retries by default: the ensemble drops a failing backend; connections pooled, as many as the running
+requests can use at once; error bodies scrubbed of keys). ``kind = "huggingface"`` backends are local chat
+models (:func:`blender_core.app.local_chat.chat_backends`, as the demo's), one loaded model shared by every
+backend naming it. The fuser is the named backend's model: an ``UpstreamChat`` (fused through
+``BlenderLLM``'s chat-model fuser, streamed) or, for a local model, the local fuser over it
 (:func:`blender_core.app.local_chat.local_fuser`, as the demo's).
 
 Everything the ensemble does (concurrent calls, timeouts, ``min_successes``, ranking, streamed fusion with
@@ -49,7 +50,7 @@ def check_serve_packages() -> None:
         "fastapi": "fastapi",
         "uvicorn": "uvicorn",
         "openai": "openai",
-        "langchain_openai": "langchain-openai",
+        "langchain_core": "langchain-core",
     }
     missing = [dist for module, dist in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
@@ -94,20 +95,33 @@ def _local_call(chat: Any, name: str) -> Any:
     return RunnableLambda(generate, name=name)
 
 
-def _openai_model(backend: OpenAIBackend, key: str | None, config: ServeConfig, client: Any) -> Any:
-    from langchain_openai import ChatOpenAI
-    from pydantic import SecretStr
+def _openai_model(backend: OpenAIBackend, config: ServeConfig, client: Any) -> Any:
+    from blender_core.app.serve.upstream import UpstreamChat
 
-    return ChatOpenAI(
+    return UpstreamChat(
         model=backend.model,
-        base_url=backend.base_url,
-        api_key=SecretStr(key or NO_KEY),
+        client=client,
         max_retries=backend.max_retries,
-        timeout=config.ensemble.timeout,
         stream_usage=backend.stream_usage,
-        use_responses_api=False,  # the chat completions API: what every OpenAI-compatible server speaks
-        http_async_client=client,
         name=backend.name,
+    )
+
+
+def _connections(backend: OpenAIBackend, config: ServeConfig) -> int:
+    """An upstream's connections: as many as the running requests call it at once (each one call per
+    sample, and one more when it fuses)."""
+    running = min(config.limits.max_running, config.limits.max_in_flight)
+    return running * (backend.samples + (backend.name == config.ensemble.fuser))
+
+
+def _openai_client(backend: OpenAIBackend, key: str | None, config: ServeConfig, redactor: Redactor) -> Any:
+    """The upstream's one HTTP client, shared by every request: its URL, key, timeout and pool."""
+    return redacting_http_client(
+        redactor,
+        max_connections=_connections(backend, config),
+        base_url=backend.base_url + "/",
+        headers={"authorization": f"Bearer {key or NO_KEY}"},
+        timeout=config.ensemble.timeout,
     )
 
 
@@ -162,15 +176,13 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
         if isinstance(b, OpenAIBackend)
     }
     redactor = Redactor([*keys, *(k for k in upstream_keys.values() if k)])
-    # each running request makes one call per backend, plus one for the fuser
-    connections = 2 * min(config.limits.max_running, config.limits.max_in_flight)
     backends, owners = _local_models(config)
     clients = []
     for b in config.backends:
         if isinstance(b, OpenAIBackend):
-            client = redacting_http_client(redactor, max_connections=connections)
+            client = _openai_client(b, upstream_keys[b.name], config, redactor)
             clients.append(client)
-            backends[b.name] = _openai_model(b, upstream_keys[b.name], config, client)
+            backends[b.name] = _openai_model(b, config, client)
     backends = {b.name: backends[b.name] for b in config.backends}  # in the config's order
 
     e = config.ensemble

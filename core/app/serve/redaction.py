@@ -2,7 +2,7 @@
 
 The upstream keys live in the backends' clients only. An upstream may still echo a key (some error bodies
 quote the ``Authorization`` header they got, and a careless or hostile one may quote it in an answer), so
-every error body from an upstream is scrubbed as it arrives, before the openai client turns it into an
+every error body from an upstream is scrubbed as it arrives, before the backend turns it into an
 exception whose text the engine records and logs (:func:`redacting_http_client`); everything the server
 sends back (answers, tool calls, the account, errors, streamed pieces) and every log line is scrubbed of
 every configured key, server's and upstreams' (:class:`Redactor`, :class:`RedactingFilter`). Keys shorter
@@ -12,7 +12,6 @@ never mangles ordinary text.
 
 from __future__ import annotations
 
-import importlib
 import json
 import logging
 from collections.abc import Iterable, Mapping
@@ -128,17 +127,15 @@ def install_log_filter(redactor: Redactor) -> None:
                 handler.addFilter(RedactingFilter(redactor))
 
 
-def redacting_http_client(redactor: Redactor, *, max_connections: int) -> Any:
-    """An async HTTP client for the openai SDK that scrubs secrets from every error response body.
-
-    It is the SDK's own default client (its timeouts, redirects and proxy settings from the environment),
-    with room for ``max_connections`` upstream calls at once.
+def redacting_http_client(redactor: Redactor, *, max_connections: int, **options: Any) -> Any:
+    """An ``httpx.AsyncClient`` that scrubs secrets from every error response body, with room for
+    ``max_connections`` upstream calls at once (each kept alive for the next); ``options`` (``base_url``,
+    ``headers``, ``timeout``) go to the client. Redirects are followed, and proxies are read from the
+    environment, as the ``openai`` SDK's client does.
     """
-    import openai
+    import httpx
 
-    base: Any = openai.DefaultAsyncHttpxClient  # httpx.AsyncClient, or httpx2's in openai >= 3
-
-    class _RedactingClient(base):  # type: ignore[misc, valid-type]
+    class _RedactingClient(httpx.AsyncClient):
         async def send(self, request: Any, *, stream: bool = False, **kwargs: Any) -> Any:
             response = await super().send(request, stream=stream, **kwargs)
             if response.status_code < 400:
@@ -154,7 +151,5 @@ def redacting_http_client(redactor: Redactor, *, max_connections: int) -> Any:
             ]
             return type(response)(response.status_code, headers=headers, content=body, request=request)
 
-    client_class = next(c for c in base.__mro__ if c.__name__ == "AsyncClient")
-    http = importlib.import_module(client_class.__module__.split(".")[0])  # the HTTP library the SDK uses
-    limits = http.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
-    return _RedactingClient(limits=limits)
+    limits = httpx.Limits(max_connections=max_connections, max_keepalive_connections=max_connections)
+    return _RedactingClient(limits=limits, follow_redirects=True, **options)
