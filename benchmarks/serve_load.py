@@ -4,7 +4,7 @@ upstreams of fixed latency, the two servers loaded in alternating rounds.
     python benchmarks/serve_load.py [--requests 200] [--concurrency 16,4] [--rounds 3] [--seconds 120]
                                     [--latencies 0.1,0.15,0.2] [--stream-share 0.5] [--ranker tiny]
                                     [--max-in-flight 2C] [--timeout 10] [--no-floor]
-                                    [--compare-root OTHER_CHECKOUT ...]
+                                    [--compare-root OTHER_CHECKOUT ...] [--observability]
 
 Everything stays on loopback: the upstreams are the tests' fake OpenAI-compatible servers
 (``tests/helpers/openai_upstreams.py``), each answering after its fixed latency. The sides, each a real
@@ -15,6 +15,10 @@ server in a subprocess of its own (its CPU and memory its own), all started once
 - ``serve``: ``python -m blender_core.app.cli serve`` of this checkout;
 - ``serve@DIR``, per ``--compare-root DIR``: the same command from another checkout of the repository (e.g.
   ``git archive main | tar -x -C /tmp/before``), for a before / after in the same run.
+- ``serve+obs``, with ``--observability``: the same server with tracing and metrics on: OpenTelemetry's SDK
+  recording every span and serializing it as an exporter would (``benchmarks/_traced_serve.py``) and
+  ``[server] metrics = "api"`` (the default); the ``serve`` side then runs with ``metrics = "off"`` and no
+  SDK, so the two differ only by what observability costs.
 
 The ranker is a tiny random PairRM checkpoint built offline (``--ranker tiny``: the server's own cost, not
 the ranker's) or any spec ``load_ranker`` accepts (e.g. ``builtin:pairrm-minilm-l6``).
@@ -73,7 +77,12 @@ def ranker_spec(name: str, workdir: Path) -> str:
 
 
 def write_config(
-    path: Path, ranker: str, fakes: list[FakeUpstream], max_in_flight: int, timeout: float = 10.0
+    path: Path,
+    ranker: str,
+    fakes: list[FakeUpstream],
+    max_in_flight: int,
+    timeout: float = 10.0,
+    metrics: str | None = None,
 ) -> None:
     tables = "".join(
         f'\n[[backends]]\nname = "{f.name}"\nkind = "openai"\nbase_url = "{f.base_url}"\nmodel = "{f.name}"\n'
@@ -81,7 +90,9 @@ def write_config(
     )
     path.write_text(
         f'[ensemble]\nranker = "{ranker}"\ntop_k = 2\ntimeout = {timeout}\n\n'
-        f"[limits]\nmax_in_flight = {max_in_flight}\nrequest_timeout = 30.0\n{tables}"
+        f"[limits]\nmax_in_flight = {max_in_flight}\nrequest_timeout = 30.0\n"
+        + (f'\n[server]\nmetrics = "{metrics}"\n' if metrics else "")
+        + tables
     )
 
 
@@ -93,11 +104,11 @@ def start_process(
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
 
 
-def serve_command(config: Path, port: int) -> list[str]:
+def serve_command(config: Path, port: int, traced: bool = False) -> list[str]:
+    launch = [str(ROOT / "benchmarks" / "_traced_serve.py")] if traced else ["-m", "blender_core.app.cli"]
     cmd = [
         sys.executable,
-        "-m",
-        "blender_core.app.cli",
+        *launch,
         "serve",
         "--config",
         str(config),
@@ -248,7 +259,10 @@ def stop(proc: subprocess.Popen[bytes]) -> None:
 def start_sides(args: argparse.Namespace, work: Path, fakes: list[FakeUpstream]) -> list[Side]:
     max_in_flight = args.max_in_flight or 2 * max(args.concurrency)
     config = work / "ensemble.toml"
-    write_config(config, ranker_spec(args.ranker, work), fakes, max_in_flight, args.timeout)
+    ranker = ranker_spec(args.ranker, work)
+    # with --observability the plain side runs with metrics off, so the sides differ only by observability
+    metrics = "off" if args.observability else None
+    write_config(config, ranker, fakes, max_in_flight, args.timeout, metrics)
     specs: list[tuple[str, list[str], Path, dict[str, str] | None]] = []
     if args.floor:
         port = free_port()
@@ -257,6 +271,10 @@ def start_sides(args: argparse.Namespace, work: Path, fakes: list[FakeUpstream])
         specs.append(("floor", floor, ROOT, None))
     port = free_port()
     specs.append(("serve", serve_command(config, port), ROOT, None))
+    if args.observability:
+        observed = work / "observed.toml"
+        write_config(observed, ranker, fakes, max_in_flight, args.timeout, "api")
+        specs.append(("serve+obs", serve_command(observed, free_port(), traced=True), ROOT, None))
     for root in args.compare_root:
         port = free_port()
         specs.append((f"serve@{root}", serve_command(config, port), root, checkout_env(root, work)))
@@ -353,6 +371,11 @@ def main() -> int:
         action="append",
         default=[],
         help="another checkout whose server is loaded too (repeatable), e.g. the code before a change",
+    )
+    parser.add_argument(
+        "--observability",
+        action="store_true",
+        help="also load the server with tracing (OpenTelemetry SDK) and metrics on, against both off",
     )
     args = parser.parse_args()
     args.concurrency = [int(x) for x in args.concurrency.split(",")]
