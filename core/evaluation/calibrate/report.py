@@ -20,6 +20,8 @@ NOTES = (
     "tokens_per_s from the price table; the ranker's time is not counted.",
     "Cost: the answered calls, priced as the engine prices them; a call a quorum cancels costs nothing here "
     "(a real API may bill its input and the tokens it produced before the cancellation).",
+    "Timeouts: the engine's timeout (30 s unless set) applies to the simulated latency; a call past it fails, "
+    "and a request without any answer counts as a loss (failed).",
     "Win rate: mean(pref - 1) x 100 of the chosen answers (the judge's preference over the pool's reference).",
     "Best single: the model with the best mean pref on these instructions (chosen in hindsight).",
 )
