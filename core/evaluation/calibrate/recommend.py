@@ -70,7 +70,7 @@ def config_snippet(calibration: Calibration, recommendation: Recommendation) -> 
     point = recommendation.point
     c = calibration
     lines = [
-        f"# blender-llm calibrate --policy {c.policy}: {point.setting.label}, win rate {point.win_rate:.1f}, "
+        f"# blender-llm calibrate --policy {c.policy}: {point.setting.label}, win rate {round(point.win_rate, 3):.1f}, "
         f"{point.cost:.6f} per instruction ({c.n_instructions} instructions; target {recommendation.target})",
         "[ensemble]",
     ]
