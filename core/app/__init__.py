@@ -5,6 +5,6 @@ server run ``langchain_blender.BlenderLLM``); nothing in the library imports it.
 
 May import: blender_core.base, blender_core.data, blender_core.local_models, blender_core.ranking,
 blender_core.ranking.pairrm, blender_core.ranking.judge, blender_core.fusion, blender_core.ensemble,
-blender_core.training, blender_core.evaluation, blender_core.batch, blender_core.recording, langchain_blender,
-llamaindex_blender.
+blender_core.training, blender_core.evaluation, blender_core.evaluation.calibrate, blender_core.batch,
+blender_core.recording, langchain_blender, llamaindex_blender.
 """

@@ -174,6 +174,7 @@ def test_every_package_states_its_rule() -> None:
         "blender_core.data",
         "blender_core.ensemble",
         "blender_core.evaluation",
+        "blender_core.evaluation.calibrate",
         "blender_core.fusion",
         "blender_core.local_models",
         "blender_core.observability",

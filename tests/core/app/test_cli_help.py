@@ -157,10 +157,12 @@ def test_the_cli_choices_are_the_librarys() -> None:
     from blender_core.app.commands import _ranker
     from blender_core.app.commands._batch import ENGINES as CLI_ENGINES
     from blender_core.app.commands._judge import JUDGE_PROMPT_NAMES, judge_prompt
+    from blender_core.app.commands.calibrate import POLICIES as CLI_POLICIES
     from blender_core.app.commands.label_pairs import PAIR_CHOICES as CLI_PAIR_CHOICES
     from blender_core.app.commands.serve import LOG_LEVELS
     from blender_core.batch.jobs import ENGINES
     from blender_core.batch.pairs import PAIR_CHOICES
+    from blender_core.evaluation.calibrate import POLICIES
     from blender_core.evaluation.gpt_rank import GPT_RANK_STRATEGIES
     from blender_core.ranking import BUILTIN_RANKER
     from blender_core.ranking.strategies import STRATEGIES
@@ -169,6 +171,7 @@ def test_the_cli_choices_are_the_librarys() -> None:
     assert _ranker.BUILTIN_RANKER == BUILTIN_RANKER
     assert tuple(ENGINES) == CLI_ENGINES
     assert tuple(PAIR_CHOICES) == CLI_PAIR_CHOICES
+    assert tuple(POLICIES) == CLI_POLICIES
     assert _option(_commands()["eval-fusion"], "--judge-strategy").metavar == f"[{'|'.join(GPT_RANK_STRATEGIES)}]"
     assert all(judge_prompt(name) for name in JUDGE_PROMPT_NAMES)
     uvicorn = pytest.importorskip("uvicorn.config")

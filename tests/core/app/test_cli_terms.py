@@ -47,6 +47,20 @@ def test_offline_without_model_the_error_names_the_flag(tmp_path: Path, args: li
     assert not (tmp_path / "out.jsonl").exists()
 
 
+def test_calibrate_offline_without_model_names_the_flag(tmp_path: Path) -> None:
+    """``calibrate`` too: without --model, offline, the error says which flag to pass (``--model oracle`` needs
+    no model at all)."""
+    pool = [{"instruction": "q", "reference": "r", "candidates": [{"model": m, "output": m, "pref": 1.5} for m in "ab"]}]
+    write_lines(tmp_path / "pool.jsonl", pool)
+    (tmp_path / "prices.toml").write_text("[models.a]\nprice_in = 1.0\nprice_out = 1.0\n[models.b]\nprice_in = 2.0\nprice_out = 2.0\n")
+    args = ["calibrate", "--data", "pool.jsonl", "--prices", "prices.toml", "--out", "report", "--no-progress"]
+    res = _run([*args, "--policy", "all"], tmp_path)
+    assert res.returncode == 1, res.stderr
+    assert "pass a ranker explicitly: --model builtin:pairrm-minilm-l6 (" in res.stderr
+    assert "Traceback" not in res.stderr
+    assert not (tmp_path / "report").exists()
+
+
 def test_no_weight_loading_bars_unless_verbose(tmp_path: Path) -> None:
     """transformers draws a "Loading weights" bar for every model it loads (here the built-in ranker's
     encoder): not on the user's terminal unless ``-v`` asks for it (the run's own lines are all there is)."""
