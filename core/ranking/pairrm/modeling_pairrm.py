@@ -118,7 +118,8 @@ class PairRMModel(PreTrainedModel):
         hidden = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         s, c1, c2 = hidden[rows, src_pos], hidden[rows, c1_pos], hidden[rows, c2_pos]  # (batch, hidden) each
-        both = self._head(torch.cat([torch.cat([s, c1], dim=-1), torch.cat([s, c2], dim=-1)]))  # (2 batch, n_tasks)
+        pairs = torch.cat([torch.cat([s, c1], dim=-1), torch.cat([s, c2], dim=-1)])  # (2 batch, 2 hidden)
+        both = self._head(pairs)  # (2 batch, n_tasks)
         left, right = both[: hidden.shape[0]], both[hidden.shape[0] :]  # (batch, n_tasks) each
         logits = (left - right).mean(dim=-1)  # (batch,)
         loss = None
