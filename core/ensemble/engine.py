@@ -45,6 +45,7 @@ from blender_core.ensemble.requests import bind_request, priced
 from blender_core.ensemble.settings import BackendSettings, EnsembleConfig
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.gathering import Gathering
 from blender_core.ranking.registry import RankerSpec
 
 #: backend name -> a call that returns its answer (sync), or a coroutine function (async)
@@ -93,6 +94,7 @@ class Ensemble:
             top_k=c.top_k,
             strategy=c.strategy,
             fallback_on_fuser_error=c.fallback_on_fuser_error,
+            gathering=Gathering(c.rank_batch_window_ms / 1000, c.rank_max_batch),
         )
         # shared by every call of this engine: each backend's stuck calls are counted across calls
         self.threads = BackendThreads(max_stuck=c.max_stuck_calls)

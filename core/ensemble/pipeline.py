@@ -16,6 +16,7 @@ from typing import Any
 from blender_core.base.results import Ranking
 from blender_core.base.validation import check_candidate_lists, check_choice, check_prompts
 from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.gathering import Gathering
 from blender_core.ranking.interface import Ranker
 from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
 from blender_core.ranking.strategies import STRATEGIES
@@ -92,6 +93,7 @@ class BlendPipeline:
         top_k: int = 3,
         strategy: str = "full",
         fallback_on_fuser_error: bool = True,
+        gathering: Gathering | None = None,
     ) -> None:
         """Args:
         ranker: a ranker, a folder / hub id / built-in name (loaded on first use by ``load_ranker``), or
@@ -101,6 +103,8 @@ class BlendPipeline:
         strategy: ranking strategy (see :mod:`blender_core.ranking.strategies`).
         fallback_on_fuser_error: when the fuser raises, return the top-ranked candidate and record the
             error (True), or raise :class:`FusionError` (False).
+        gathering: batch the rank calls of concurrent callers together, for rankers that can
+            (``ranker.gathers``; see :mod:`blender_core.ranking.gathering`); None: each call alone.
         """
         self._ranker_spec = check_ranker_spec(ranker)
         if fuser is not None and not isinstance(fuser, BaseFuser):
@@ -111,6 +115,7 @@ class BlendPipeline:
         self.top_k = check_top_k(top_k)
         self.strategy = check_choice(strategy, STRATEGIES, "strategy")
         self.fallback_on_fuser_error = fallback_on_fuser_error
+        self.gathering = gathering
 
     @property
     def ranker(self) -> Ranker:
@@ -123,6 +128,9 @@ class BlendPipeline:
         return self._ranker_spec
 
     # ------------------------------------------------------------------ ranking
+    def _rank_kwargs(self, ranker: Ranker) -> dict[str, Any]:
+        return {"gathering": self.gathering} if self.gathering and getattr(ranker, "gathers", False) else {}
+
     def _inputs(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], top_k: int | None, strategy: str | None
     ) -> tuple[list[str], list[list[str]], int, str]:
@@ -154,7 +162,8 @@ class BlendPipeline:
         """
         p, cands, k, strat = self._inputs(prompts, candidates, top_k, strategy)
         start = time.perf_counter()
-        rankings = self.ranker.rank(p, cands, strategy=strat)
+        ranker = self.ranker
+        rankings = ranker.rank(p, cands, strategy=strat, **self._rank_kwargs(ranker))
         return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     async def arank(
@@ -174,7 +183,7 @@ class BlendPipeline:
         if callable(arank):
             rankings = await arank(p, cands, strategy=strat)
         else:
-            rankings = await asyncio.to_thread(ranker.rank, p, cands, strategy=strat)
+            rankings = await asyncio.to_thread(ranker.rank, p, cands, strategy=strat, **self._rank_kwargs(ranker))
         return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     def best_of_n(
