@@ -18,7 +18,7 @@ from blender_core.base.validation import check_candidate_lists, check_choice, ch
 from blender_core.fusion.base import BaseFuser
 from blender_core.ranking.gathering import Gathering
 from blender_core.ranking.interface import Ranker
-from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
+from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker, loaded_ranker
 from blender_core.ranking.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -177,7 +177,9 @@ class BlendPipeline:
         """Async :meth:`rank`: a ranker with its own ``arank`` (an LLM judge) is awaited; any other runs in a
         worker thread, so the event loop is never blocked."""
         p, cands, k, strat = self._inputs(prompts, candidates, top_k, strategy)
-        ranker = await asyncio.to_thread(lambda: self.ranker)  # loading may take a while
+        ranker = loaded_ranker(self._ranker_spec)  # no thread hop for a ranker already loaded
+        if ranker is None:
+            ranker = await asyncio.to_thread(lambda: self.ranker)  # loading may take a while
         start = time.perf_counter()
         arank = getattr(ranker, "arank", None)
         if callable(arank):
