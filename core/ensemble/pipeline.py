@@ -7,9 +7,13 @@ engine (:mod:`blender_core.ensemble.engine`) uses it once the backends have answ
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -116,6 +120,8 @@ class BlendPipeline:
         self.strategy = check_choice(strategy, STRATEGIES, "strategy")
         self.fallback_on_fuser_error = fallback_on_fuser_error
         self.gathering = gathering
+        self._rank_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def ranker(self) -> Ranker:
@@ -130,6 +136,18 @@ class BlendPipeline:
     # ------------------------------------------------------------------ ranking
     def _rank_kwargs(self, ranker: Ranker) -> dict[str, Any]:
         return {"gathering": self.gathering} if self.gathering and getattr(ranker, "gathers", False) else {}
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any, gathered: bool, **kwargs: Any) -> Any:
+        """``fn`` in a worker thread, in a copy of the caller's context (as ``asyncio.to_thread``). Gathered
+        rank calls run in this pipeline's own pool, one thread per call that may wait in a batch: in the
+        loop's default pool (cpu count + 4 threads) they would wait for threads, not for each other."""
+        if not gathered or self.gathering is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        with self._pool_lock:
+            if self._rank_pool is None:
+                self._rank_pool = ThreadPoolExecutor(self.gathering.max_calls + 1, "blender-rank")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._rank_pool, call)
 
     def _inputs(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], top_k: int | None, strategy: str | None
@@ -185,7 +203,8 @@ class BlendPipeline:
         if callable(arank):
             rankings = await arank(p, cands, strategy=strat)
         else:
-            rankings = await asyncio.to_thread(ranker.rank, p, cands, strategy=strat, **self._rank_kwargs(ranker))
+            kwargs = self._rank_kwargs(ranker)
+            rankings = await self._in_thread(ranker.rank, p, cands, strategy=strat, gathered=bool(kwargs), **kwargs)
         return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     def best_of_n(
