@@ -48,6 +48,7 @@ from blender_core.ensemble.spans import NO_SPANS, Spans, request_spans
 from blender_core.ensemble.streaming import StreamDeadline, StreamReport, aguarded_stream, guarded_stream
 from blender_core.fusion.base import BaseFuser
 from blender_core.observability.tracing import get_tracer
+from blender_core.ranking.gathering import Gathering
 from blender_core.ranking.registry import RankerSpec, spec_name
 
 #: backend name -> a call that returns its answer (sync), or a coroutine function (async)
@@ -104,6 +105,7 @@ class Ensemble:
             top_k=c.top_k,
             strategy=c.strategy,
             fallback_on_fuser_error=c.fallback_on_fuser_error,
+            gathering=Gathering(c.rank_batch_window_ms / 1000, c.rank_max_batch),
         )
         # shared by every call of this engine: each backend's stuck calls are counted across calls
         self.threads = BackendThreads(max_stuck=c.max_stuck_calls)

@@ -7,17 +7,22 @@ engine (:mod:`blender_core.ensemble.engine`) uses it once the backends have answ
 from __future__ import annotations
 
 import asyncio
+import contextvars
+import functools
 import logging
+import threading
 import time
-from collections.abc import AsyncIterator, Iterator, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 
 from blender_core.base.results import Ranking
 from blender_core.base.validation import check_candidate_lists, check_choice, check_prompts
 from blender_core.fusion.base import BaseFuser
+from blender_core.ranking.gathering import Gathering
 from blender_core.ranking.interface import Ranker
-from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker
+from blender_core.ranking.registry import RankerSpec, check_ranker_spec, load_ranker, loaded_ranker
 from blender_core.ranking.strategies import STRATEGIES
 
 logger = logging.getLogger(__name__)
@@ -92,6 +97,7 @@ class BlendPipeline:
         top_k: int = 3,
         strategy: str = "full",
         fallback_on_fuser_error: bool = True,
+        gathering: Gathering | None = None,
     ) -> None:
         """Args:
         ranker: a ranker, a folder / hub id / built-in name (loaded on first use by ``load_ranker``), or
@@ -101,6 +107,8 @@ class BlendPipeline:
         strategy: ranking strategy (see :mod:`blender_core.ranking.strategies`).
         fallback_on_fuser_error: when the fuser raises, return the top-ranked candidate and record the
             error (True), or raise :class:`FusionError` (False).
+        gathering: batch the rank calls of concurrent callers together, for rankers that can
+            (``ranker.gathers``; see :mod:`blender_core.ranking.gathering`); None: each call alone.
         """
         self._ranker_spec = check_ranker_spec(ranker)
         if fuser is not None and not isinstance(fuser, BaseFuser):
@@ -111,6 +119,9 @@ class BlendPipeline:
         self.top_k = check_top_k(top_k)
         self.strategy = check_choice(strategy, STRATEGIES, "strategy")
         self.fallback_on_fuser_error = fallback_on_fuser_error
+        self.gathering = gathering
+        self._rank_pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
 
     @property
     def ranker(self) -> Ranker:
@@ -123,6 +134,21 @@ class BlendPipeline:
         return self._ranker_spec
 
     # ------------------------------------------------------------------ ranking
+    def _rank_kwargs(self, ranker: Ranker) -> dict[str, Any]:
+        return {"gathering": self.gathering} if self.gathering and getattr(ranker, "gathers", False) else {}
+
+    async def _in_thread(self, fn: Callable[..., Any], *args: Any, gathered: bool, **kwargs: Any) -> Any:
+        """``fn`` in a worker thread, in a copy of the caller's context (as ``asyncio.to_thread``). Gathered
+        rank calls run in this pipeline's own pool, one thread per call that may wait in a batch: in the
+        loop's default pool (cpu count + 4 threads) they would wait for threads, not for each other."""
+        if not gathered or self.gathering is None:
+            return await asyncio.to_thread(fn, *args, **kwargs)
+        with self._pool_lock:
+            if self._rank_pool is None:
+                self._rank_pool = ThreadPoolExecutor(self.gathering.max_calls + 1, "blender-rank")
+        call = functools.partial(contextvars.copy_context().run, fn, *args, **kwargs)
+        return await asyncio.get_running_loop().run_in_executor(self._rank_pool, call)
+
     def _inputs(
         self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], top_k: int | None, strategy: str | None
     ) -> tuple[list[str], list[list[str]], int, str]:
@@ -154,7 +180,8 @@ class BlendPipeline:
         """
         p, cands, k, strat = self._inputs(prompts, candidates, top_k, strategy)
         start = time.perf_counter()
-        rankings = self.ranker.rank(p, cands, strategy=strat)
+        ranker = self.ranker
+        rankings = ranker.rank(p, cands, strategy=strat, **self._rank_kwargs(ranker))
         return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     async def arank(
@@ -168,13 +195,16 @@ class BlendPipeline:
         """Async :meth:`rank`: a ranker with its own ``arank`` (an LLM judge) is awaited; any other runs in a
         worker thread, so the event loop is never blocked."""
         p, cands, k, strat = self._inputs(prompts, candidates, top_k, strategy)
-        ranker = await asyncio.to_thread(lambda: self.ranker)  # loading may take a while
+        ranker = loaded_ranker(self._ranker_spec)  # no thread hop for a ranker already loaded
+        if ranker is None:
+            ranker = await asyncio.to_thread(lambda: self.ranker)  # loading may take a while
         start = time.perf_counter()
         arank = getattr(ranker, "arank", None)
         if callable(arank):
             rankings = await arank(p, cands, strategy=strat)
         else:
-            rankings = await asyncio.to_thread(ranker.rank, p, cands, strategy=strat)
+            kwargs = self._rank_kwargs(ranker)
+            rankings = await self._in_thread(ranker.rank, p, cands, strategy=strat, gathered=bool(kwargs), **kwargs)
         return self._chosen(cands, rankings, k, time.perf_counter() - start)
 
     def best_of_n(

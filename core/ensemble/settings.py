@@ -69,6 +69,13 @@ def _seconds_or_zero(value: Any, info: ValidationInfo) -> Any:
     return value
 
 
+def _milliseconds(value: Any, info: ValidationInfo) -> Any:
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if not (number and math.isfinite(value) and 0 <= value <= 1000):
+        raise ValueError(f"{_name(info)} must be a number of milliseconds from 0 to 1000, got {value!r}")
+    return value
+
+
 def _amount(value: Any, info: ValidationInfo) -> Any:
     number = isinstance(value, (int, float)) and not isinstance(value, bool)
     if value is not None and not (number and math.isfinite(value) and value >= 0):
@@ -137,6 +144,20 @@ class EnsembleSettings(BaseModel):
     max_stuck_calls: Count = Field(
         default=2,
         description="Calls of a backend still running past their timeout before it is skipped at once.",
+    )
+    # A lone call never waits: the window only holds calls that queued behind a running forward pass, and
+    # 2 ms is a small part of a tiny ranker's ~5 ms pass while letting requests that end together share it.
+    rank_batch_window_ms: Annotated[float, BeforeValidator(_milliseconds)] = Field(
+        default=2.0,
+        description="Cross-request batching: a rank call that finds the ranker busy waits up to this many "
+        "milliseconds from its arrival for other requests' calls, then all run as one batched forward pass "
+        "(each gets exactly the scores it gets alone); a call with nobody waiting runs at once.",
+    )
+    # 16 matches the concurrency a small server runs at; a batch is still split into forward passes of the
+    # ranker's own batch_size.
+    rank_max_batch: Count = Field(
+        default=16,
+        description="The most rank calls (requests) batched together; 1 turns cross-request batching off.",
     )
     fallback_on_fuser_error: Flag = Field(
         default=True,

@@ -75,6 +75,9 @@ class BaseRanker(ABC):
     #: whether a score means the same across prompts and candidate sets (a reward), so that a threshold on
     #: it means something (a cascade's ``accept_score``); a pairwise ranker's scores are relative
     absolute_scores: bool = False
+    #: whether ``rank`` takes ``gathering=`` (a :class:`~blender_core.ranking.gathering.Gathering`): its
+    #: calls from concurrent requests can share one batched forward pass (cross-request batching)
+    gathers: bool = False
 
     @abstractmethod
     def rank(

@@ -136,6 +136,15 @@ def load_ranker(spec: RankerSpec = None, **options: Any) -> Ranker:
         return _cache[key]
 
 
+def loaded_ranker(spec: RankerSpec = None) -> Ranker | None:
+    """The ranker for ``spec`` if it needs no loading (an object, or a name already loaded with no options),
+    else None: what async code checks before it hops to a thread to load one."""
+    if spec is not None and not isinstance(spec, (str, Path)):
+        return spec
+    with _guard:
+        return _cache.get((DEFAULT_RANKER if spec is None else str(spec),))
+
+
 def clear_ranker_cache() -> None:
     """Forget every loaded ranker (they are freed once nothing else holds them)."""
     with _guard:

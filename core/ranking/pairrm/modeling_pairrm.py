@@ -11,6 +11,10 @@ from transformers.utils import ModelOutput
 
 from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
 
+#: rows the head runs on at once: every block has this shape (the last one zero-filled), so that the GEMM
+#: kernel, and with it the rounding of each row, does not depend on how many rows the batch holds
+HEAD_ROWS = 16
+
 
 @dataclass
 class PairRMOutput(ModelOutput):
@@ -83,6 +87,16 @@ class PairRMModel(PreTrainedModel):
             found.append(hits.int().argmax(dim=1))
         return found[0], found[1], found[2]
 
+    def _head(self, x: torch.Tensor) -> torch.Tensor:
+        """The head on (rows, 2 hidden) in blocks of :data:`HEAD_ROWS` rows of one shape: a row's output
+        is then the same bits whatever else the batch holds (a (1, k) @ (k, n) product and a (2, k) one
+        round differently on CPU), so equal-length comparisons score the same alone or batched."""
+        n = x.shape[0]
+        pad = -n % HEAD_ROWS
+        if pad:
+            x = torch.cat([x, x.new_zeros(pad, x.shape[1])])  # (blocks * HEAD_ROWS, 2 hidden)
+        return torch.cat([self.head_layer(block) for block in x.split(HEAD_ROWS)])[:n]
+
     def forward(
         self,
         input_ids: torch.Tensor,
@@ -104,8 +118,9 @@ class PairRMModel(PreTrainedModel):
         hidden = self.pretrained_model(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
         rows = torch.arange(hidden.shape[0], device=hidden.device)
         s, c1, c2 = hidden[rows, src_pos], hidden[rows, c1_pos], hidden[rows, c2_pos]  # (batch, hidden) each
-        left = self.head_layer(torch.cat([s, c1], dim=-1))  # (batch, n_tasks)
-        right = self.head_layer(torch.cat([s, c2], dim=-1))  # (batch, n_tasks)
+        pairs = torch.cat([torch.cat([s, c1], dim=-1), torch.cat([s, c2], dim=-1)])  # (2 batch, 2 hidden)
+        both = self._head(pairs)  # (2 batch, n_tasks)
+        left, right = both[: hidden.shape[0]], both[hidden.shape[0] :]  # (batch, n_tasks) each
         logits = (left - right).mean(dim=-1)  # (batch,)
         loss = None
         if labels is not None:

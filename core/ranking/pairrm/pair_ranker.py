@@ -27,6 +27,7 @@ from blender_core.base.validation import (
 from blender_core.ranking import strategies
 from blender_core.ranking.aggregation import AGGREGATIONS, order_from_scores, ranks_from_scores
 from blender_core.ranking.batches import check_batch_size
+from blender_core.ranking.gathering import Gatherer, Gathering
 from blender_core.ranking.interface import BaseRanker
 from blender_core.ranking.pairrm.batching import LogitCache, drive_strategies, pair_logits
 from blender_core.ranking.pairrm.builtin import is_builtin, load_builtin
@@ -64,7 +65,9 @@ class PairRanker(BaseRanker):
     """A pairwise ranker (PairRM): compares two candidate answers to one instruction at once.
 
     Every comparison of a call, across prompts and pairs, is batched together, sorted by length and
-    padded per batch only; inference runs under ``torch.inference_mode``.
+    padded per batch only; inference runs under ``torch.inference_mode``. Concurrent ``rank`` calls given a
+    :class:`~blender_core.ranking.gathering.Gathering` are batched together too, each getting exactly the
+    scores it gets alone (see :mod:`blender_core.ranking.gathering`).
 
     Example:
         >>> ranker = PairRanker.from_pretrained("llm-blender/PairRM")  # doctest: +SKIP
@@ -72,6 +75,8 @@ class PairRanker(BaseRanker):
         >>> r.order, r.best  # doctest: +SKIP
         ((2, 0, 1), 2)
     """
+
+    gathers = True
 
     def __init__(
         self,
@@ -109,6 +114,7 @@ class PairRanker(BaseRanker):
         self._cache = LogitCache(cache_size)
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.name = name or str(getattr(model.config, "_name_or_path", "") or "PairRanker")
+        self.gatherer: Gatherer[tuple[str, str, str]] = Gatherer(self._logits_now)
 
     # ---------------------------------------------------------------- loading
     @classmethod
@@ -171,13 +177,23 @@ class PairRanker(BaseRanker):
         *,
         batch_size: int | None = None,
         progress: tqdm | None = None,
+        gathering: Gathering | None = None,
     ) -> np.ndarray:
         """Logits of (source, candidate 1, candidate 2) comparisons: > 0 means candidate 1 is better.
 
         Every comparison of the call is batched together (see :mod:`blender_core.ranking.pairrm.batching`);
         ``batch_size`` overrides the ranker's for this call; ``progress`` advances by one per comparison.
+        With ``gathering`` (and neither of those), the call is batched with concurrent ones.
         """
         size = check_batch_size(batch_size, "logits")
+        if gathering is not None and size is None and progress is None:
+            return self.gatherer(requests, gathering)
+        return self._logits_now(requests, size, progress)
+
+    def _logits_now(
+        self, requests: Sequence[tuple[str, str, str]], size: int | None = None, progress: tqdm | None = None
+    ) -> np.ndarray:
+        """:meth:`logits` of this call alone."""
         return pair_logits(
             self.model,
             self.encoder,
@@ -200,15 +216,23 @@ class PairRanker(BaseRanker):
         show_progress: bool = False,
         desc: str = "",
         total: int | None = None,
+        gathering: Gathering | None = None,
     ) -> tuple[list[strategies.StrategyResult], list[int]]:
         """Drive one strategy generator per prompt (see :mod:`blender_core.ranking.strategies`), batching each
         round's comparisons across prompts; each prompt's result and its number of comparisons.
 
         The building block of :meth:`rank` and :meth:`score_matrix`, public for callers that drive a
-        strategy of their own (the llm-blender drop-in's seeded bubble pass).
+        strategy of their own (the llm-blender drop-in's seeded bubble pass). ``gathering``: see :meth:`logits`.
         """
         check_batch_size(batch_size, "run_strategies")
-        with tqdm(total=total, desc=desc, disable=not show_progress, unit="cmp") as bar:
+        if not show_progress:  # no bar to build or advance
+            return drive_strategies(
+                lambda reqs: self.logits(reqs, batch_size=batch_size, gathering=gathering),
+                prompts,
+                candidates,
+                gens,
+            )
+        with tqdm(total=total, desc=desc, unit="cmp") as bar:
             return drive_strategies(
                 lambda reqs: self.logits(reqs, batch_size=batch_size, progress=bar), prompts, candidates, gens
             )
@@ -269,6 +293,7 @@ class PairRanker(BaseRanker):
         batch_size: int | None = None,
         show_progress: bool = False,
         seed: int | None = None,
+        gathering: Gathering | None = None,
     ) -> list[Ranking]:
         """Rank each prompt's candidates (their number may differ per prompt; one is a trivial ranking).
 
@@ -279,6 +304,8 @@ class PairRanker(BaseRanker):
             aggregation: ``max_logits`` or ``max_wins``; used by ``full``.
             batch_size: comparisons per forward pass (default: the ranker's).
             seed: the ``bubble`` order's random seed.
+            gathering: batch this call's comparisons with those of concurrent calls (each call's scores
+                are those it gets alone); None runs it on its own.
 
         Returns:
             one :class:`Ranking` per prompt.
@@ -309,6 +336,7 @@ class PairRanker(BaseRanker):
             show_progress=show_progress,
             desc=f"rank ({strategy})",
             total=total,
+            gathering=gathering,
         )
         return [
             Ranking(

@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from blender_core.base.results import Ranking
 from blender_core.ensemble import BlendPipeline, FusionError
 from blender_core.fusion.seq2seq import GenFuser
 from blender_core.ranking import PairRanker
+from blender_core.ranking.registry import load_ranker, loaded_ranker
 from blender_core.testing.fusers import make_tiny_gen_fuser
 from tests.helpers.core_fakes import LengthRanker, ScriptedFuser
 
@@ -82,6 +88,36 @@ async def test_async_paths_match_the_sync_ones() -> None:
     (ranked,) = await pipeline.arank(["q"], [CANDS[0]])
     assert "".join([p async for p in pipeline.astream_fuse("q", ranked)]) == "dddd + ccc"
     assert "".join(pipeline.stream_fuse("q", ranked)) == "dddd + ccc"
+
+
+class AsyncLengthRanker(LengthRanker):
+    async def arank(self, prompts: Sequence[str], candidates: Sequence[Sequence[str]], **kw: Any) -> list[Ranking]:
+        return self.rank(prompts, candidates, **kw)
+
+
+class NoThreads(ThreadPoolExecutor):
+    """An event loop's default executor that refuses work: any ``asyncio.to_thread`` fails."""
+
+    def submit(self, fn: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Future[Any]:
+        raise AssertionError(f"a thread hop to run {fn!r}")
+
+
+def test_a_ranker_in_hand_is_awaited_without_a_thread_hop() -> None:
+    async def rank() -> list[Any]:
+        asyncio.get_running_loop().set_default_executor(NoThreads())
+        return await BlendPipeline(AsyncLengthRanker()).arank(["q"], [CANDS[0]])
+
+    (r,) = asyncio.run(rank())
+    assert r.text == "dddd"
+
+
+def test_loaded_ranker_is_what_needs_no_loading(tiny_native_ckpt: Path) -> None:
+    ranker = LengthRanker()
+    assert loaded_ranker(ranker) is ranker
+    name = str(tiny_native_ckpt)
+    loaded = load_ranker(name)
+    assert loaded_ranker(name) is loaded
+    assert loaded_ranker(name + "-not-loaded") is None
 
 
 def test_best_of_n_answers_with_the_best() -> None:
