@@ -48,6 +48,7 @@ def check_serve_packages() -> None:
         "uvicorn": "uvicorn",
         "openai": "openai",
         "langchain_openai": "langchain-openai",
+        "prometheus_client": "prometheus-client",
     }
     missing = [dist for module, dist in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
