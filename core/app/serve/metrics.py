@@ -139,6 +139,15 @@ class ServeMetrics:
         )
         if admission is not None:
             self.registry.register(_AdmissionGauges(admission))
+        self._children: dict[tuple[int, tuple[str, ...]], Any] = {}  # bounded: the labels are
+
+    def _child(self, metric: Any, *labels: str) -> Any:
+        """``metric.labels(*labels)``, remembered: prometheus-client checks the labels on every call."""
+        key = (id(metric), labels)
+        child = self._children.get(key)
+        if child is None:
+            child = self._children[key] = metric.labels(*labels)
+        return child
 
     # ------------------------------------------------------------------------------------------- the hook
     def register(self, collector: Collector) -> None:
@@ -174,9 +183,9 @@ class ServeMetrics:
     ) -> None:
         """One chat completion's end: its outcome, status, time and (streamed) time to the first chunk."""
         streamed = "true" if stream else "false"
-        self.requests.labels(outcome, str(status), streamed).inc()
+        self._child(self.requests, outcome, str(status), streamed).inc()
         if outcome == "ok":
-            self.duration.labels(streamed).observe(seconds)
+            self._child(self.duration, streamed).observe(seconds)
         if first_chunk is not None:
             self.first_token.observe(first_chunk)
 
@@ -187,8 +196,8 @@ class ServeMetrics:
         if "rank_s" in timings:
             self.ranking.observe(timings["rank_s"])
         if account.get("fuser") is not None and "fuse_s" in timings:
-            self.fusions.labels(self.fuser, "fused" if account.get("fused") else "fell_back").inc()
-            self.fusion.labels(self.fuser).observe(timings["fuse_s"])
+            self._child(self.fusions, self.fuser, "fused" if account.get("fused") else "fell_back").inc()
+            self._child(self.fusion, self.fuser).observe(timings["fuse_s"])
         self._spent("fusion", self.fuser, account.get("fuser_usage"), account.get("fuser_cost"))
         self._spent("ranking", "ranker", account.get("ranker_usage"), None)
 
@@ -212,19 +221,19 @@ class ServeMetrics:
             name = self.backend(str(c.get("backend")))
             error = c.get("error")
             if c.get("cancelled") is not None:
-                self.calls.labels(name, "cancelled").inc()
+                self._child(self.calls, name, "cancelled").inc()
                 continue
             outcome = (
                 "ok" if error is None else "timeout" if str(error).startswith("TimeoutError") else "error"
             )
-            self.calls.labels(name, outcome).inc()
-            self.backend_latency.labels(name).observe(float(c.get("latency_s") or 0.0))
+            self._child(self.calls, name, outcome).inc()
+            self._child(self.backend_latency, name).observe(float(c.get("latency_s") or 0.0))
             self._spent("candidate", name, c.get("usage"), c.get("cost"))
 
     def _spent(self, stage: str, backend: str, usage: Mapping[str, Any] | None, cost: float | None) -> None:
         for kind in ("input", "output"):
             tokens = (usage or {}).get(f"{kind}_tokens")
             if tokens:
-                self.tokens.labels(stage, backend, kind).inc(tokens)
+                self._child(self.tokens, stage, backend, kind).inc(tokens)
         if cost:
-            self.cost.labels(stage, backend).inc(cost)
+            self._child(self.cost, stage, backend).inc(cost)
