@@ -3,6 +3,7 @@ what was sent, the histograms count each request, the keys guard it, and another
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
 import httpx
@@ -165,3 +166,34 @@ def test_another_component_adds_its_series_and_two_apps_count_apart(
     assert value(m2, "blender_record_lines_total", result="disk_full") == 0
     assert value(m1, "blender_requests_total", outcome="ok", status="200", stream="false") == 1
     assert value(m2, "blender_requests_total", outcome="ok", status="200", stream="false") == 0
+
+
+def test_a_stream_cut_by_the_deadline_or_left_by_its_client_counts_as_such(
+    tiny_reference_ckpt: Path, fakes: dict[str, FakeUpstream]
+) -> None:
+    """Both streams began (status 200, a first chunk): one then passed its deadline (an error event), the
+    other lost its client; neither is an answered request."""
+    with live(
+        tiny_reference_ckpt,
+        [fakes["fast"], fakes["writer"]],  # the writer fuses slowly: 13 words, 0.15 s apart
+        ensemble={"fuser": "writer"},
+        limits={"request_timeout": 1.5},
+    ) as server:
+        body = {"model": MODEL, "messages": QUESTION, "stream": True}
+        cut = post(server, json=body)
+        assert cut.status_code == 200
+        assert '"code":"deadline_exceeded"' in cut.text
+        with httpx.stream("POST", f"{server.base_url}/v1/chat/completions", json=body, timeout=30) as left:
+            assert left.status_code == 200
+            next(left.iter_bytes())  # the first chunk, then the client leaves
+        m = {}
+        for _ in range(100):  # the server notices the client gone at its next chunk: bounded wait
+            m = scrape(server)
+            if value(m, "blender_requests_total", outcome="client_gone", status="200", stream="true"):
+                break
+            time.sleep(0.05)
+    requests = "blender_requests_total"
+    assert value(m, requests, outcome="timeout", status="200", stream="true") == 1
+    assert value(m, requests, outcome="client_gone", status="200", stream="true") == 1
+    assert value(m, "blender_time_to_first_token_seconds_count") == 2
+    assert value(m, "blender_request_duration_seconds_count", stream="true") == 0
