@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import traceback
 from pathlib import Path
 from typing import Annotated
 
@@ -31,18 +32,30 @@ def register(app: typer.Typer) -> None:
         """Serve several models, ranked and fused, as one OpenAI-compatible model.
 
         POST /v1/chat/completions (streaming, tools, summed usage; the per-candidate account with
-        "blender": {"account": true} in the body), GET /v1/models, GET /health. Stops on Ctrl-C / SIGTERM
-        after finishing the requests in flight.
+        "blender": {"account": true} in the body), GET /v1/models, GET /health, GET /metrics (Prometheus;
+        [server] metrics). Prints what it serves once it listens. Stops on Ctrl-C / SIGTERM after finishing
+        the requests in flight. Exit status: 0 after that graceful stop, 1 when a second signal forced it,
+        2 when it could not start (one line saying why; the traceback with --log-level debug).
         """
         from blender_core.app.serve.backends import check_serve_packages
         from blender_core.app.serve.config import ConfigError, load_config
         from blender_core.app.serve.run import serve as run
+        from blender_core.app.serve.startup import StartupError
 
         check_serve_packages()  # a missing one: one line naming the extra (the CLI's ImportError hint)
         if not 0 <= port <= 65535:
             raise typer.BadParameter(f"must be 0..65535, got {port}", param_hint="--port")
         try:
-            run(load_config(config), host=host, port=port, log_level=log_level)
-        except (ConfigError, ValueError, OSError) as exc:
+            status = run(
+                load_config(config),
+                host=host,
+                port=port,
+                log_level=log_level,
+                announce=lambda block: typer.echo(block, err=True),
+            )
+        except (ConfigError, StartupError, ValueError) as exc:  # it could not start
+            if log_level in ("debug", "trace"):
+                traceback.print_exception(exc)
             typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2 if isinstance(exc, ValueError) else 1) from exc
+            raise typer.Exit(2) from None
+        raise typer.Exit(status)

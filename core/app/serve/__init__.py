@@ -14,6 +14,10 @@
   ``httpx`` client per endpoint (the ``kind = "openai"`` backends).
 - :mod:`~blender_core.app.serve.redaction`: keys kept out of logs, errors and responses.
 - :mod:`~blender_core.app.serve.run`: where it may listen, and uvicorn with a graceful shutdown.
+- :mod:`~blender_core.app.serve.startup`: why it could not start, in one line in the config's terms.
+- :mod:`~blender_core.app.serve.summary`: the start-up block (what it serves).
+- :mod:`~blender_core.app.serve.metrics`: the Prometheus series and how a request counts in them;
+  :mod:`~blender_core.app.serve.metrics_http`: the metering middleware, ``GET /metrics``, its own port.
 
 Nothing is imported here, so that the config can be read without the ``[serve]`` extra.
 """

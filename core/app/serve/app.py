@@ -25,7 +25,10 @@ from blender_core.app.serve.admission import Admission
 from blender_core.app.serve.backends import ServedEnsemble, build_served
 from blender_core.app.serve.config import ServeConfig
 from blender_core.app.serve.guard import Guard
+from blender_core.app.serve.metrics import ServeMetrics
+from blender_core.app.serve.metrics_http import install_metrics
 from blender_core.app.serve.protocol import ApiError, error_body
+from blender_core.app.serve.recording import RecorderCollector
 from blender_core.app.serve.routes import router
 from blender_core.app.serve.serving import ChatServing
 
@@ -51,8 +54,9 @@ def create_app(
     """The server's ASGI app for a validated config.
 
     Its state: ``served`` (the :class:`ServedEnsemble`), ``admission`` (the chat completions running and
-    waiting: :class:`~blender_core.app.serve.admission.Admission`) and ``chat`` (the :class:`ChatServing`
-    the chat route calls).
+    waiting: :class:`~blender_core.app.serve.admission.Admission`), ``chat`` (the :class:`ChatServing`
+    the chat route calls) and ``metrics`` (the app's :class:`~blender_core.app.serve.metrics.ServeMetrics`,
+    where another component adds its own series).
 
     Args:
         config: the validated config.
@@ -97,4 +101,9 @@ def create_app(
         request_timeout=limits.request_timeout,
         retry_after=limits.retry_after,
     )
+    # the metrics: counted in front of the guard (refusals count too); app.state.metrics is the hook
+    app.state.metrics = ServeMetrics(config, admission)
+    if served.recorder is not None:
+        app.state.metrics.register(RecorderCollector(served.recorder, lambda: served.llm.engine.sinks.errors))
+    install_metrics(app, config, app.state.metrics)
     return app

@@ -25,6 +25,7 @@ from typing import Any
 
 from blender_core.app.local_chat import chat_backends, check_packages, load_chat_model, local_fuser
 from blender_core.app.serve.config import (
+    ConfigError,
     HuggingFaceBackend,
     OpenAIBackend,
     ServeConfig,
@@ -51,6 +52,7 @@ def check_serve_packages() -> None:
         "uvicorn": "uvicorn",
         "openai": "openai",
         "langchain_core": "langchain-core",
+        "prometheus_client": "prometheus-client",
     }
     missing = [dist for module, dist in needed.items() if importlib.util.find_spec(module) is None]
     if missing:
@@ -140,17 +142,20 @@ def _local_models(
     config: ServeConfig,
 ) -> tuple[dict[str, Any], dict[str, tuple[Any, Any, str]]]:
     """The local backends as chat models, and each one's loaded ``(model, tokenizer, model id)``."""
-    local = [b for b in config.backends if isinstance(b, HuggingFaceBackend)]
+    local = [(k, b) for k, b in enumerate(config.backends) if isinstance(b, HuggingFaceBackend)]
     if not local:
         return {}, {}
     check_packages(smollm2=False, needed_by="a huggingface backend")
     loaded: dict[tuple[str, str | None, str | None], tuple[Any, Any, str]] = {}
     models: dict[str, Any] = {}
     owners: dict[str, tuple[Any, Any, str]] = {}
-    for b in local:
+    for k, b in local:
         key = (b.model, b.revision, b.device)
         if key not in loaded:
-            loaded[key] = load_chat_model(_local_folder(b), device=b.device)
+            try:
+                loaded[key] = load_chat_model(_local_folder(b), device=b.device)
+            except (OSError, ValueError) as exc:  # no such folder, not a chat model, not on the hub
+                raise ConfigError(f"backends[{k}] ({b.name!r}).model: {exc}") from exc
         model, tokenizer, model_id = owners[b.name] = loaded[key]
         (chat,) = chat_backends(
             model, tokenizer, [b.local_backend()], max_new_tokens=b.max_new_tokens, model_id=model_id
@@ -163,7 +168,8 @@ def build_served(config: ServeConfig, environ: Mapping[str, str]) -> ServedEnsem
     """Build the served ensemble from a validated config; keys are read from ``environ``.
 
     Raises:
-        ConfigError: an environment variable the config names is not set.
+        ConfigError: an environment variable the config names is not set, or a local backend's model
+            cannot be loaded.
         ImportError: a package the configured backends need is missing (naming the extra to install).
     """
     check_serve_packages()

@@ -33,7 +33,16 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
 
 from blender_core.app.local_chat import LocalBackend
 from blender_core.ensemble.settings import BackendSettings, EnsembleSettings
@@ -96,6 +105,29 @@ class ServerSettings(_Section):
     api_key_envs: list[EnvName] = Field(default_factory=list)
     # The model id clients send and GET /v1/models lists.
     model_name: str = Field(default="blender-llm", min_length=1)
+    # Where GET /metrics (Prometheus text) is served: "api" on the API's port, behind the same keys as /v1;
+    # "port" on a listener of its own (metrics_host:metrics_port, no keys: keep it where only the scraper
+    # reaches); "off" nowhere. On by default: counting costs microseconds per request.
+    metrics: Literal["api", "port", "off"] = "api"
+    # The metrics listener's port, with metrics = "port" (required there, refused elsewhere).
+    metrics_port: int | None = Field(default=None, ge=1, le=65535, validate_default=True)
+    # The metrics listener's address, with metrics = "port": loopback unless set, since it takes no keys.
+    metrics_host: str = Field(default="127.0.0.1", min_length=1)
+
+    @field_validator("metrics_port")
+    @classmethod
+    def _metrics_listener(cls, port: int | None, info: ValidationInfo) -> int | None:
+        metrics = info.data.get("metrics")
+        if metrics is None:  # itself invalid, and said so
+            return port
+        if metrics == "port" and port is None:
+            raise ValueError('required with metrics = "port": the port the scraper reads')
+        if metrics != "port" and port is not None:
+            raise ValueError(
+                f'set, but metrics = "{metrics}"; set metrics = "port" to serve the metrics on that port, or '
+                "remove metrics_port"
+            )
+        return port
 
 
 class LimitSettings(_Section):

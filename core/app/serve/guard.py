@@ -2,7 +2,7 @@
 flight, and their wait for a running slot) and the request body limit; each refusal is an OpenAI-shaped
 JSON error sent before the app sees the request.
 
-- ``/v1/*`` needs ``Authorization: Bearer <key>`` when keys are configured (401 otherwise). The key is
+- ``/v1/*`` and ``/metrics`` need ``Authorization: Bearer <key>`` when keys are configured (401 otherwise). The key is
   compared with each accepted key in constant time: both are hashed (SHA-256, so lengths leak nothing) and
   compared with :func:`hmac.compare_digest`, every accepted key every time.
 - ``POST /v1/chat/completions`` is admitted by :class:`~blender_core.app.serve.admission.Admission`: it runs
@@ -60,6 +60,11 @@ def declared_size(scope: Scope) -> int | None:
         if name.lower() == b"content-length" and value.isdigit():
             return int(value)
     return None
+
+
+def needs_key(path: str) -> bool:
+    """Whether a request to ``path`` needs a key (when keys are configured): the API and the metrics."""
+    return path in ("/v1", "/metrics") or path.startswith("/v1/")
 
 
 def _digest(key: str) -> bytes:
@@ -133,7 +138,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         path = scope.get("path", "")
-        if self._digests and (path == "/v1" or path.startswith("/v1/")) and not self.authorized(scope):
+        if self._digests and needs_key(path) and not self.authorized(scope):
             await send_error(
                 send,
                 401,

@@ -5,19 +5,30 @@ Without API keys the server answers anyone who can reach it, so it listens on lo
 flight finish, for at most ``shutdown_timeout`` seconds (default: the request deadline, so that none is cut).
 A second SIGTERM or SIGINT during that wait stops it at once (:func:`make_server`): the connections still
 open are closed, which cancels their backend calls.
+
+:func:`serve` returns the process's exit status: 0 after a graceful stop (uvicorn alone raises the signal
+again once stopped, so that the process ends by it: 143 after SIGTERM, 130 after Ctrl-C, which systemd and
+Kubernetes read as a failure), 1 when a second signal forced the exit. Whatever keeps it from starting is a
+:class:`~blender_core.app.serve.startup.StartupError`, found before it listens (exit status 2).
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import ipaddress
 import logging
+import os
 import signal
+import sys
+import threading
+from collections.abc import Callable, Iterator
 from functools import cache
 from types import FrameType
 from typing import Any
 
-from blender_core.app.serve.config import ServeConfig
+from blender_core.app.serve.config import ConfigError, ServeConfig
+from blender_core.app.serve.startup import StartupError, bind, load_ranker, unexpected
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +82,42 @@ def _server_class() -> type:
 
     class Server(uvicorn.Server):
         """uvicorn's server, where a second SIGTERM (not only a second SIGINT, as in uvicorn) forces the
-        exit; forcing also closes the open connections, so that the requests in flight end now."""
+        exit; forcing also closes the open connections, so that the requests in flight end now. A stop by
+        signal is not raised again at the end (uvicorn's way): the caller chooses the exit status.
+        ``announce`` is called once it listens."""
 
         loop: asyncio.AbstractEventLoop | None = None
+        announce: Callable[[], None] | None = None
+        exit_when_forced = False  # the process's own server: a forced stop ends the process, status 1
+
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets)
+            if self.started and self.announce is not None:
+                self.announce()
+
+        @contextlib.contextmanager
+        def capture_signals(self) -> Iterator[None]:
+            if threading.current_thread() is not threading.main_thread():  # signals: main thread only
+                yield
+                return
+            from uvicorn.server import HANDLED_SIGNALS
+
+            previous = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+            try:
+                yield
+            finally:
+                for sig, handler in previous.items():
+                    signal.signal(sig, handler)
 
         async def serve(self, sockets: Any = None) -> None:
             self.loop = asyncio.get_running_loop()
             await super().serve(sockets)
+            if self.force_exit and self.exit_when_forced:
+                # at once, as the signal itself would: the tasks left (the requests cut) are not unwound
+                logging.shutdown()
+                sys.stdout.flush()
+                sys.stderr.flush()
+                os._exit(1)
 
         def handle_exit(self, sig: int, frame: FrameType | None) -> None:
             again = self.should_exit and sig in (signal.SIGINT, signal.SIGTERM)
@@ -104,19 +144,76 @@ def make_server(config: Any) -> Any:
     return _server_class()(config)
 
 
-def serve(config: ServeConfig, *, host: str = "127.0.0.1", port: int = 8000, log_level: str = "info") -> None:
+def serve(
+    config: ServeConfig,
+    *,
+    host: str = "127.0.0.1",
+    port: int = 8000,
+    log_level: str = "info",
+    announce: Callable[[str], None] | None = None,
+) -> int:
     """Serve the ensemble until SIGINT / SIGTERM (then finish the requests in flight; a second signal
     stops it at once).
 
+    Args:
+        config: the validated config.
+        host: the address to listen on.
+        port: the port to listen on (0: any free one; the start-up block says which).
+        log_level: uvicorn's log level.
+        announce: called once with the start-up block (:mod:`~blender_core.app.serve.summary`) when the
+            server listens.
+
+    Returns:
+        0, after a graceful stop. When a second signal forces the stop, the process ends at once with
+        status 1 (the requests cut are not unwound), and this does not return.
+
     Raises:
         ValueError: a non-loopback ``host`` without API keys (checked before anything is loaded).
-        ConfigError: an environment variable the config names is not set.
+        ConfigError: an environment variable the config names is not set, or a local model cannot load.
+        StartupError: anything else that keeps it from starting (the port, the ranker, a package), in the
+            config's or the flags' terms.
     """
     check_bind(host, config)
-    from blender_core.app.serve.app import create_app
+    sock = bind(host, port)
+    try:
+        app, stop_metrics = _start(config)
+    except (StartupError, ConfigError):
+        sock.close()
+        raise
+    except Exception as exc:
+        sock.close()
+        raise unexpected(exc) from exc
     from blender_core.app.serve.redaction import install_log_filter
+    from blender_core.app.serve.summary import startup_block, url
 
-    app = create_app(config)
     server = make_server(uvicorn_config(app, config, host=host, port=port, log_level=log_level))
+    server.exit_when_forced = True
+    if announce is not None:
+        block = startup_block(config, api_url=url(host, sock.getsockname()[1]))
+        server.announce = lambda: announce(block)
     install_log_filter(app.state.served.redactor)  # after uvicorn set up its log handlers
-    server.run()
+    try:
+        server.run(sockets=[sock])
+    finally:
+        stop_metrics()
+    return 0
+
+
+def _start(config: ServeConfig) -> tuple[Any, Callable[[], None]]:
+    """The app with its ranker loaded, and the metrics listener started (with ``metrics = "port"``); the
+    second item stops that listener."""
+    from blender_core.app.serve.app import create_app
+    from blender_core.app.serve.backends import INSTALL_SERVE
+
+    try:
+        app = create_app(config)
+    except ImportError as exc:
+        hint = "" if "blender-llm[" in str(exc) else f"; install with: {INSTALL_SERVE}"
+        raise StartupError(f"{exc}{hint}") from exc
+    load_ranker(app.state.served, config.ensemble.ranker)
+    s = config.server
+    if s.metrics != "port" or s.metrics_port is None:
+        return app, lambda: None
+    from blender_core.app.serve.metrics_http import serve_metrics_port
+
+    return app, serve_metrics_port(app.state.metrics, s.metrics_host, s.metrics_port)

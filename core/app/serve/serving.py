@@ -59,6 +59,8 @@ class Answering:
     """One chat completion in flight: its ensemble call in a task of its own, and how it ends.
 
     ``deadline`` is in the event loop's clock; ``describe`` turns the call's exceptions into API errors.
+    What ended the call is left in the request's state for the metrics
+    (:mod:`~blender_core.app.serve.metrics_http`): ``blender_account``, ``blender_failure``.
     """
 
     def __init__(
@@ -66,19 +68,30 @@ class Answering:
     ) -> None:
         self.request = request
         self.deadline = deadline
-        self.describe = describe
+        self._describe = describe
         self.loop = asyncio.get_running_loop()
 
     def remaining(self) -> float:
         return max(0.0, self.deadline - self.loop.time())
 
+    def describe(self, exc: BaseException) -> ApiError:
+        """The API error of an exception of the ensemble call (noted as the request's failure)."""
+        self.request.state.blender_failure = exc
+        return self._describe(exc)
+
+    def answered(self, account: Any) -> None:
+        """Note the ensemble's account of the answer (``response_metadata["blender"]``)."""
+        self.request.state.blender_account = account
+
     def deadline_error(self) -> ApiError:
-        return ApiError(
+        error = ApiError(
             504,
             "the request passed its deadline (limits.request_timeout) before the answer was ready",
             type="timeout",
             code="deadline_exceeded",
         )
+        self.request.state.blender_failure = error
+        return error
 
     async def until_ready(self, task: asyncio.Future[T]) -> T:
         """The task's result, unless the client leaves (:class:`ClientGone`) or the deadline passes
@@ -188,6 +201,7 @@ class ChatServing:
             if not request.stream:
                 call = asyncio.ensure_future(llm.ainvoke(messages, **options))
                 message = await answering.until_ready(call)
+                answering.answered(message.response_metadata.get("blender"))
                 reply = completion.response(message, with_account=request.wants_account)
                 return Response(reply.model_dump_json(exclude_unset=True), media_type="application/json")
             return await _stream(
@@ -228,6 +242,7 @@ async def _stream(answering: Answering, chunks: ChunkQueue, events: ChunkStream)
                 except (TimeoutError, asyncio.TimeoutError):
                     yield events.error(answering.deadline_error())
                     return
+            answering.answered(events.metadata)
             yield events.end()
         finally:  # the end, an error, or the client gone mid-stream: stop the ensemble call
             await chunks.stop()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import signal
+import socket
 import time
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
@@ -84,7 +85,69 @@ def test_a_second_sigterm_during_the_graceful_stop_forces_the_exit(
             server.kill()
         assert hanging.closed.wait(5)  # its backend call was cut
     assert took < 5.0
-    assert status == -signal.SIGTERM
+    assert status == 1  # forced: not the graceful stop's 0 (before: killed by the re-raised SIGTERM)
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "Ctrl-C"])
+def test_a_graceful_stop_exits_0_and_the_start_says_what_is_served(
+    tiny_reference_ckpt: Path, tmp_path: Path, sig: int
+) -> None:
+    """Before: 143 after SIGTERM (the process ended by the signal uvicorn raised again), 130 after Ctrl-C;
+    systemd and Kubernetes read either as a failure. The request in flight still finishes."""
+    with (
+        FakeUpstream("slow", delay=1.0, answer="Paris.") as slow,
+        FakeUpstream("fast", answer="Paris!") as fast,
+    ):
+        text = toml_config(tiny_reference_ckpt, [slow, fast], server={"api_key_envs": ["BLENDER_TEST_KEY"]})
+        text = text.replace('name = "fast"', 'name = "fast"\nsamples = 2')
+        server = ServeProcess(tmp_path, text).start()
+        try:
+            with ThreadPoolExecutor(1) as pool:
+                body = {"model": MODEL, "messages": QUESTION}
+                headers = {"authorization": f"Bearer {SERVER_KEY}"}
+                url = f"{server.base_url}/v1/chat/completions"
+                pending = pool.submit(httpx.post, url, json=body, headers=headers, timeout=60)
+                assert slow.received.wait(30)
+                server.signal(sig)
+                status = server.wait(60)
+                assert pending.result(timeout=10).status_code == 200  # finished, not cut
+        finally:
+            server.kill()
+    assert status == 0, server.log()
+    log = server.log()
+    block = log[log.index("blender-llm serve: listening on") :].splitlines()[:9]
+    assert block[0] == f'blender-llm serve: listening on {server.base_url}/v1 (model "blender-llm")'
+    assert block[1].split() == ["backends", "slow", "openai", "slow-model"]
+    assert block[2].split() == ["fast", "openai", "fast-model", "2", "samples"]
+    assert block[3].split() == ["ranker", str(tiny_reference_ckpt)]
+    assert block[4] == "  fuser     none: the top-ranked answer is returned"
+    assert block[5].startswith("  limits    max_running 32, max_in_flight 256, request_timeout 120 s")
+    assert block[6] == "  keys      required (Authorization: Bearer; 1 accepted, from BLENDER_TEST_KEY)"
+    assert block[7] == f"  metrics   {server.base_url}/metrics (the same keys as the API)"
+    assert SERVER_KEY not in log
+
+
+def test_metrics_on_a_port_of_their_own(tiny_reference_ckpt: Path, tmp_path: Path) -> None:
+    """``metrics = "port"``: /metrics on its own listener (no keys), and not on the API's port."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    with FakeUpstream("fast", answer="Paris.") as fast:
+        server_table = {"api_key_envs": ["BLENDER_TEST_KEY"], "metrics": "port", "metrics_port": port}
+        server = ServeProcess(tmp_path, toml_config(tiny_reference_ckpt, [fast], server=server_table)).start()
+        try:
+            headers = {"authorization": f"Bearer {SERVER_KEY}"}
+            body = {"model": MODEL, "messages": QUESTION}
+            r = httpx.post(f"{server.base_url}/v1/chat/completions", json=body, headers=headers, timeout=30)
+            assert r.status_code == 200, r.text
+            assert httpx.get(f"{server.base_url}/metrics", headers=headers, timeout=10).status_code == 404
+            scraped = httpx.get(f"http://127.0.0.1:{port}/metrics", timeout=10)
+        finally:
+            assert server.stop() == 0
+    assert scraped.status_code == 200
+    assert 'blender_requests_total{outcome="ok",status="200",stream="false"} 1.0' in scraped.text
+    assert 'blender_backend_calls_total{backend="fast",outcome="ok"} 1.0' in scraped.text
+    assert f"  metrics   http://127.0.0.1:{port}/metrics (a listener of its own, no keys)" in server.log()
 
 
 def test_an_overloaded_server_queues_or_refuses_early_and_never_blames_the_backends(

@@ -80,6 +80,12 @@ def test_served_requests_are_recorded_and_label_pairs_chooses_the_served_answers
             server.stop()  # a graceful stop: the recorder writes what is queued, then closes
         stats = app.state.served.recorder.stats()
     assert (stats.written, stats.redacted, stats.failed, stats.pending) == (len(QUESTIONS), 1, 0, 0)
+    # /metrics shows the recorder's counts (read at each scrape)
+    scraped = app.state.metrics.exposition().decode().splitlines()
+    assert f'blender_record_requests_total{{result="written"}} {float(len(QUESTIONS))}' in scraped
+    assert 'blender_record_requests_total{result="redacted"} 1.0' in scraped
+    assert 'blender_record_requests_total{result="failed"} 0.0' in scraped
+    assert "blender_sink_errors_total 0.0" in scraped
     files = traffic_files(folder)
     assert len(files) >= 2  # rotated
     recorded = lines_in(folder)
