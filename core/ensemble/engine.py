@@ -113,7 +113,7 @@ class Ensemble:
         self.tracer = get_tracer(tracer_provider)
         # every answered request is handed to these (a recorder, ...)
         self.sinks = Sinks(sinks)
-        self._ranker_name = spec_name(ranker)
+        self._ranker_name = spec_name(ranker)  # once: the spans and the sinks of every request name it
 
     @classmethod
     def from_settings(cls, owner: Any, fuser: BaseFuser | None) -> Ensemble:
@@ -545,8 +545,9 @@ class Ensemble:
     def _spans(self, prompt: str) -> Spans:
         """The spans of a request starting now (:data:`NO_SPANS` when nothing records)."""
         c = self.config
-        ranker = spec_name(self.pipeline.ranker_spec)
-        return request_spans(self.tracer, prompt, content=c.trace_content, ranker=ranker, strategy=c.strategy)
+        return request_spans(
+            self.tracer, prompt, content=c.trace_content, ranker=self._ranker_name, strategy=c.strategy
+        )
 
 
 def _logged(records: list[CandidateRecord]) -> list[CandidateRecord]:
