@@ -10,6 +10,7 @@ from transformers import AutoModel, PreTrainedModel
 from transformers.utils import ModelOutput
 
 from blender_core.ranking.pairrm.configuration_pairrm import PairRMConfig
+from blender_core.ranking.windowed_attention import use_windowed_attention
 
 #: rows the head runs on at once: every block has this shape (the last one zero-filled), so that the GEMM
 #: kernel, and with it the rounding of each row, does not depend on how many rows the batch holds
@@ -66,6 +67,7 @@ class PairRMModel(PreTrainedModel):
             nn.Linear(hidden, config.n_tasks),
         )
         self.post_init()
+        use_windowed_attention(self.pretrained_model)  # the same scores, less work on short texts (CPU)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.pretrained_model.get_input_embeddings()

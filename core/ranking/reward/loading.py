@@ -25,6 +25,7 @@ from transformers import (
 from transformers.models.auto.tokenization_auto import get_tokenizer_config
 
 from blender_core.base.hub import HubOptions
+from blender_core.ranking.windowed_attention import use_windowed_attention
 
 logger = logging.getLogger(__name__)
 
@@ -143,4 +144,5 @@ def load_reward_model(
             f"the weights of {name!r} do not match a {type(model).__name__} ({shown}). A missing reward head "
             "means the checkpoint is not a reward model (e.g. a chat model's); load a trained reward model"
         )
+    use_windowed_attention(model)  # DeBERTa-v2 reward models: the same scores, less work on short texts
     return model.eval(), tokenizer
