@@ -22,38 +22,16 @@ import asyncio
 import statistics
 import tempfile
 import time
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import torch
+from _trivial_ranker import TrivialRanker
 
-from blender_core.base.results import Ranking
 from blender_core.ensemble import BackendAnswer, Ensemble, EnsembleConfig
-from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
-from blender_core.ranking.interface import BaseRanker, Ranker
+from blender_core.ranking.interface import Ranker
 
 LATENCIES = {"a": 0.1, "b": 0.15, "c": 0.2}
-
-
-class TrivialRanker(BaseRanker):
-    """The longer answer wins: a ranker that costs next to nothing."""
-
-    name = "trivial"
-
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        out = []
-        for cands in candidates:
-            scores = torch.tensor([float(len(c)) for c in cands]).numpy()
-            order = order_from_scores(scores)
-            out.append(Ranking(scores=scores, ranks=ranks_from_scores(scores), order=order, best=order[0], strategy=strategy))
-        return out
 
 
 def backend(name: str, delay: float, k: int) -> Callable[[], Awaitable[BackendAnswer]]:

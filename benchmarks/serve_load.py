@@ -2,7 +2,7 @@
 upstreams of fixed latency, the two servers loaded in alternating rounds.
 
     python benchmarks/serve_load.py [--requests 200] [--concurrency 16,4] [--rounds 3] [--seconds 120]
-                                    [--latencies 0.1,0.15,0.2] [--stream-share 0.5] [--ranker tiny]
+                                    [--latencies 0.1,0.15,0.2] [--stream-share 0.5] [--ranker tiny|trivial|SPEC]
                                     [--max-in-flight 2C] [--timeout 10] [--no-floor]
                                     [--compare-root OTHER_CHECKOUT ...] [--observability]
 
@@ -16,12 +16,14 @@ server in a subprocess of its own (its CPU and memory its own), all started once
 - ``serve@DIR``, per ``--compare-root DIR``: the same command from another checkout of the repository (e.g.
   ``git archive main | tar -x -C /tmp/before``), for a before / after in the same run.
 - ``serve+obs``, with ``--observability``: the same server with tracing and metrics on: OpenTelemetry's SDK
-  recording every span and serializing it as an exporter would (``benchmarks/_traced_serve.py``) and
+  recording every span and serializing it as an exporter would (``benchmarks/_serve_side.py``) and
   ``[server] metrics = "api"`` (the default); the ``serve`` side then runs with ``metrics = "off"`` and no
   SDK, so the two differ only by what observability costs.
 
-The ranker is a tiny random PairRM checkpoint built offline (``--ranker tiny``: the server's own cost, not
-the ranker's) or any spec ``load_ranker`` accepts (e.g. ``builtin:pairrm-minilm-l6``).
+The ranker is a tiny random PairRM checkpoint built offline (``--ranker tiny``: a small model, whose forward
+passes are still most of the server's CPU), the benchmarks' trivial ranker (``--ranker trivial``: the longer
+answer wins, so the sides cost what the server itself costs) or any spec ``load_ranker`` accepts (e.g.
+``builtin:pairrm-minilm-l6``).
 
 Each round loads every side in turn (the order alternating from round to round), after one warm-up per
 side; each side keeps its best of the rounds (the machine's noise only ever slows a run down). Bounded in
@@ -69,7 +71,7 @@ def free_port() -> int:
 
 
 def ranker_spec(name: str, workdir: Path) -> str:
-    if name != "tiny":
+    if name != "tiny":  # "trivial" is served by _serve_side.py (BENCH_RANKER)
         return name
     from blender_core.testing.pairrm import make_tiny_pairrm
 
@@ -104,8 +106,10 @@ def start_process(
         return subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, cwd=cwd, env=env)
 
 
-def serve_command(config: Path, port: int, traced: bool = False) -> list[str]:
-    launch = [str(ROOT / "benchmarks" / "_traced_serve.py")] if traced else ["-m", "blender_core.app.cli"]
+def serve_command(config: Path, port: int, launcher: bool = False) -> list[str]:
+    """The server's command: the CLI itself, or through ``_serve_side.py`` for a side that needs its
+    ``BENCH_*`` environment (tracing on, the trivial ranker)."""
+    launch = [str(ROOT / "benchmarks" / "_serve_side.py")] if launcher else ["-m", "blender_core.app.cli"]
     cmd = [
         sys.executable,
         *launch,
@@ -269,15 +273,16 @@ def start_sides(args: argparse.Namespace, work: Path, fakes: list[FakeUpstream])
         floor = [sys.executable, str(ROOT / "benchmarks" / "_fanout_floor.py"), "--port", str(port)]
         floor += ["--upstreams", ",".join(f.base_url for f in fakes), "--connections", str(2 * max_in_flight)]
         specs.append(("floor", floor, ROOT, None))
-    port = free_port()
-    specs.append(("serve", serve_command(config, port), ROOT, None))
+    bench = {"BENCH_RANKER": "trivial"} if args.ranker == "trivial" else {}
+    specs.append(("serve", serve_command(config, free_port(), bool(bench)), ROOT, bench or None))
     if args.observability:
         observed = work / "observed.toml"
         write_config(observed, ranker, fakes, max_in_flight, args.timeout, "api")
-        specs.append(("serve+obs", serve_command(observed, free_port(), traced=True), ROOT, None))
+        traced = {**bench, "BENCH_TRACED": "1"}
+        specs.append(("serve+obs", serve_command(observed, free_port(), True), ROOT, traced))
     for root in args.compare_root:
-        port = free_port()
-        specs.append((f"serve@{root}", serve_command(config, port), root, checkout_env(root, work)))
+        env = {**checkout_env(root, work), **bench}
+        specs.append((f"serve@{root}", serve_command(config, free_port(), bool(bench)), root, env))
     sides = []
     for k, (name, cmd, cwd, env) in enumerate(specs):
         log = work / f"side{k}.log"
@@ -358,7 +363,11 @@ def main() -> int:
     parser.add_argument("--seconds", type=float, default=120.0, help="time limit of each measured run")
     parser.add_argument("--latencies", default="0.1,0.15,0.2", help="each upstream's fixed latency, seconds")
     parser.add_argument("--stream-share", type=float, default=0.5, help="share of streamed requests")
-    parser.add_argument("--ranker", default="tiny", help="'tiny' (random, offline) or a ranker spec")
+    parser.add_argument(
+        "--ranker",
+        default="tiny",
+        help="'tiny' (random PairRM, offline), 'trivial' (the longer answer wins: the server's own cost) or a spec",
+    )
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument(
         "--max-in-flight", type=int, default=None, help="the server's (default: 2 x concurrency)"
