@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 
 import torch
-from _trivial_ranker import TrivialRanker
+from _trivial_ranker import trivial_ranker
 
 from blender_core.ensemble import BackendAnswer, Ensemble, EnsembleConfig
 from blender_core.ranking.interface import Ranker
@@ -79,7 +79,7 @@ def summary(xs: list[float]) -> dict[str, float]:
 
 def load(kind: str) -> Ranker:
     if kind == "trivial":
-        return TrivialRanker()
+        return trivial_ranker()
     from blender_core.ranking.pairrm.pair_ranker import PairRanker
     from blender_core.testing.pairrm import make_tiny_pairrm
 

@@ -23,15 +23,12 @@ import random
 import sys
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
-import numpy as np
+from _trivial_ranker import trivial_ranker
 
-from blender_core.base.results import Ranking
 from blender_core.ensemble import BackendAnswer, Blocking, Ensemble, EnsembleConfig, EnsembleError
-from blender_core.ranking.aggregation import order_from_scores, ranks_from_scores
-from blender_core.ranking.interface import BaseRanker
 
 BEHAVIOURS = {  # share of calls; the rest answer at once
     "slow": 0.15,  # answers in 30-70% of the timeout
@@ -40,25 +37,6 @@ BEHAVIOURS = {  # share of calls; the rest answer at once
     "empty": 0.05,
     "hang": 0.05,  # answers after --hang-seconds (far past the timeout): a stuck call, until it ends
 }
-
-
-class LengthRanker(BaseRanker):
-    """Cheap and deterministic: the longer answer wins (ranking is not what is soaked here)."""
-
-    def rank(
-        self,
-        prompts: Sequence[str],
-        candidates: Sequence[Sequence[str]],
-        *,
-        strategy: str = "full",
-        show_progress: bool = False,
-    ) -> list[Ranking]:
-        out = []
-        for cands in candidates:
-            scores = np.array([float(len(c)) for c in cands])
-            order = order_from_scores(scores)
-            out.append(Ranking(scores, ranks_from_scores(scores), order, order[0], strategy))
-        return out
 
 
 @dataclass
@@ -262,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     budget = args.seconds / 2
     for mode in ("sync", "async"):
-        engine = Ensemble(LengthRanker(), None, config)
+        engine = Ensemble(trivial_ranker(), None, config)  # the longer answer wins: ranking is not soaked here
         t0 = time.perf_counter()
         if mode == "sync":
             stats = soak_sync(engine, names, args.calls, budget, args, release, rng)

@@ -23,11 +23,13 @@ from blender_core.ranking.judge.chat import ChatReply
 
 
 class LengthRanker(BaseRanker):
-    """The longer answer wins (score = length in characters); records every call's prompts."""
+    """The longer answer wins (score = length in characters); records every call's prompts unless
+    ``record=False`` (a benchmark's long run, whose memory is measured)."""
 
     name = "length"
 
-    def __init__(self) -> None:
+    def __init__(self, record: bool = True) -> None:
+        self.record = record
         self.calls: list[tuple[list[str], list[list[str]], str]] = []
 
     def rank(
@@ -38,7 +40,8 @@ class LengthRanker(BaseRanker):
         strategy: str = "full",
         show_progress: bool = False,
     ) -> list[Ranking]:
-        self.calls.append((list(prompts), [list(c) for c in candidates], strategy))
+        if self.record:
+            self.calls.append((list(prompts), [list(c) for c in candidates], strategy))
         out = []
         for cands in candidates:
             scores = np.array([self.score(k, c) for k, c in enumerate(cands)])
